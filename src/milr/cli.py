@@ -1,0 +1,146 @@
+"""The `milr` command: parse, call the library, render with rich. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import EstimateConfig
+from .search import Estimate, estimate
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure the maximal initial learning rate η* of deep ReLU MLPs.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Measure the maximal initial learning rate η* of deep ReLU MLPs."""
+
+
+def _fail(message: str) -> None:
+    err.print(f"milr: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _dump(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@app.command("estimate")
+def estimate_cmd(
+    depth: Annotated[int, typer.Option(help="Number of hidden layers.")],
+    width: Annotated[int, typer.Option(help="Units per hidden layer.")],
+    dataset: Annotated[str, typer.Option(help="gaussians, fashion-mnist, mnist, cifar10 or "
+                                              "a .npz path.")] = "gaussians",
+    data_dir: Annotated[str | None, typer.Option(help="Directory holding the data files.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Validation accuracy that counts as "
+                                                         "trained [default: per dataset].")] = None,
+    steps: Annotated[int, typer.Option(help="SGD step budget per run.")] = 1000,
+    batch_size: Annotated[int, typer.Option()] = 128,
+    eval_every: Annotated[int, typer.Option(help="Steps between validation checks.")] = 50,
+    seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 5,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    input_lr_scale: Annotated[float, typer.Option(help="Input-layer lr = lr * this.")] = 0.1,
+    lr_min: Annotated[float, typer.Option()] = 1e-3,
+    lr_max: Annotated[float, typer.Option()] = 10.0,
+    rtol: Annotated[float, typer.Option(help="Relative width of the final bracket.")] = 0.05,
+    probes: Annotated[int, typer.Option(help="Learning rates per seed and round.")] = 4,
+    midpoint: Annotated[str, typer.Option(help="geometric or arithmetic.")] = "geometric",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 or tf32.")] = "fp32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: config, per-seed "
+                                                         "results and every trial.")] = False,
+) -> None:
+    """Search η* of one constant-width ReLU MLP over several seeds."""
+    try:
+        cfg = EstimateConfig(
+            depth=depth, width=width, dataset=dataset, data_dir=data_dir, threshold=threshold,
+            steps=steps, batch_size=batch_size, eval_every=eval_every, seeds=seeds, seed=seed,
+            input_lr_scale=input_lr_scale, lr_min=lr_min, lr_max=lr_max, rtol=rtol,
+            probes=probes, midpoint=midpoint, device=device, precision=precision,
+        )
+        if err.is_terminal and not as_json:
+            with err.status("starting") as status:
+                def on_round(r: int, runs: int, active: int) -> None:
+                    status.update(f"round {r}: training {runs} runs for {active} seed(s)")
+                result = estimate(cfg, on_round=on_round)
+        else:
+            result = estimate(cfg)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        _dump(result.to_dict())
+    else:
+        render_estimate(result)
+
+
+def render_estimate(e: Estimate) -> None:
+    c = e.config
+    table = Table(title=f"η* of depth {c.depth} × width {c.width} on {c.dataset} "
+                        f"(threshold {c.threshold})")
+    for col in ("seed", "status", "η*", "bracket [lo, hi]", "trials", "non-monotone"):
+        table.add_column(col, justify="right")
+    for s in e.seeds:
+        star = f"{s.lr_star:.4g}" if s.lr_star is not None else "-"
+        bracket = f"[{_g(s.lo)}, {_g(s.hi)}]"
+        table.add_row(str(s.seed), s.status, star, bracket, str(s.trials), str(s.nonmonotone))
+    out.print(table)
+    if e.median is None:
+        out.print("[bold red]no seed gave an η* inside the search range[/]: see the status column "
+                  "(above_range: raise --lr-max; below_range: lower --lr-min or raise --steps)")
+    else:
+        lo, hi = e.spread
+        n_ok = len(e.values)
+        out.print(f"η* = [bold]{e.median:.4g}[/] (median of {n_ok} seed(s); range {lo:.4g}–"
+                  f"{hi:.4g}; std of log η* {e.log_std:.3f})")
+        if n_ok < len(e.seeds):
+            out.print(f"[yellow]{len(e.seeds) - n_ok} seed(s) had no η* inside the range[/]")
+    out.print(f"{len(e.trials)} training runs in {e.rounds} rounds, {e.member_steps} member-steps, "
+              f"{e.wall_time:.1f} s on {e.device}")
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Usage-error classes: typer >= 0.20 vendors click as typer._click, older typer uses click."""
+    found = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(__import__(name, fromlist=["ClickException"]).ClickException)
+        except ImportError:
+            pass
+    return tuple(found)
+
+
+def main() -> None:
+    """Entry point: every usage error becomes one line on stderr and exit code 2."""
+    try:
+        rc = app(standalone_mode=False)  # returns the code of a typer.Exit raised in a command
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except typer.Abort:
+        err.print("milr: interrupted")
+        raise SystemExit(130) from None
+    except _click_errors() as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            raise SystemExit(0) from None
+        err.print(f"milr: error: {e.format_message()}", markup=False, highlight=False,
+                  soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err.print("milr: interrupted")
+        raise SystemExit(130) from None
+    raise SystemExit(rc if isinstance(rc, int) else 0)

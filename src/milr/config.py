@@ -1,0 +1,101 @@
+"""The one configuration of an η* measurement: protocol, search and device, validated on creation.
+
+Every field is recorded in every result row, so a row says exactly how its η* was obtained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .data import DATASETS
+
+# Thresholds on validation accuracy. MNIST and CIFAR-10 are the paper's; the other two are ours,
+# chosen so that a good learning rate meets them well inside the default budget (see README).
+DEFAULT_THRESHOLDS = {"mnist": 0.925, "cifar10": 0.34, "fashion-mnist": 0.80, "gaussians": 0.80}
+MIDPOINTS = ("geometric", "arithmetic")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "tf32")
+
+
+@dataclass(frozen=True)
+class EstimateConfig:
+    depth: int  # number of hidden layers
+    width: int  # units per hidden layer
+    dataset: str = "gaussians"  # a name in milr.data.DATASETS or a path to a .npz file
+    data_dir: str | None = None
+    threshold: float | None = None  # None: the dataset's default (DEFAULT_THRESHOLDS)
+    steps: int = 1000  # SGD step budget per run (the paper's is not published)
+    batch_size: int = 128
+    eval_every: int = 50  # steps between validation-accuracy checks (early exit happens here)
+    input_lr_scale: float = 0.1  # input layer trains at lr * this (the paper's condition (ii))
+    divergence_factor: float = 10.0  # loss above this times the initial loss counts as diverged
+    seeds: int = 5  # independent initialisations / data orders: seed, seed + 1, ...
+    seed: int = 0
+    lr_min: float = 1e-3  # search bracket; widened by up to `widen` on either side if needed
+    lr_max: float = 10.0
+    widen: float = 100.0
+    grid_per_decade: int = 3  # coarse log grid that first finds a learning rate that trains
+    rtol: float = 0.05  # stop when the bracket [lo, hi] has hi / lo - 1 <= rtol
+    probes: int = 4  # learning rates tried per seed and round (multisection)
+    midpoint: str = "geometric"  # or "arithmetic", the paper's Algorithm 1 as written
+    device: str = "auto"
+    precision: str = "fp32"  # "tf32" lets CUDA matmuls use TensorFloat-32
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "depth", "width", "steps", "batch_size", "eval_every", "seeds",
+                      "probes", "grid_per_decade")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.dataset not in DATASETS and not str(self.dataset).endswith(".npz"):
+            raise ValueError(f"unknown dataset {self.dataset!r}: expected one of "
+                             f"{', '.join(DATASETS)} or a path to a .npz file")
+        if self.threshold is None:
+            if self.dataset not in DEFAULT_THRESHOLDS:
+                raise ValueError(f"dataset {self.dataset!r} has no default threshold: "
+                                 "pass threshold explicitly")
+            object.__setattr__(self, "threshold", DEFAULT_THRESHOLDS[self.dataset])
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
+        _positive_float(self, "input_lr_scale", "lr_min", "lr_max", "rtol")
+        if not self.lr_min < self.lr_max:
+            raise ValueError(f"lr_min must be below lr_max, got {self.lr_min} >= {self.lr_max}")
+        if not (_finite(self.widen) and self.widen >= 1):
+            raise ValueError(f"widen must be >= 1, got {self.widen!r}")
+        if not (_finite(self.divergence_factor) and self.divergence_factor > 1):
+            raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}")
+        _choice(self, "midpoint", MIDPOINTS)
+        _choice(self, "device", DEVICES)
+        _choice(self, "precision", PRECISIONS)
+
+    def row(self) -> dict:
+        """The config as a flat record (one CSV column per field)."""
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_int(cfg, *names: str) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _positive_float(cfg, *names: str) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if not (_finite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+
+def _choice(cfg, name: str, allowed: tuple[str, ...]) -> None:
+    v = getattr(cfg, name)
+    if v not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {v!r}")

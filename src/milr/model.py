@@ -1,0 +1,106 @@
+"""K independent ReLU MLPs as stacked weight tensors: one batched matmul per layer for all of them.
+
+A member is defined by its seed alone (initialisation and data order), so the same (lr, seed)
+gives the same run whichever other members share the batch. The SGD step computes gradients by
+hand and folds each member's learning rate into the weight update (one `baddbmm_` per layer):
+no autograd graph, no optimiser object, no per-member Python loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def member_seed(seed: int, stream: int) -> int:
+    """Independent 63-bit seeds per purpose (0: weights, 1: data order) from one user seed."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def init_weights(seed: int, n_in: int, depth: int, width: int, classes: int) -> list[torch.Tensor]:
+    """He-normal (fan-in, gain sqrt 2) hidden layers, fan-in normal (gain 1) output, on the CPU.
+
+    Drawn on the CPU from the seed so that CPU and GPU runs start from identical weights.
+    """
+    gen = torch.Generator().manual_seed(member_seed(seed, 0))
+    dims = [n_in] + [width] * depth + [classes]
+    ws = []
+    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        gain = 1.0 if i == depth else 2.0
+        ws.append(torch.randn(fan_in, fan_out, generator=gen) * (gain / fan_in) ** 0.5)
+    return ws
+
+
+class Ensemble:
+    """Stacked parameters of K members: weights[l] (K, fan_in, fan_out), biases[l] (K, 1, fan_out)."""
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
+        assert len(weights) == len(biases) >= 2
+        self.weights = weights
+        self.biases = biases
+
+    @classmethod
+    def create(cls, seeds: list[int], n_in: int, depth: int, width: int, classes: int,
+               device: torch.device | str = "cpu") -> Ensemble:
+        per_seed = {s: init_weights(s, n_in, depth, width, classes) for s in dict.fromkeys(seeds)}
+        weights = [
+            torch.stack([per_seed[s][layer] for s in seeds]).to(device)
+            for layer in range(depth + 1)
+        ]
+        biases = [torch.zeros(len(seeds), 1, w.shape[2], device=device) for w in weights]
+        return cls(weights, biases)
+
+    @property
+    def size(self) -> int:
+        return self.weights[0].shape[0]
+
+    def select(self, keep: torch.Tensor) -> Ensemble:
+        """The members at indices `keep` (compaction: finished members stop costing work)."""
+        return Ensemble([w[keep] for w in self.weights], [b[keep] for b in self.biases])
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x (K, B, n_in) per member, or (B, n_in) shared by all members -> (K, B, classes)."""
+        h = x
+        last = len(self.weights) - 1
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.matmul(h, w) + b if h.dim() == 2 else torch.baddbmm(b, h, w)
+            if layer < last:
+                h = torch.relu_(h)
+        return h
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Accuracy of every member on a shared set x (N, n_in), y (N,) -> (K,)."""
+        correct = torch.zeros(self.size, device=x.device)
+        for i in range(0, len(x), chunk):
+            pred = self.logits(x[i : i + chunk]).argmax(-1)  # (K, n)
+            correct += (pred == y[i : i + chunk]).sum(1)
+        return correct / len(x)
+
+    @torch.no_grad()
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor]) -> torch.Tensor:
+        """One SGD step on mean cross-entropy for each member; returns the loss before it (K,).
+
+        x (K, B, n_in), y (K, B), lrs[l] (K, 1, 1): the learning rate of layer l per member.
+        """
+        acts = [x]  # input of each layer
+        h = x
+        last = len(self.weights) - 1
+        for layer in range(last):
+            h = torch.relu_(torch.baddbmm(self.biases[layer], h, self.weights[layer]))  # (K, B, w)
+            acts.append(h)
+        logits = torch.baddbmm(self.biases[last], h, self.weights[last])  # (K, B, C)
+        logp = torch.log_softmax(logits, -1)
+        loss = -logp.gather(-1, y.unsqueeze(-1)).mean((1, 2))  # (K,)
+        g = logp.exp_()  # d loss / d logits = (softmax - onehot) / B
+        g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(g[..., :1], -1.0))
+        g.div_(x.shape[1])
+        for layer in range(last, -1, -1):
+            w, a = self.weights[layer], acts[layer]
+            g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
+            g.mul_(lrs[layer])
+            w.baddbmm_(a.transpose(1, 2), g, alpha=-1.0)
+            self.biases[layer].sub_(g.sum(1, keepdim=True))
+            if g_in is not None:
+                g = g_in.mul_(a > 0)  # ReLU derivative, a = relu(z)
+        return loss

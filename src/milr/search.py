@@ -1,0 +1,239 @@
+"""The η* search: per seed, find a learning rate that verifiably trains, then refine the upper edge.
+
+Trainability is not monotone in η under a finite budget: small rates are too slow, large ones
+diverge. Plain bisection from a wide bracket returns the lower end when its first midpoint is too
+slow. So each seed first scans a coarse log grid *from the top down* (large rates diverge within a
+few steps, so this part is cheap) until some rate succeeds, widening above `lr_max` if the top
+itself trains. Then it refines between `lo`, the largest rate that succeeded, and `hi`, the
+smallest failure above it, with `probes` rates per round (multisection), all seeds batched.
+
+Ragged boundaries: after every round lo and hi are recomputed from *all* trials of the seed, so a
+success above a failure always moves lo up (η* is the upper edge of the trainable set). Failures
+that lie between two successes are counted per seed as `nonmonotone` and every trial is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from . import __version__
+from .config import EstimateConfig
+from .data import Dataset, load
+from .train import Outcome, resolve_device, train
+
+MAX_ROUNDS = 64
+
+
+@dataclass(frozen=True)
+class Trial:
+    round: int
+    lr: float
+    seed: int
+    success: bool
+    diverged: bool
+    steps: int
+    final_acc: float
+    peak_acc: float
+    final_loss: float
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seed: int
+    status: str  # "ok", "above_range" (still trains at the top) or "below_range" (nothing trains)
+    lr_star: float | None  # midpoint of [lo, hi] when status is "ok"
+    lo: float | None  # largest learning rate that trained
+    hi: float | None  # smallest learning rate above lo that failed
+    trials: int
+    nonmonotone: int  # failures lying between two successes (a ragged boundary)
+
+
+@dataclass
+class Estimate:
+    config: EstimateConfig
+    seeds: list[SeedResult]
+    trials: list[Trial]
+    rounds: int
+    wall_time: float
+    member_steps: int  # SGD steps summed over all members: the work done
+    device: str
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def values(self) -> list[float]:
+        return [s.lr_star for s in self.seeds if s.status == "ok"]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """(min, max) of the per-seed η*."""
+        return (min(self.values), max(self.values)) if self.values else None
+
+    @property
+    def log_std(self) -> float | None:
+        """Standard deviation of log η* over seeds (0 for a single seed)."""
+        v = [math.log(x) for x in self.values]
+        return statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config.row(),
+            "median": self.median,
+            "spread": self.spread,
+            "log_std": self.log_std,
+            "seeds": [asdict(s) for s in self.seeds],
+            "rounds": self.rounds,
+            "runs": len(self.trials),
+            "member_steps": self.member_steps,
+            "wall_time": self.wall_time,
+            "device": self.device,
+            "versions": self.versions,
+            "trials": [asdict(t) for t in self.trials],
+        }
+
+
+class SeedSearch:
+    """The search state of one seed: which rates to try next, and when it is finished."""
+
+    def __init__(self, seed: int, cfg: EstimateConfig):
+        self.seed, self.cfg = seed, cfg
+        self.factor = 10 ** (1 / cfg.grid_per_decade)
+        self.floor, self.ceiling = cfg.lr_min / cfg.widen, cfg.lr_max * cfg.widen
+        self.tried: dict[float, bool] = {}  # lr -> success
+        self.status: str | None = None
+
+    def lo(self) -> float | None:
+        ok = [lr for lr, s in self.tried.items() if s]
+        return max(ok) if ok else None
+
+    def hi(self) -> float | None:
+        lo = self.lo()
+        bad = [lr for lr, s in self.tried.items() if not s and (lo is None or lr > lo)]
+        return min(bad) if bad else None
+
+    def grid(self, i: int) -> float:
+        """Point i of the scan grid, counted down from lr_max (negative i: above lr_max)."""
+        return self.cfg.lr_max / self.factor**i
+
+    def next_probes(self) -> list[float]:
+        """Learning rates for the next round; [] once finished (self.status is then set)."""
+        cfg, lo, hi = self.cfg, self.lo(), self.hi()
+        k = cfg.probes
+        if lo is None:  # nothing trains yet: continue down the grid
+            i0 = self._grid_index(min(self.tried)) + 1 if self.tried else 0
+            probes = [self.grid(i) for i in range(i0, i0 + k) if self.grid(i) >= self.floor * 0.999]
+            if not probes:
+                self.status = "below_range"
+            return probes
+        if hi is None:  # the largest rate tried trains: continue up the grid
+            i0 = self._grid_index(max(self.tried)) - 1
+            probes = [self.grid(i) for i in range(i0, i0 - k, -1)
+                      if self.grid(i) <= self.ceiling * 1.001]
+            if not probes:
+                self.status = "above_range"
+            return probes
+        if self.converged(lo, hi):
+            self.status = "ok"
+            return []
+        if cfg.midpoint == "geometric":
+            step = (hi / lo) ** (1 / (k + 1))
+            return [lo * step**j for j in range(1, k + 1)]
+        if cfg.midpoint == "arithmetic":
+            return [lo + (hi - lo) * j / (k + 1) for j in range(1, k + 1)]
+        raise ValueError(f"midpoint must be geometric or arithmetic, got {cfg.midpoint!r}")
+
+    def converged(self, lo: float, hi: float) -> bool:
+        return hi / lo - 1 <= self.cfg.rtol
+
+    def _grid_index(self, lr: float) -> int:
+        return round(math.log(self.cfg.lr_max / lr) / math.log(self.factor))
+
+    def record(self, lr: float, success: bool) -> None:
+        self.tried[lr] = success
+
+    def result(self, trials: int) -> SeedResult:
+        lo, hi = self.lo(), self.hi()
+        star = None
+        if self.status == "ok":
+            star = math.sqrt(lo * hi) if self.cfg.midpoint == "geometric" else (lo + hi) / 2
+        ordered = sorted(self.tried.items())
+        succ = [lr for lr, s in ordered if s]
+        sandwiched = sum(
+            1 for lr, s in ordered if not s and succ and succ[0] < lr < succ[-1]
+        )
+        return SeedResult(self.seed, self.status or "unfinished", star,
+                          lo, hi, trials, sandwiched)
+
+
+Oracle = Callable[[list[float], list[int]], list[Outcome]]
+
+
+def search(cfg: EstimateConfig, run: Oracle,
+           on_round: Callable[[int, int, int], None] | None = None) -> tuple[list[SeedResult],
+                                                                                list[Trial], int]:
+    """Run the multisection search for every seed against `run` (the batched trainer, or a fake).
+
+    `run(lrs, seeds)` trains one member per pair and returns their outcomes. Returns per-seed
+    results, every trial in order, and the number of rounds.
+    """
+    states = [SeedSearch(cfg.seed + i, cfg) for i in range(cfg.seeds)]
+    trials: list[Trial] = []
+    rounds = 0
+    while rounds < MAX_ROUNDS:
+        batch = [(st, lr) for st in states if st.status is None for lr in st.next_probes()]
+        if not batch:
+            break
+        rounds += 1
+        if on_round is not None:
+            on_round(rounds, len(batch), sum(st.status is None for st in states))
+        outcomes = run([lr for _, lr in batch], [st.seed for st, _ in batch])
+        for (st, lr), out in zip(batch, outcomes, strict=True):
+            st.record(lr, out.success)
+            trials.append(Trial(rounds, **asdict(out)))
+    counts = {st.seed: sum(t.seed == st.seed for t in trials) for st in states}
+    return [st.result(counts[st.seed]) for st in states], trials, rounds
+
+
+def estimate(cfg: EstimateConfig, data: Dataset | None = None,
+             on_round: Callable[[int, int, int], None] | None = None) -> Estimate:
+    """η* of one (depth, width) for cfg.seeds seeds: the library entry point of `milr estimate`."""
+    device = resolve_device(cfg.device)
+    data = (data or load(cfg.dataset, cfg.data_dir)).to(device)
+    start = time.perf_counter()
+
+    def run(lrs: list[float], seeds: list[int]) -> list[Outcome]:
+        return train(cfg, data, lrs, seeds, device)
+
+    seeds, trials, rounds = search(cfg, run, on_round)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return Estimate(
+        config=cfg,
+        seeds=seeds,
+        trials=trials,
+        rounds=rounds,
+        wall_time=time.perf_counter() - start,
+        member_steps=sum(t.steps for t in trials),
+        device=device_name(device),
+        versions=versions(),
+    )
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict:
+    return {"milr": __version__, "torch": torch.__version__, "python": platform.python_version()}

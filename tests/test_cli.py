@@ -1,0 +1,60 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from milr.cli import app, main
+
+runner = CliRunner()
+QUICK = ["--depth", "1", "--width", "16", "--steps", "300", "--seeds", "2", "--device", "cpu"]
+
+
+def run_main(args, capsys):
+    """Run the real entry point (what the console script calls): exit code, stdout, stderr."""
+    import sys
+
+    old = sys.argv
+    sys.argv = ["milr", *args]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main()
+    finally:
+        sys.argv = old
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+def test_estimate_end_to_end_on_gaussians():
+    res = runner.invoke(app, ["estimate", *QUICK])
+    assert res.exit_code == 0, res.output
+    assert "η* = " in res.output and "median of 2 seed(s)" in res.output
+
+
+def test_estimate_json_has_config_seeds_and_trials():
+    res = runner.invoke(app, ["estimate", *QUICK, "--json"])
+    assert res.exit_code == 0
+    doc = json.loads(res.stdout)
+    assert doc["config"]["depth"] == 1 and doc["config"]["threshold"] == 0.8
+    assert len(doc["seeds"]) == 2 and all(s["status"] == "ok" for s in doc["seeds"])
+    assert doc["runs"] == len(doc["trials"]) > 0
+    lo, hi = doc["spread"]
+    assert lo <= doc["median"] <= hi
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--depth", "0", "--width", "8"], "depth must be a positive integer, got 0"),
+    (["--depth", "2", "--width", "-3"], "width must be a positive integer, got -3"),
+    (["--depth", "2", "--width", "8", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--depth", "2", "--width", "8", "--threshold", "1.2"], "threshold must lie in (0, 1)"),
+    (["--depth", "2", "--width", "8", "--threshold", "0"], "threshold must lie in (0, 1)"),
+    (["--depth", "two", "--width", "8"], "Invalid value for '--depth'"),
+    (["--width", "8"], "Missing option '--depth'"),
+    (["--depth", "2", "--width", "8", "--dataset", "mnist", "--data-dir", "/nonexistent"],
+     "mnist: train-images-idx3-ubyte[.gz] not found in /nonexistent"),
+])
+def test_bad_input_is_one_line_exit_2(args, phrase, capsys, monkeypatch):
+    monkeypatch.setattr("milr.data.SYSTEM_DIRS", {"mnist": []})
+    code, out, err = run_main(["estimate", *args], capsys)
+    assert code == 2
+    assert phrase in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -1,0 +1,101 @@
+import math
+import random
+
+import pytest
+
+from milr import EstimateConfig
+from milr.search import SeedSearch, search
+from milr.train import Outcome
+
+
+def oracle(trains, log=None):
+    """A fake trainer: success iff trains(lr, seed); records every call."""
+
+    def run(lrs, seeds):
+        if log is not None:
+            log.append(list(zip(lrs, seeds, strict=True)))
+        return [Outcome(lr, s, trains(lr, s), False, 1, 0.0, 0.0, 0.0)
+                for lr, s in zip(lrs, seeds, strict=True)]
+
+    return run
+
+
+def cfg(**kw):
+    return EstimateConfig(**{**dict(depth=1, width=1, seeds=3), **kw})
+
+
+def test_finds_planted_threshold_with_expected_rounds():
+    star = {0: 0.37, 1: 0.52, 2: 0.29}
+    log = []
+    results, trials, rounds = search(cfg(), oracle(lambda lr, s: lr <= star[s], log))
+    for r in results:
+        assert r.status == "ok"
+        assert r.lo <= star[r.seed] < r.hi and r.hi / r.lo - 1 <= 0.05
+        assert abs(math.log(r.lr_star / star[r.seed])) <= math.log(1.05) / 2 + 1e-12
+    # scan 10 .. 1 (all fail), scan 0.46 .. 0.046 (successes), then 2 refinements of 5x each:
+    # 2.154 ** (1 / 25) = 1.031 <= 1.05
+    assert rounds == 4
+    assert all(len(batch) == 12 for batch in log)  # 4 probes x 3 seeds each round
+    assert len(trials) == 48
+
+
+def test_slow_low_rates_do_not_trap_the_search():
+    # Fails both below 0.1 (too slow) and above 0.37 (diverges): a bisection that starts at the
+    # geometric midpoint of [1e-3, 10] sees 0.1 fail and returns the lower end.
+    results, _, _ = search(cfg(seeds=1), oracle(lambda lr, s: 0.1 <= lr <= 0.37))
+    assert results[0].status == "ok"
+    assert results[0].lo <= 0.37 < results[0].hi
+
+
+def test_noisy_oracle_within_tolerance_of_the_edge():
+    rng = random.Random(0)
+    noise = {}
+
+    def trains(lr, s):  # flips outcomes within +-3% of the edge at random
+        if abs(math.log(lr / 0.4)) < 0.03:
+            return noise.setdefault((lr, s), rng.random() < 0.5)
+        return lr < 0.4
+
+    results, _, _ = search(cfg(seeds=5), oracle(trains))
+    for r in results:
+        assert abs(math.log(r.lr_star / 0.4)) < 0.03 + math.log(1.05)
+
+
+def test_ragged_boundary_takes_upper_edge_and_counts_it():
+    # Trains below 0.15 and on an island [0.45, 0.5]; the scan probes 0.464 (S), 0.215 (F), 0.1 (S)
+    results, trials, _ = search(cfg(seeds=1), oracle(lambda lr, s: lr <= 0.15 or 0.45 <= lr <= 0.5))
+    r = results[0]
+    assert r.lo <= 0.5 < r.hi
+    assert r.nonmonotone >= 1
+    assert any(t.lr == pytest.approx(0.2154, rel=1e-3) and not t.success for t in trials)
+
+
+def test_widens_above_and_reports_bracket_ends():
+    results, trials, _ = search(cfg(seeds=1, lr_max=1.0, widen=10), oracle(lambda lr, s: lr <= 3))
+    assert results[0].status == "ok" and results[0].lo <= 3 < results[0].hi
+    everything, _, _ = search(cfg(seeds=1, lr_max=1.0, widen=10), oracle(lambda lr, s: True))
+    r = everything[0]
+    assert r.status == "above_range" and r.lr_star is None
+    assert r.lo == pytest.approx(10.0)  # trained at the widened ceiling: a lower bound only
+
+
+def test_nothing_trains_is_below_range():
+    results, trials, _ = search(cfg(seeds=1, widen=1), oracle(lambda lr, s: False))
+    assert results[0].status == "below_range" and results[0].lr_star is None
+    assert min(t.lr for t in trials) == pytest.approx(1e-3)
+
+
+def test_arithmetic_midpoint_converges_too():
+    results, _, _ = search(cfg(seeds=1, midpoint="arithmetic", probes=1),
+                           oracle(lambda lr, s: lr <= 0.37))
+    r = results[0]
+    assert r.lr_star == pytest.approx((r.lo + r.hi) / 2)
+    assert r.lo <= 0.37 < r.hi and (r.hi - r.lo) / r.lo <= 0.05
+
+
+def test_refine_probes_are_inside_bracket():
+    st = SeedSearch(0, cfg(probes=3))
+    st.record(0.2, True)
+    st.record(0.8, False)
+    probes = st.next_probes()
+    assert probes == pytest.approx([0.2 * 4 ** (j / 4) for j in (1, 2, 3)])

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+
+from milr import EstimateConfig
+from milr.train import batch_schedule, train
+
+
+def cfg(**kw):
+    base = dict(depth=2, width=16, steps=200, eval_every=20, batch_size=32, input_lr_scale=1.0,
+                threshold=0.75)
+    return EstimateConfig(**{**base, **kw})
+
+
+def test_member_alone_equals_member_in_batch_of_16(tiny):
+    c = cfg()
+    lrs = [0.02 * 1.5**i for i in range(16)]
+    seeds = [i % 3 for i in range(16)]
+    batch = train(c, tiny, lrs, seeds)
+    for i in (0, 5, 11, 15):
+        alone = train(c, tiny, [lrs[i]], [seeds[i]])[0]
+        assert alone == batch[i]
+
+
+def test_outcomes_cover_slow_good_and_diverging(tiny):
+    out = train(cfg(), tiny, [1e-4, 0.3, 1e4], [0, 0, 0])
+    slow, good, wild = out
+    assert not slow.success and not slow.diverged and slow.steps == 200
+    assert good.success and good.final_acc >= 0.75 and good.steps < 200
+    assert good.steps % 20 == 0  # success is only declared at an evaluation
+    assert wild.diverged and not wild.success and wild.steps == 20  # caught at the first eval
+
+
+def test_divergence_needs_finite_loss(tiny):
+    wild = train(cfg(), tiny, [1e4], [1])[0]
+    assert wild.diverged and not (math.isfinite(wild.final_loss) and wild.final_loss < 1)
+
+
+def test_success_stops_member_early_but_not_others(tiny):
+    out = train(cfg(threshold=0.7), tiny, [0.5, 1e-3], [0, 0])
+    assert out[0].success and out[0].steps < 200
+    assert out[1].steps == 200  # the slow member kept training after its neighbour left
+
+
+def test_same_seed_same_lr_reproducible(tiny):
+    assert train(cfg(), tiny, [0.1], [4]) == train(cfg(), tiny, [0.1], [4])
+    assert train(cfg(), tiny, [0.1], [4]) != train(cfg(), tiny, [0.1], [5])
+
+
+def test_batch_schedule_covers_each_epoch_once():
+    s = batch_schedule(0, n=10, steps=5, batch=4)  # 20 indices = two epochs
+    flat = s.flatten().tolist()
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert s.tolist() == batch_schedule(0, 10, 5, 4).tolist()
+
+
+def test_input_layer_scale_changes_the_run(tiny):
+    a = train(cfg(input_lr_scale=1.0), tiny, [0.2], [0])[0]
+    b = train(cfg(input_lr_scale=1e-3), tiny, [0.2], [0])[0]
+    assert a != b
+
+
+@pytest.mark.parametrize("bad", [dict(depth=0), dict(width=-3), dict(threshold=1.5),
+                                 dict(lr_min=1.0, lr_max=0.5), dict(midpoint="middle")])
+def test_config_rejects(bad):
+    with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+        cfg(**bad)
