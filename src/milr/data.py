@@ -22,9 +22,9 @@ SYSTEM_DIRS = {
     "cifar10": [],
 }
 HOW_TO_GET = {
-    "fashion-mnist": "apt-get install dataset-fashion-mnist, or put the four IDX files in --data-dir",
+    "fashion-mnist": "apt-get install dataset-fashion-mnist, or put its 4 IDX files in --data-dir",
     "mnist": "put the four MNIST IDX files (train-images-idx3-ubyte.gz, ...) in --data-dir",
-    "cifar10": "put the CIFAR-10 binary version (data_batch_1.bin ... test_batch.bin) in --data-dir",
+    "cifar10": "put CIFAR-10's binary version (data_batch_1.bin ... test_batch.bin) in --data-dir",
 }
 DATASETS = ("gaussians", "fashion-mnist", "mnist", "cifar10")
 
@@ -207,7 +207,7 @@ NPZ_EVAL_FRACTION = 0.1
 
 
 def load_npz(path: Path) -> Dataset:
-    """Arrays x_train/y_train/x_eval/y_eval (or x_test/y_test), or x/y split 90/10 by a fixed seed."""
+    """Arrays x_train/y_train/x_eval/y_eval (or x_test/y_test), or x/y split 90/10 (fixed seed)."""
     if not path.is_file():
         raise DataError(f"no such .npz file: {path}")
     try:

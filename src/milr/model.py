@@ -32,7 +32,10 @@ def init_weights(seed: int, n_in: int, depth: int, width: int, classes: int) -> 
 
 
 class Ensemble:
-    """Stacked parameters of K members: weights[l] (K, fan_in, fan_out), biases[l] (K, 1, fan_out)."""
+    """Stacked parameters of K members.
+
+    weights[l] (K, fan_in, fan_out), biases[l] (K, 1, fan_out).
+    """
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
         assert len(weights) == len(biases) >= 2
