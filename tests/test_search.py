@@ -27,7 +27,7 @@ def cfg(**kw):
 def test_finds_planted_threshold_with_expected_rounds():
     star = {0: 0.37, 1: 0.52, 2: 0.29}
     log = []
-    results, trials, rounds = search(cfg(), oracle(lambda lr, s: lr <= star[s], log))
+    results, trials, rounds = search(cfg(), oracle(lambda lr, s: lr <= star[s], log), probes=4)
     for r in results:
         assert r.status == "ok"
         assert r.lo <= star[r.seed] < r.hi and r.hi / r.lo - 1 <= 0.05
@@ -63,7 +63,8 @@ def test_noisy_oracle_within_tolerance_of_the_edge():
 
 def test_ragged_boundary_takes_upper_edge_and_counts_it():
     # Trains below 0.15 and on an island [0.45, 0.5]; the scan probes 0.464 (S), 0.215 (F), 0.1 (S)
-    results, trials, _ = search(cfg(seeds=1), oracle(lambda lr, s: lr <= 0.15 or 0.45 <= lr <= 0.5))
+    results, trials, _ = search(cfg(seeds=1), oracle(lambda lr, s: lr <= 0.15 or 0.45 <= lr <= 0.5),
+                                probes=4)
     r = results[0]
     assert r.lo <= 0.5 < r.hi
     assert r.nonmonotone >= 1
@@ -86,16 +87,29 @@ def test_nothing_trains_is_below_range():
 
 
 def test_arithmetic_midpoint_converges_too():
-    results, _, _ = search(cfg(seeds=1, midpoint="arithmetic", probes=1),
-                           oracle(lambda lr, s: lr <= 0.37))
+    results, _, _ = search(cfg(seeds=1, midpoint="arithmetic"), oracle(lambda lr, s: lr <= 0.37))
     r = results[0]
     assert r.lr_star == pytest.approx((r.lo + r.hi) / 2)
     assert r.lo <= 0.37 < r.hi and (r.hi - r.lo) / r.lo <= 0.05
 
 
 def test_refine_probes_are_inside_bracket():
-    st = SeedSearch(0, cfg(probes=3))
+    st = SeedSearch(0, cfg(), probes=3)
     st.record(0.2, True)
     st.record(0.8, False)
     probes = st.next_probes()
     assert probes == pytest.approx([0.2 * 4 ** (j / 4) for j in (1, 2, 3)])
+
+
+def test_bisection_with_one_probe_halves_the_log_bracket():
+    log = []
+    results, _, rounds = search(cfg(seeds=1), oracle(lambda lr, s: lr <= 0.37, log), probes=1)
+    assert all(len(b) == 1 for b in log)
+    # grid 10, 4.6, 2.2, 1, 0.46 fail, 0.22 trains; log2(log(2.154) / log(1.05)) = 3.97 -> 4
+    assert rounds == 6 + 4
+    assert results[0].lo <= 0.37 < results[0].hi
+
+
+def test_auto_probes():
+    assert cfg().probes_for("cpu") == 1 and cfg().probes_for("cuda") == 8
+    assert cfg(probes=3).probes_for("cpu") == 3

@@ -55,7 +55,8 @@ def estimate_cmd(
     lr_min: Annotated[float, typer.Option()] = 1e-3,
     lr_max: Annotated[float, typer.Option()] = 10.0,
     rtol: Annotated[float, typer.Option(help="Relative width of the final bracket.")] = 0.05,
-    probes: Annotated[int, typer.Option(help="Learning rates per seed and round.")] = 4,
+    probes: Annotated[int, typer.Option(help="Learning rates per seed and round "
+                                             "(0: 1 on CPU, 8 on CUDA).")] = 0,
     midpoint: Annotated[str, typer.Option(help="geometric or arithmetic.")] = "geometric",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32 or tf32.")] = "fp32",

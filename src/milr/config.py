@@ -37,14 +37,16 @@ class EstimateConfig:
     widen: float = 100.0
     grid_per_decade: int = 3  # coarse log grid that first finds a learning rate that trains
     rtol: float = 0.05  # stop when the bracket [lo, hi] has hi / lo - 1 <= rtol
-    probes: int = 4  # learning rates tried per seed and round (multisection)
+    probes: int = 0  # rates tried per seed and round; 0: 1 on CPU (bisection), 8 on CUDA
     midpoint: str = "geometric"  # or "arithmetic", the paper's Algorithm 1 as written
     device: str = "auto"
     precision: str = "fp32"  # "tf32" lets CUDA matmuls use TensorFloat-32
 
     def __post_init__(self) -> None:
         _positive_int(self, "depth", "width", "steps", "batch_size", "eval_every", "seeds",
-                      "probes", "grid_per_decade")
+                      "grid_per_decade")
+        if not isinstance(self.probes, int) or self.probes < 0:
+            raise ValueError(f"probes must be 0 (auto) or a positive integer, got {self.probes!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.dataset not in DATASETS and not str(self.dataset).endswith(".npz"):
@@ -67,6 +69,10 @@ class EstimateConfig:
         _choice(self, "midpoint", MIDPOINTS)
         _choice(self, "device", DEVICES)
         _choice(self, "precision", PRECISIONS)
+
+    def probes_for(self, device_type: str) -> int:
+        """Probes per round: on a GPU extra members are nearly free, on a CPU they cost in full."""
+        return self.probes or (8 if device_type == "cuda" else 1)
 
     def row(self) -> dict:
         """The config as a flat record (one CSV column per field)."""

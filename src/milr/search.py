@@ -61,6 +61,7 @@ class Estimate:
     seeds: list[SeedResult]
     trials: list[Trial]
     rounds: int
+    probes: int  # learning rates per seed and round actually used
     wall_time: float
     member_steps: int  # SGD steps summed over all members: the work done
     device: str
@@ -93,6 +94,7 @@ class Estimate:
             "log_std": self.log_std,
             "seeds": [asdict(s) for s in self.seeds],
             "rounds": self.rounds,
+            "probes": self.probes,
             "runs": len(self.trials),
             "member_steps": self.member_steps,
             "wall_time": self.wall_time,
@@ -105,8 +107,8 @@ class Estimate:
 class SeedSearch:
     """The search state of one seed: which rates to try next, and when it is finished."""
 
-    def __init__(self, seed: int, cfg: EstimateConfig):
-        self.seed, self.cfg = seed, cfg
+    def __init__(self, seed: int, cfg: EstimateConfig, probes: int):
+        self.seed, self.cfg, self.probes = seed, cfg, probes
         self.factor = 10 ** (1 / cfg.grid_per_decade)
         self.floor, self.ceiling = cfg.lr_min / cfg.widen, cfg.lr_max * cfg.widen
         self.tried: dict[float, bool] = {}  # lr -> success
@@ -128,7 +130,7 @@ class SeedSearch:
     def next_probes(self) -> list[float]:
         """Learning rates for the next round; [] once finished (self.status is then set)."""
         cfg, lo, hi = self.cfg, self.lo(), self.hi()
-        k = cfg.probes
+        k = self.probes
         if lo is None:  # nothing trains yet: continue down the grid
             i0 = self._grid_index(min(self.tried)) + 1 if self.tried else 0
             probes = [self.grid(i) for i in range(i0, i0 + k) if self.grid(i) >= self.floor * 0.999]
@@ -178,15 +180,15 @@ class SeedSearch:
 Oracle = Callable[[list[float], list[int]], list[Outcome]]
 
 
-def search(cfg: EstimateConfig, run: Oracle,
-           on_round: Callable[[int, int, int], None] | None = None) -> tuple[list[SeedResult],
-                                                                                list[Trial], int]:
+def search(cfg: EstimateConfig, run: Oracle, probes: int = 1,
+           on_round: Callable[[int, int, int], None] | None = None
+           ) -> tuple[list[SeedResult], list[Trial], int]:
     """Run the multisection search for every seed against `run` (the batched trainer, or a fake).
 
     `run(lrs, seeds)` trains one member per pair and returns their outcomes. Returns per-seed
     results, every trial in order, and the number of rounds.
     """
-    states = [SeedSearch(cfg.seed + i, cfg) for i in range(cfg.seeds)]
+    states = [SeedSearch(cfg.seed + i, cfg, probes) for i in range(cfg.seeds)]
     trials: list[Trial] = []
     rounds = 0
     while rounds < MAX_ROUNDS:
@@ -214,7 +216,8 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     def run(lrs: list[float], seeds: list[int]) -> list[Outcome]:
         return train(cfg, data, lrs, seeds, device)
 
-    seeds, trials, rounds = search(cfg, run, on_round)
+    probes = cfg.probes_for(device.type)
+    seeds, trials, rounds = search(cfg, run, probes, on_round)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return Estimate(
@@ -222,6 +225,7 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
         seeds=seeds,
         trials=trials,
         rounds=rounds,
+        probes=probes,
         wall_time=time.perf_counter() - start,
         member_steps=sum(t.steps for t in trials),
         device=device_name(device),
