@@ -32,12 +32,6 @@ QUICK_CELLS = [(1, 32), (2, 64)]
 PEAKS = {"H100": {"fp32": 67.0, "tf32": 494.7}, "H200": {"fp32": 67.0, "tf32": 494.7}}
 
 
-def flops_per_member_step(cfg: EstimateConfig, n_in: int, classes: int) -> float:
-    """Forward + backward matmul FLOPs of one SGD step of one member (6 per weight per sample)."""
-    weights = n_in * cfg.width + (cfg.depth - 1) * cfg.width**2 + cfg.width * classes
-    return 6.0 * cfg.batch_size * weights
-
-
 def throughput(cfg: EstimateConfig, data, device, members: int, steps: int) -> dict:
     """Engine speed with every member training the whole budget (tiny lr, no early exit)."""
     c = EstimateConfig(**{**cfg.row(), "steps": steps, "eval_every": steps, "threshold": 0.999})
@@ -50,9 +44,9 @@ def throughput(cfg: EstimateConfig, data, device, members: int, steps: int) -> d
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t
-    eval_flops = 2.0 * len(data.x_eval) * flops_per_member_step(c, data.n_inputs, data.classes) / (
-        6.0 * c.batch_size)
-    total = members * (steps * flops_per_member_step(c, data.n_inputs, data.classes) + eval_flops)
+    step_flops = c.flops_per_member_step(data.n_inputs, data.classes)
+    eval_flops = step_flops * len(data.x_eval) / (3.0 * c.batch_size)  # forward only: 2 of 6
+    total = members * (steps * step_flops + eval_flops)
     return {"member_steps_per_s": members * steps / dt, "tflops": total / dt / 1e12, "seconds": dt}
 
 
@@ -107,7 +101,7 @@ def main() -> None:
     depth, width = max(cells, key=lambda c: c[0] * c[1] ** 2)
     cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, seeds=seeds,
                          precision=args.precision)
-    members = seeds * cfg.probes_for(device.type)
+    members = seeds * 8
     tp = throughput(cfg, data, device, members, steps=100 if quick else 500)
     peak = next((p[args.precision] for k, p in PEAKS.items() if k in name), None)
     frac = f", {100 * tp['tflops'] / peak:.0f}% of the {peak} TFLOP/s {args.precision} peak" \

@@ -111,5 +111,8 @@ def test_bisection_with_one_probe_halves_the_log_bracket():
 
 
 def test_auto_probes():
-    assert cfg().probes_for("cpu") == 1 and cfg().probes_for("cuda") == 8
-    assert cfg(probes=3).probes_for("cpu") == 3
+    small, big = cfg(width=64, depth=2), cfg(width=1024, depth=8)
+    assert small.probes_for("cpu", 784, 10) == 1 and big.probes_for("cpu", 784, 10) == 1
+    assert small.probes_for("cuda", 784, 10) == 8  # launch-bound: extra probes are free
+    assert big.probes_for("cuda", 784, 10) == 1  # 3 seeds x 6.3 GFLOP: compute-bound already
+    assert cfg(probes=3).probes_for("cpu", 784, 10) == 3

@@ -65,3 +65,13 @@ def test_input_layer_scale_changes_the_run(tiny):
 def test_config_rejects(bad):
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
         cfg(**bad)
+
+
+def test_success_cancels_smaller_rates_of_the_same_seed_only(tiny):
+    lrs, seeds = [0.5, 0.05, 1e-3, 1e-3], [0, 0, 0, 1]
+    plain = train(cfg(threshold=0.7), tiny, lrs, seeds)
+    pruned = train(cfg(threshold=0.7), tiny, lrs, seeds, cancel_dominated=True)
+    assert pruned[0] == plain[0] and pruned[0].success
+    assert pruned[2].cancelled and not pruned[2].success and pruned[2].steps < plain[2].steps
+    assert pruned[3] == plain[3] and not pruned[3].cancelled  # another seed: untouched
+    assert not any(o.cancelled for o in plain)

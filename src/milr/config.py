@@ -16,6 +16,7 @@ DEFAULT_THRESHOLDS = {"mnist": 0.925, "cifar10": 0.34, "fashion-mnist": 0.80, "g
 MIDPOINTS = ("geometric", "arithmetic")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32")
+CUDA_BUSY_FLOPS = 20e9  # per ensemble step: about where an H100 turns from launch- to compute-bound
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class EstimateConfig:
     widen: float = 100.0
     grid_per_decade: int = 3  # coarse log grid that first finds a learning rate that trains
     rtol: float = 0.05  # stop when the bracket [lo, hi] has hi / lo - 1 <= rtol
-    probes: int = 0  # rates tried per seed and round; 0: 1 on CPU (bisection), 8 on CUDA
+    probes: int = 0  # rates tried per seed and round; 0: auto (see probes_for)
     midpoint: str = "geometric"  # or "arithmetic", the paper's Algorithm 1 as written
     device: str = "auto"
     precision: str = "fp32"  # "tf32" lets CUDA matmuls use TensorFloat-32
@@ -70,9 +71,25 @@ class EstimateConfig:
         _choice(self, "device", DEVICES)
         _choice(self, "precision", PRECISIONS)
 
-    def probes_for(self, device_type: str) -> int:
-        """Probes per round: on a GPU extra members are nearly free, on a CPU they cost in full."""
-        return self.probes or (8 if device_type == "cuda" else 1)
+    def flops_per_member_step(self, n_in: int, classes: int) -> float:
+        """Matmul FLOPs of one SGD step of one member (forward 2, backward 4 per weight, sample)."""
+        weights = n_in * self.width + (self.depth - 1) * self.width**2 + self.width * classes
+        return 6.0 * self.batch_size * weights
+
+    def probes_for(self, device_type: str, n_in: int, classes: int) -> int:
+        """Probes per round when `probes` is 0 (auto).
+
+        A probe costs a member's compute in full once the device is busy: on a CPU always, so it
+        bisects (1 probe, the least work per halving of the bracket); on a GPU only past about
+        CUDA_BUSY_FLOPS per step, so small cells take up to 8 probes (fewer rounds, each nearly
+        free) and large ones fall back towards bisection.
+        """
+        if self.probes:
+            return self.probes
+        if device_type != "cuda":
+            return 1
+        per_seed = self.seeds * self.flops_per_member_step(n_in, classes)
+        return max(1, min(8, int(CUDA_BUSY_FLOPS // per_seed)))
 
     def row(self) -> dict:
         """The config as a flat record (one CSV column per field)."""

@@ -42,6 +42,7 @@ class Trial:
     final_acc: float
     peak_acc: float
     final_loss: float
+    cancelled: bool  # stopped early because a larger rate of its seed succeeded: no verdict
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class SeedResult:
     lr_star: float | None  # midpoint of [lo, hi] when status is "ok"
     lo: float | None  # largest learning rate that trained
     hi: float | None  # smallest learning rate above lo that failed
-    trials: int
+    trials: int  # training runs for this seed, cancelled ones included
     nonmonotone: int  # failures lying between two successes (a ragged boundary)
 
 
@@ -200,7 +201,8 @@ def search(cfg: EstimateConfig, run: Oracle, probes: int = 1,
             on_round(rounds, len(batch), sum(st.status is None for st in states))
         outcomes = run([lr for _, lr in batch], [st.seed for st, _ in batch])
         for (st, lr), out in zip(batch, outcomes, strict=True):
-            st.record(lr, out.success)
+            if not out.cancelled:
+                st.record(lr, out.success)
             trials.append(Trial(rounds, **asdict(out)))
     counts = {st.seed: sum(t.seed == st.seed for t in trials) for st in states}
     return [st.result(counts[st.seed]) for st in states], trials, rounds
@@ -214,9 +216,9 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     start = time.perf_counter()
 
     def run(lrs: list[float], seeds: list[int]) -> list[Outcome]:
-        return train(cfg, data, lrs, seeds, device)
+        return train(cfg, data, lrs, seeds, device, cancel_dominated=True)
 
-    probes = cfg.probes_for(device.type)
+    probes = cfg.probes_for(device.type, data.n_inputs, data.classes)
     seeds, trials, rounds = search(cfg, run, probes, on_round)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -31,6 +31,7 @@ class Outcome:
     final_acc: float  # validation accuracy at the last evaluation
     peak_acc: float
     final_loss: float  # training loss of the last step run
+    cancelled: bool = False  # stopped unfinished: a larger rate of the same seed had succeeded
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,8 +69,14 @@ def train(
     seeds: list[int],
     device: torch.device | None = None,
     on_eval: Callable[[int, int], None] | None = None,
+    cancel_dominated: bool = False,
 ) -> list[Outcome]:
-    """Train one member per (lrs[k], seeds[k]) under cfg's protocol; data must be on `device`."""
+    """Train one member per (lrs[k], seeds[k]) under cfg's protocol; data must be on `device`.
+
+    With `cancel_dominated`, a success stops the unfinished members of the same seed with smaller
+    rates (`cancelled=True`): η* is the upper edge, so their outcomes cannot change it, and the
+    slowest members are exactly these.
+    """
     assert len(lrs) == len(seeds) > 0
     device = device or data.x_train.device
     k = len(lrs)
@@ -111,6 +118,16 @@ def train(
                                          acc[row], peak[i], loss_l[row])
                 else:
                     keep.append(row)
+            if cancel_dominated:
+                best = {}  # seed -> largest rate that has succeeded so far
+                for o in results:
+                    if o is not None and o.success:
+                        best[o.seed] = max(best.get(o.seed, 0.0), o.lr)
+                for row in [r for r in keep if lrs[alive[r]] < best.get(seeds[alive[r]], 0.0)]:
+                    i = alive[row]
+                    results[i] = Outcome(lrs[i], seeds[i], False, False, done_steps, acc[row],
+                                         peak[i], loss_l[row], cancelled=True)
+                    keep.remove(row)
             if on_eval is not None:
                 on_eval(done_steps, len(keep))
             if not keep:
