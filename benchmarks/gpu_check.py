@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from milr import EstimateConfig
@@ -32,6 +34,23 @@ def main() -> None:
     alone = [train(cfg, data.to("cuda"), [lrs[i]], [seeds[i]])[0] for i in (0, 7, 15)]
     match = sum(a == gpu[i] for a, i in zip(alone, (0, 7, 15), strict=True))
     print(f"cuda: member alone == member in a batch of 16, exactly: {match}/3")
+    eager = train(cfg, data.to("cuda"), lrs, seeds, torch.device("cuda"), graphs=False)
+    same = sum(g.success == e.success for g, e in zip(gpu, eager, strict=True))
+    exact = sum(g == e for g, e in zip(gpu, eager, strict=True))
+    print(f"cuda graphs vs eager: same success {same}/16, identical outcome {exact}/16")
+    gdata = data.to("cuda")
+    for depth, width in [(2, 64), (4, 256), (8, 1024)]:
+        c = EstimateConfig(depth=depth, width=width, dataset="fashion-mnist", steps=500,
+                           eval_every=50, threshold=0.999)
+        for graphs in (False, True):
+            train(c, gdata, [1e-4] * 2, [0, 1], graphs=graphs)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            train(c, gdata, [1e-4] * 40, [i % 5 for i in range(40)], graphs=graphs)
+            torch.cuda.synchronize()
+            dt = time.perf_counter() - t
+            print(f"({depth}, {width}) 40 members x 500 steps, graphs={graphs}: {dt:.2f} s, "
+                  f"{40 * 500 / dt:.0f} member-steps/s")
 
 
 if __name__ == "__main__":

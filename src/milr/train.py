@@ -62,6 +62,68 @@ def _precision(name: str):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+class _Steps:
+    """The SGD steps of the present rows, eagerly or as one replayed CUDA graph per interval.
+
+    A small cell is launch-bound on a GPU (~60 kernels a step); a CUDA graph of a whole
+    evaluation interval replays them without Python or launch overhead. A graph is tied to the
+    number of rows, so finished members are only compacted away once they make up a quarter of
+    the rows (until then their learning rate is set to zero and their results are ignored).
+    """
+
+    def __init__(self, cfg: EstimateConfig, data: Dataset, net: Ensemble, sched: torch.Tensor,
+                 which: torch.Tensor, lr: torch.Tensor, graphs: bool):
+        self.cfg, self.data, self.net, self.sched, self.which = cfg, data, net, sched, which
+        self.scales = [cfg.input_lr_scale] + [1.0] * cfg.depth
+        self.lrs = [lr * s for s in self.scales]  # (K, 1, 1) per layer, updated in place
+        self.t = torch.zeros(1, dtype=torch.long, device=sched.device)  # step counter
+        self.bad = torch.zeros(len(which), dtype=torch.bool, device=sched.device)
+        self.limit: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+        self.graphs = graphs
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def _step(self) -> torch.Tensor:
+        idx = self.sched.index_select(1, self.t)[self.which, 0]  # (K, B)
+        loss = self.net.sgd_step(self.data.x_train[idx], self.data.y_train[idx], self.lrs)
+        self.bad |= ~torch.isfinite(loss)  # on the device: no host sync per step
+        self.t += 1
+        return loss
+
+    def run(self, n: int) -> torch.Tensor:
+        """Run n steps; returns the loss (K,) of the last one, before its update."""
+        if self.limit is None:  # first step eagerly: it fixes the divergence limit
+            self.loss = self._step()
+            self.limit = self.cfg.divergence_factor * self.loss.clamp(
+                min=math.log(self.data.classes))
+            n -= 1
+        if n and self.graphs and n == self.cfg.eval_every and self.t.item() > 1:
+            if self.graph is None:
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    for _ in range(n):
+                        self.loss = self._step()
+            self.graph.replay()
+        else:
+            for _ in range(n):
+                self.loss = self._step()
+        return self.loss
+
+    def retire(self, rows: list[int]) -> None:
+        """Stop updating these rows (their outcome is recorded already)."""
+        idx = torch.tensor(rows, device=self.t.device)
+        for lr in self.lrs:
+            lr.index_fill_(0, idx, 0.0)
+
+    def keep(self, rows: list[int]) -> None:
+        """Compact to these rows; a new graph is captured for the new size."""
+        idx = torch.tensor(rows, device=self.t.device)
+        self.net = self.net.select(idx)
+        self.which, self.bad, self.limit = self.which[idx], self.bad[idx], self.limit[idx]
+        self.lrs = [lr[idx] for lr in self.lrs]
+        self.graph = None
+
+
 def train(
     cfg: EstimateConfig,
     data: Dataset,
@@ -70,12 +132,13 @@ def train(
     device: torch.device | None = None,
     on_eval: Callable[[int, int], None] | None = None,
     cancel_dominated: bool = False,
+    graphs: bool | None = None,
 ) -> list[Outcome]:
     """Train one member per (lrs[k], seeds[k]) under cfg's protocol; data must be on `device`.
 
     With `cancel_dominated`, a success stops the unfinished members of the same seed with smaller
     rates (`cancelled=True`): η* is the upper edge, so their outcomes cannot change it, and the
-    slowest members are exactly these.
+    slowest members are exactly these. `graphs` (default: on CUDA) replays CUDA graphs.
     """
     assert len(lrs) == len(seeds) > 0
     device = device or data.x_train.device
@@ -83,60 +146,53 @@ def train(
     batch = min(cfg.batch_size, len(data.x_train))
     uniq = list(dict.fromkeys(seeds))
     sched = torch.stack([batch_schedule(s, len(data.x_train), cfg.steps, batch) for s in uniq])
-    sched = sched.to(device)  # (S, T, B)
     which = torch.tensor([uniq.index(s) for s in seeds], device=device)  # member -> schedule row
     net = Ensemble.create(seeds, data.n_inputs, cfg.depth, cfg.width, data.classes, device)
     lr = torch.tensor(lrs, dtype=torch.float32, device=device).view(k, 1, 1)
-    scales = [cfg.input_lr_scale] + [1.0] * cfg.depth
+    graphs = device.type == "cuda" if graphs is None else graphs
+    steps = _Steps(cfg, data, net, sched.to(device), which, lr, graphs)
 
-    alive = list(range(k))  # original index of each row still training
+    rows = list(range(k))  # original member index of each row present
     results: list[Outcome | None] = [None] * k
     peak = [0.0] * k
-    limit = None  # (K,) loss above which a member counts as diverged
-    bad = torch.zeros(k, dtype=torch.bool, device=device)
+    done_steps = 0
     with _precision(cfg.precision):
-        for t in range(cfg.steps):
-            idx = sched[which, t]  # (K, B)
-            loss = net.sgd_step(data.x_train[idx], data.y_train[idx], [lr * s for s in scales])
-            if limit is None:
-                limit = cfg.divergence_factor * loss.clamp(min=math.log(data.classes))
-            bad |= ~torch.isfinite(loss)  # on the device: no host sync per step
-            done_steps = t + 1
-            if done_steps % cfg.eval_every and done_steps != cfg.steps:
-                continue
-            acc = net.accuracy(data.x_eval, data.y_eval).tolist()
+        while done_steps < cfg.steps:
+            n = min(cfg.eval_every - done_steps % cfg.eval_every, cfg.steps - done_steps)
+            loss = steps.run(n)
+            done_steps += n
+            acc = steps.net.accuracy(data.x_eval, data.y_eval).tolist()
             # Diverged: a non-finite loss at any step, or a loss still above the limit now (a
             # transient spike that has recovered by the evaluation is not divergence).
-            bad_l = (bad | ~(loss <= limit)).tolist()
+            bad_l = (steps.bad | ~(loss <= steps.limit)).tolist()
             loss_l = loss.tolist()
-            keep = []
-            for row, i in enumerate(alive):
+            for row, i in enumerate(rows):
+                if results[i] is not None:
+                    continue
                 peak[i] = max(peak[i], acc[row])
                 ok = not bad_l[row] and acc[row] >= cfg.threshold
                 if bad_l[row] or ok or done_steps == cfg.steps:
                     results[i] = Outcome(lrs[i], seeds[i], ok, bad_l[row], done_steps,
                                          acc[row], peak[i], loss_l[row])
-                else:
-                    keep.append(row)
             if cancel_dominated:
                 best = {}  # seed -> largest rate that has succeeded so far
                 for o in results:
                     if o is not None and o.success:
                         best[o.seed] = max(best.get(o.seed, 0.0), o.lr)
-                for row in [r for r in keep if lrs[alive[r]] < best.get(seeds[alive[r]], 0.0)]:
-                    i = alive[row]
-                    results[i] = Outcome(lrs[i], seeds[i], False, False, done_steps, acc[row],
-                                         peak[i], loss_l[row], cancelled=True)
-                    keep.remove(row)
+                for row, i in enumerate(rows):
+                    if results[i] is None and lrs[i] < best.get(seeds[i], 0.0):
+                        results[i] = Outcome(lrs[i], seeds[i], False, False, done_steps,
+                                             acc[row], peak[i], loss_l[row], cancelled=True)
+            live = [r for r, i in enumerate(rows) if results[i] is None]
             if on_eval is not None:
-                on_eval(done_steps, len(keep))
-            if not keep:
+                on_eval(done_steps, len(live))
+            if not live:
                 break
-            if len(keep) < len(alive):
-                rows = torch.tensor(keep, device=device)
-                net, which, lr, limit, bad = (
-                    net.select(rows), which[rows], lr[rows], limit[rows], bad[rows]
-                )
-                alive = [alive[r] for r in keep]
+            if len(live) < len(rows):
+                if not steps.graphs or len(rows) - len(live) >= max(1, len(rows) // 4):
+                    steps.keep(live)
+                    rows = [rows[r] for r in live]
+                else:
+                    steps.retire([r for r, i in enumerate(rows) if results[i] is not None])
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
