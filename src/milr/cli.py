@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import sweep as sw
 from .config import EstimateConfig
 from .search import Estimate, estimate
 
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Measure the maximal initial learning rate η* of deep ReLU MLPs.",
 )
-out = Console()
+console = Console()
 err = Console(stderr=True)
 
 
@@ -96,19 +97,130 @@ def render_estimate(e: Estimate) -> None:
         star = f"{s.lr_star:.4g}" if s.lr_star is not None else "-"
         bracket = f"[{_g(s.lo)}, {_g(s.hi)}]"
         table.add_row(str(s.seed), s.status, star, bracket, str(s.trials), str(s.nonmonotone))
-    out.print(table)
+    console.print(table)
     if e.median is None:
-        out.print("[bold red]no seed gave an η* inside the search range[/]: see the status column "
-                  "(above_range: raise --lr-max; below_range: lower --lr-min or raise --steps)")
+        console.print("[bold red]no seed gave an η* inside the search range[/]: see the status "
+                      "column (above_range: raise --lr-max; below_range: lower --lr-min or "
+                      "raise --steps)")
     else:
         lo, hi = e.spread
         n_ok = len(e.values)
-        out.print(f"η* = [bold]{e.median:.4g}[/] (median of {n_ok} seed(s); range {lo:.4g}–"
+        console.print(f"η* = [bold]{e.median:.4g}[/] (median of {n_ok} seed(s); range {lo:.4g}–"
                   f"{hi:.4g}; std of log η* {e.log_std:.3f})")
         if n_ok < len(e.seeds):
-            out.print(f"[yellow]{len(e.seeds) - n_ok} seed(s) had no η* inside the range[/]")
-    out.print(f"{len(e.trials)} training runs in {e.rounds} rounds, {e.member_steps} member-steps, "
-              f"{e.wall_time:.1f} s on {e.device}")
+            console.print(f"[yellow]{len(e.seeds) - n_ok} seed(s) had no η* inside the range[/]")
+    console.print(f"{len(e.trials)} training runs in {e.rounds} rounds, {e.member_steps} "
+                  f"member-steps, {e.wall_time:.1f} s on {e.device}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    grid_file: Annotated[str, typer.Argument(help="Grid YAML (see sweeps/).")],
+    out: Annotated[str | None, typer.Option(help="Results CSV [default: <grid name>.csv]. "
+                                                 "Rerunning resumes it.")] = None,
+    trials: Annotated[str | None, typer.Option(help="Also append every trial to this JSONL "
+                                                    "file.")] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes (CPU).")] = 1,
+    ray: Annotated[str | None, typer.Option(help="Run cells as Ray tasks: 'local' starts a "
+                                                 "local cluster, else a cluster address.")] = None,
+    gpus_per_cell: Annotated[float | None, typer.Option(help="With --ray: GPU share per cell "
+                                                             "(e.g. 0.25 packs 4).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List the cells and their cost; train "
+                                               "nothing.")] = False,
+) -> None:
+    """Cover a depth × width grid, resumably: one CSV row per (cell, seed)."""
+    from pathlib import Path
+
+    out = out or f"{Path(grid_file).stem}.csv"
+    try:
+        grid = sw.load_grid(grid_file)
+        if workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers}")
+        if gpus_per_cell is not None and not 0 < gpus_per_cell <= 1:
+            raise ValueError(f"gpus-per-cell must lie in (0, 1], got {gpus_per_cell}")
+        store = sw.ResultStore(out)
+        rows = store.rows()
+        store.check_compatible(rows, grid)
+    except ValueError as e:
+        _fail(str(e))
+    tasks = sw.pending_tasks(grid, {sw._cell(r) for r in rows})
+    if dry_run:
+        render_dry_run(grid, tasks, out, len(rows))
+        return
+    if ray is not None:
+        runner = sw.ray_runner(None if ray == "local" else ray, gpus_per_cell)
+    elif workers > 1:
+        runner = sw.process_runner(workers)
+    else:
+        runner = sw.local_runner
+    err.print(f"{len(tasks)} task(s) to run for {len(grid.cells)} cell(s); "
+              f"{len(rows)} row(s) already in {out}")
+    try:
+        with _task_progress(len(tasks)) as on_task:
+            report = sw.run_sweep(grid, out, runner, trials, on_task)
+    except KeyboardInterrupt:
+        kept = len(sw.ResultStore(out).rows())
+        err.print(f"milr: interrupted; {kept} finished row(s) are kept in {out}: "
+                  "rerun the same command to resume")
+        raise typer.Exit(130) from None
+    except ValueError as e:
+        _fail(str(e))
+    if report.repaired:
+        err.print(f"[yellow]repaired {out}: removed a half-written last line[/]")
+    render_summary(report.rows, out, report.ran)
+
+
+def _task_progress(total: int):
+    """A rich progress bar over tasks (on a terminal), yielding the on_task callback."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    @contextmanager
+    def ctx():
+        if not err.is_terminal:
+            def plain(n: int, total: int, rows: list[dict]) -> None:
+                r = rows[0]
+                err.print(f"[{n}/{total}] depth {r['depth']} width {r['width']} "
+                          f"seeds {', '.join(str(x['seed']) for x in rows)} done")
+            yield plain
+            return
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+            tid = bar.add_task("sweep", total=total)
+
+            def advance(n: int, total: int, rows: list[dict]) -> None:
+                bar.update(tid, completed=n,
+                           description=f"depth {rows[0]['depth']} width {rows[0]['width']}")
+            yield advance
+
+    return ctx()
+
+
+def render_dry_run(grid: sw.Grid, tasks: list[sw.Task], path: str, done: int) -> None:
+    table = Table(title=f"{len(grid.cells)} cells; {done} row(s) already in {path}")
+    for col in ("depth", "width", "seeds to run", "≤ TFLOP"):
+        table.add_column(col, justify="right")
+    total = 0.0
+    for t in tasks:
+        cost = sw.estimated_cost(grid, t)
+        total += cost
+        table.add_row(str(t.depth), str(t.width), f"{t.seed}–{t.seed + t.count - 1}",
+                      f"{cost:.3g}")
+    console.print(table)
+    console.print(f"{len(tasks)} task(s) to run, at most about {total:.3g} TFLOP "
+           "(each seed ~12 full-budget runs; early exits make it far less)")
+
+
+def render_summary(rows: list[dict], path: str, ran: int) -> None:
+    table = Table(title=f"η* per cell ({path}; {ran} new row(s))")
+    for col in ("depth", "width", "seeds ok", "median η*", "range"):
+        table.add_column(col, justify="right")
+    for c in sw.summarise(rows):
+        rng = f"{c['min']:.4g}–{c['max']:.4g}" if c["median"] is not None else "-"
+        table.add_row(str(c["depth"]), str(c["width"]), f"{c['ok']}/{c['seeds']}",
+                      _g(c["median"]), rng)
+    console.print(table)
 
 
 def _g(v: float | None) -> str:

@@ -58,7 +58,7 @@ class EstimateConfig:
                 raise ValueError(f"dataset {self.dataset!r} has no default threshold: "
                                  "pass threshold explicitly")
             object.__setattr__(self, "threshold", DEFAULT_THRESHOLDS[self.dataset])
-        if not 0 < self.threshold < 1:
+        if not (_finite(self.threshold) and 0 < self.threshold < 1):
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
         _positive_float(self, "input_lr_scale", "lr_min", "lr_max", "rtol")
         if not self.lr_min < self.lr_max:
@@ -67,6 +67,11 @@ class EstimateConfig:
             raise ValueError(f"widen must be >= 1, got {self.widen!r}")
         if not (_finite(self.divergence_factor) and self.divergence_factor > 1):
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}")
+        for f in fields(self):  # 10 and 10.0 are the same setting: store floats as floats
+            if f.type in ("float", "float | None") and _finite(getattr(self, f.name)):
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir must be a path, got {self.data_dir!r}")
         _choice(self, "midpoint", MIDPOINTS)
         _choice(self, "device", DEVICES)
         _choice(self, "precision", PRECISIONS)

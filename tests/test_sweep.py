@@ -1,0 +1,200 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from milr import sweep as sw
+from milr.expr import compile_filter
+
+TINY = """\
+depths: [1, 2]
+widths: [8, 16]
+seeds: 2
+dataset: gaussians
+steps: 120
+eval_every: 20
+rtol: 0.3
+device: cpu
+"""
+H = "depths: [1]\nwidths: [8]\n"  # a valid head for the bad-grid cases
+COMPARED = ("depth", "width", "seed", "lr_star", "lo", "hi", "status", "trials", "nonmonotone")
+
+
+def counting(runner=sw.local_runner):
+    """Wrap a runner to record every (depth, width, seed) it is asked to run."""
+    calls = []
+
+    def run(configs):
+        for c in configs:
+            calls.extend((c.depth, c.width, s) for s in range(c.seed, c.seed + c.seeds))
+        yield from runner(configs)
+
+    return run, calls
+
+
+def table(rows):
+    return sorted(tuple(r[c] for c in COMPARED) for r in rows)
+
+
+def test_grid_ranges_filters_and_exclude():
+    g = sw.parse_grid("depths: {start: 1, stop: 16, factor: 2}\n"
+                      "widths: {start: 32, stop: 96, step: 32}\n"
+                      "where: ['width >= 8 * depth', 'depth != 2']\n"
+                      "exclude: [[1, 64]]\n")
+    assert g.cells == ((1, 32), (1, 96), (4, 32), (4, 64), (4, 96), (8, 64), (8, 96))
+    assert g.config(4, 64).threshold == 0.8
+
+
+@pytest.mark.parametrize("text, message", [
+    ("depths: [1, 2\nwidths: [8]\n", "grid line 2: malformed YAML"),
+    (H + "stesp: 100\n", "grid line 3: unknown key 'stesp' (did you mean 'steps'?)"),
+    (H + "steps: many\n", "grid line 3: steps must be a positive integer, got 'many'"),
+    (H + "threshold: 2\n", "grid line 3: threshold must lie in (0, 1), got 2"),
+    ("depths: [0, 1]\nwidths: [8]\n", "grid line 1: depths must hold positive integers, got 0"),
+    ("depths: []\nwidths: [8]\n", "depths must be a non-empty list"),
+    ("widths: [8]\n", "grid: missing key 'depths'"),
+    (H + "where: width > 100\n", "the grid is empty after the where/exclude"),
+    (H + "where: \"__import__('os').system('true')\"\n", "is not allowed"),
+    (H + "where: height > 1\n", "unknown name 'height'"),
+    (H + "exclude: [1, 8]\n", "exclude must be a list of [depth, width] pairs"),
+    (H + "dataset: imagenet\n", "grid line 3: unknown dataset 'imagenet'"),
+    ("- 1\n- 2\n", "expected a mapping"),
+])
+def test_bad_grids_name_key_and_line(text, message):
+    with pytest.raises(sw.GridError) as exc:
+        sw.parse_grid(text)
+    assert message in str(exc.value)
+
+
+def test_filter_expressions():
+    f = compile_filter("width >= 4 * depth and not depth == 3", ["depth", "width"])
+    assert f({"depth": 2, "width": 8}) and not f({"depth": 2, "width": 7})
+    assert not f({"depth": 3, "width": 100})
+    with pytest.raises(ValueError, match="is not allowed"):
+        compile_filter("depth.__class__", ["depth"])
+
+
+def test_rerun_runs_nothing_and_extension_runs_only_new_cells(tmp_path):
+    out = tmp_path / "r.csv"
+    run, calls = counting()
+    first = sw.run_sweep(sw.parse_grid(TINY), out, run)
+    assert first.ran == 8 and len(calls) == 8 and len(set(calls)) == 8
+    again = sw.run_sweep(sw.parse_grid(TINY), out, run)
+    assert again.ran == 0 and len(calls) == 8
+    bigger = TINY.replace("widths: [8, 16]", "widths: [8, 16, 32]").replace("seeds: 2", "seeds: 3")
+    ext = sw.run_sweep(sw.parse_grid(bigger), out, run)
+    # new width: 2 depths x 3 seeds; old cells: only the new seed 2
+    assert ext.ran == 6 + 4
+    assert sorted(calls[8:]) == sorted([(d, 32, s) for d in (1, 2) for s in range(3)]
+                                       + [(d, w, 2) for d in (1, 2) for w in (8, 16)])
+    keys = [(r["depth"], r["width"], r["seed"]) for r in ext.rows]
+    assert len(keys) == len(set(keys)) == 18
+
+
+def test_refuses_to_mix_fixed_parameters(tmp_path):
+    out = tmp_path / "r.csv"
+    sw.run_sweep(sw.parse_grid(TINY), out)
+    with pytest.raises(ValueError, match=r"written with steps=120 but the grid has steps=200"):
+        sw.run_sweep(sw.parse_grid(TINY.replace("steps: 120", "steps: 200")), out)
+
+
+def test_half_written_last_line_is_repaired(tmp_path):
+    out = tmp_path / "r.csv"
+    full = sw.run_sweep(sw.parse_grid(TINY), out)
+    text = out.read_text()
+    lines = text.splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]) + lines[-1][:25])  # a kill in the middle of a row
+    run, calls = counting()
+    again = sw.run_sweep(sw.parse_grid(TINY), out, run)
+    assert again.repaired and len(calls) == 1
+    assert table(again.rows) == table(full.rows)
+    assert len(out.read_text().splitlines()) == len(lines)
+    assert {r["seeds"] for r in again.rows} == {"2"}
+
+
+def test_pandas_reads_results(tmp_path):
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "r.csv"
+    sw.run_sweep(sw.parse_grid(TINY), out)
+    df = pd.read_csv(out)
+    assert len(df) == 8 and df["lr_star"].dtype.kind == "f" and (df["lr_star"] > 0).all()
+    assert set(df["status"]) == {"ok"} and (df["steps"] == 120).all()
+
+
+def _sweep_cmd(grid, out):
+    return [sys.executable, "-m", "milr", "sweep", str(grid), "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(TINY.replace("widths: [8, 16]", "widths: [8, 16, 24, 32]"))
+    ref = sw.run_sweep(sw.load_grid(grid), tmp_path / "ref.csv")
+    out = tmp_path / "killed.csv"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_sweep_cmd(grid, out), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and out.read_text().count("\n") >= 4:  # header + some rows
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(sw.ResultStore(out).rows())
+    assert 0 < partial < 16, "the kill should land mid-sweep"
+    res = subprocess.run(_sweep_cmd(grid, out), env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"{partial} row(s) already in" in res.stderr
+    rows = sw.ResultStore(out).rows()
+    keys = [(r["depth"], r["width"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 16
+    assert table(rows) == table(ref.rows)
+
+
+def test_cli_bad_grid_is_one_line_exit_2(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(H + "batchsize: 3\n")
+    res = subprocess.run(_sweep_cmd(grid, tmp_path / "o.csv"), capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"milr: error: {grid} line 3: unknown key 'batchsize' "
+                                  "(did you mean 'batch_size'?)")
+    missing = subprocess.run(_sweep_cmd(tmp_path / "nope.yaml", "o.csv"), capture_output=True,
+                             text=True)
+    assert missing.returncode == 2 and "cannot read grid file" in missing.stderr
+
+
+def test_cli_dry_run_lists_cells_and_trains_nothing(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(TINY)
+    res = subprocess.run(_sweep_cmd(grid, tmp_path / "o.csv") + ["--dry-run"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "4 task(s) to run" in res.stdout
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_rows(tmp_path):
+    ref = sw.run_sweep(sw.parse_grid(TINY), tmp_path / "a.csv")
+    par = sw.run_sweep(sw.parse_grid(TINY), tmp_path / "b.csv", sw.process_runner(2))
+    assert table(par.rows) == table(ref.rows)
+
+
+@pytest.mark.slow
+def test_ray_local_cluster_gives_the_same_rows(tmp_path):
+    ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
+    ref = sw.run_sweep(sw.parse_grid(TINY), tmp_path / "a.csv")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(sw.__file__).parents[1])}})
+    try:
+        assert ray.cluster_resources()["CPU"] == 2  # a real (local) cluster is up
+        run, calls = counting(sw.ray_runner(None))
+        res = sw.run_sweep(sw.parse_grid(TINY), tmp_path / "b.csv", run)
+    finally:
+        ray.shutdown()
+    assert len(calls) == 8
+    assert table(res.rows) == table(ref.rows)
