@@ -58,3 +58,22 @@ def test_bad_input_is_one_line_exit_2(args, phrase, capsys, monkeypatch):
     assert code == 2
     assert phrase in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_sharpness_command_reports_converged_lambda1():
+    res = runner.invoke(app, ["sharpness", "--depth", "2", "--width", "8", "--seeds", "2",
+                              "--samples", "128", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [r["seed"] for r in doc["results"]] == [0, 1]
+    assert all(r["converged"] and r["lambda1"] > 0 and r["residual"] < 1e-3
+               for r in doc["results"])
+    text = runner.invoke(app, ["sharpness", "--depth", "2", "--width", "8", "--seeds", "1",
+                               "--samples", "128"])
+    assert "λ1 = " in text.output and "median of 1 converged seed(s)" in text.output
+
+
+def test_sharpness_bad_samples(capsys):
+    code, _, err = run_main(["sharpness", "--depth", "2", "--width", "8", "--samples", "0"],
+                            capsys)
+    assert code == 2 and "samples must be a positive integer, got 0" in err

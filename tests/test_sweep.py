@@ -28,10 +28,10 @@ def counting(runner=sw.local_runner):
     """Wrap a runner to record every (depth, width, seed) it is asked to run."""
     calls = []
 
-    def run(configs):
+    def run(configs, lambda1_samples=0):
         for c in configs:
             calls.extend((c.depth, c.width, s) for s in range(c.seed, c.seed + c.seeds))
-        yield from runner(configs)
+        yield from runner(configs, lambda1_samples)
 
     return run, calls
 
@@ -198,3 +198,14 @@ def test_ray_local_cluster_gives_the_same_rows(tmp_path):
         ray.shutdown()
     assert len(calls) == 8
     assert table(res.rows) == table(ref.rows)
+
+
+def test_lambda1_recorded_per_seed_when_asked(tmp_path):
+    grid = sw.parse_grid(TINY.replace("depths: [1, 2]", "depths: [1]") + "lambda1_samples: 256\n")
+    rows = sw.run_sweep(grid, tmp_path / "r.csv").rows
+    assert len(rows) == 4
+    for r in rows:
+        assert r["lambda1_converged"] == "True" and r["lambda1_samples"] == "256"
+        assert float(r["lambda1"]) > float(r["lambda1_eff"]) > 0  # input layer at 0.1 x lr
+    plain = sw.run_sweep(sw.parse_grid(TINY), tmp_path / "p.csv").rows
+    assert all(r["lambda1"] == "" for r in plain)

@@ -113,6 +113,67 @@ def render_estimate(e: Estimate) -> None:
                   f"member-steps, {e.wall_time:.1f} s on {e.device}")
 
 
+@app.command("sharpness")
+def sharpness_cmd(
+    depth: Annotated[int, typer.Option(help="Number of hidden layers.")],
+    width: Annotated[int, typer.Option(help="Units per hidden layer.")],
+    dataset: Annotated[str, typer.Option()] = "gaussians",
+    data_dir: Annotated[str | None, typer.Option()] = None,
+    seeds: Annotated[int, typer.Option()] = 5,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    samples: Annotated[int, typer.Option(help="Training examples in the fixed batch.")] = 1024,
+    input_lr_scale: Annotated[float, typer.Option(help="Used with --preconditioned.")] = 0.1,
+    preconditioned: Annotated[bool, typer.Option(help="λ1 of S^½HS^½, S = per-layer lr scales "
+                                                      "(what SGD sees).")] = False,
+    tol: Annotated[float, typer.Option(help="Relative residual that counts as "
+                                            "converged.")] = 1e-3,
+    device: Annotated[str, typer.Option()] = "auto",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """λ1, the top Hessian eigenvalue at initialisation, per seed, with its residual."""
+    from dataclasses import asdict
+
+    from .data import load
+    from .sharpness import sharpness
+    from .train import resolve_device
+
+    try:
+        if samples < 1:
+            raise ValueError(f"samples must be a positive integer, got {samples}")
+        if not 0 < tol < 1:
+            raise ValueError(f"tol must lie in (0, 1), got {tol}")
+        cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, data_dir=data_dir,
+                             seeds=seeds, seed=seed, input_lr_scale=input_lr_scale,
+                             device=device)
+        data = load(dataset, data_dir).to(resolve_device(device))
+        results = [sharpness(cfg, data, s, samples, preconditioned, tol)
+                   for s in range(seed, seed + seeds)]
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        _dump({"config": cfg.row(), "samples": samples, "preconditioned": preconditioned,
+               "results": [asdict(r) for r in results]})
+        return
+    table = Table(title=f"λ1 at initialisation, depth {depth} × width {width} on {dataset} "
+                        f"({samples} samples{', preconditioned' if preconditioned else ''})")
+    for col in ("seed", "λ1", "2/λ1", "residual", "HVPs", "method"):
+        table.add_column(col, justify="right")
+    for r in results:
+        shown = f"{r.lambda1:.5g}" if r.converged else "[red]not converged[/]"
+        two = f"{2 / r.lambda1:.4g}" if r.converged and r.lambda1 > 0 else "-"
+        table.add_row(str(r.seed), shown, two, f"{r.residual:.1e}", str(r.hvps), r.method)
+    console.print(table)
+    ok = [r.lambda1 for r in results if r.converged]
+    if ok:
+        import statistics
+
+        console.print(f"λ1 = [bold]{statistics.median(ok):.5g}[/] (median of {len(ok)} "
+                      f"converged seed(s); range {min(ok):.5g}–{max(ok):.5g})")
+    if len(ok) < len(results):
+        console.print(f"[yellow]{len(results) - len(ok)} seed(s) did not converge to tol "
+                      f"{tol}: their value is not reported[/]")
+
+
 @app.command("sweep")
 def sweep_cmd(
     grid_file: Annotated[str, typer.Argument(help="Grid YAML (see sweeps/).")],

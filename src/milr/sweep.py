@@ -26,9 +26,13 @@ CELL_FIELDS = ("depth", "width")
 # Config fields that may differ between rows of one results file: the cell, and which seeds.
 FREE_FIELDS = ("depth", "width", "seed", "seeds")
 FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
-GRID_KEYS = ("depths", "widths", "where", "exclude", *("seeds", "seed"), *FIXED_FIELDS)
+GRID_KEYS = ("depths", "widths", "where", "exclude", "lambda1_samples", *("seeds", "seed"),
+             *FIXED_FIELDS)
+LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
+                  "lambda1_samples")  # empty unless the grid sets lambda1_samples
 RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "probes_used", "rounds",
-                 "cell_wall_time", "device_name", "milr_version", "torch_version", "finished_at")
+                 "cell_wall_time", *LAMBDA1_FIELDS, "device_name", "milr_version",
+                 "torch_version", "finished_at")
 COLUMNS = (*EstimateConfig.field_names(), *RESULT_FIELDS)
 
 
@@ -43,6 +47,7 @@ class GridError(ValueError):
 class Grid:
     cells: tuple[tuple[int, int], ...]  # (depth, width), in order
     params: dict  # every other EstimateConfig field given by the file
+    lambda1_samples: int = 0  # > 0: also record λ1 at initialisation on this many examples
 
     def config(self, depth: int, width: int) -> EstimateConfig:
         return EstimateConfig(depth=depth, width=width, **self.params)
@@ -136,8 +141,12 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
         raise GridError(f"{source}: the grid is empty after the where/exclude filters")
 
     params = {k: v for k, v in doc.items() if k in ("seeds", "seed", *FIXED_FIELDS)}
+    samples = doc.get("lambda1_samples", 0)
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+        raise GridError(f"{where('lambda1_samples')}: lambda1_samples must be a non-negative "
+                        f"integer (0: off), got {samples!r}")
     try:
-        grid = Grid(cells, params)
+        grid = Grid(cells, params, samples)
         for d, w in cells:
             grid.config(d, w)
     except (ValueError, TypeError) as e:
@@ -262,9 +271,23 @@ def task_config(grid: Grid, task: Task) -> EstimateConfig:
     return EstimateConfig(**{**cfg.row(), "seed": task.seed, "seeds": task.count})
 
 
-def run_task(cfg: EstimateConfig) -> tuple[list[dict], list[dict]]:
+def run_task(cfg: EstimateConfig, lambda1_samples: int = 0) -> tuple[list[dict], list[dict]]:
     """Estimate one task; returns its result rows and its trials (top level: picklable)."""
     est = estimate(cfg)
+    sharp = {}
+    if lambda1_samples:
+        from .data import load
+        from .sharpness import sharpness
+        from .train import resolve_device
+
+        data = load(cfg.dataset, cfg.data_dir).to(resolve_device(cfg.device))
+        for s in est.seeds:
+            plain = sharpness(cfg, data, s.seed, lambda1_samples)
+            eff = sharpness(cfg, data, s.seed, lambda1_samples, preconditioned=True)
+            sharp[s.seed] = {"lambda1": plain.lambda1, "lambda1_eff": eff.lambda1,
+                             "lambda1_residual": max(plain.residual, eff.residual),
+                             "lambda1_converged": plain.converged and eff.converged,
+                             "lambda1_samples": lambda1_samples}
     rows, trials = [], []
     finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for s in est.seeds:
@@ -273,7 +296,8 @@ def run_task(cfg: EstimateConfig) -> tuple[list[dict], list[dict]]:
                "trials": s.trials, "nonmonotone": s.nonmonotone, "probes_used": est.probes,
                "rounds": est.rounds, "cell_wall_time": round(est.wall_time, 3),
                "device_name": est.device, "milr_version": est.versions["milr"],
-               "torch_version": est.versions["torch"], "finished_at": finished}
+               "torch_version": est.versions["torch"], "finished_at": finished,
+               **sharp.get(s.seed, dict.fromkeys(LAMBDA1_FIELDS))}
         rows.append(row)
     for t in est.trials:
         trials.append({"depth": cfg.depth, "width": cfg.width, **t.__dict__})
@@ -282,12 +306,13 @@ def run_task(cfg: EstimateConfig) -> tuple[list[dict], list[dict]]:
 
 # --- executors --------------------------------------------------------------------------------
 
-Runner = Callable[[list[EstimateConfig]], Iterator[tuple[list[dict], list[dict]]]]
+Runner = Callable[[list[EstimateConfig], int], Iterator[tuple[list[dict], list[dict]]]]
 
 
-def local_runner(configs: list[EstimateConfig]) -> Iterator[tuple[list[dict], list[dict]]]:
+def local_runner(configs: list[EstimateConfig], lambda1_samples: int = 0
+                 ) -> Iterator[tuple[list[dict], list[dict]]]:
     for cfg in configs:
-        yield run_task(cfg)
+        yield run_task(cfg, lambda1_samples)
 
 
 def _init_worker(threads: int) -> None:
@@ -301,11 +326,12 @@ def process_runner(workers: int) -> Runner:
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    def run(configs: list[EstimateConfig]) -> Iterator[tuple[list[dict], list[dict]]]:
+    def run(configs: list[EstimateConfig], lambda1_samples: int = 0
+            ) -> Iterator[tuple[list[dict], list[dict]]]:
         threads = max(1, (os.cpu_count() or 1) // workers)
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                     initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(run_task, c) for c in configs]
+            futures = [pool.submit(run_task, c, lambda1_samples) for c in configs]
             try:
                 for fut in cf.as_completed(futures):
                     yield fut.result()
@@ -323,7 +349,8 @@ def ray_runner(address: str | None, gpus_per_task: float | None = None) -> Runne
     except ImportError:
         raise ValueError("--ray needs Ray: pip install 'milr[ray]'") from None
 
-    def run(configs: list[EstimateConfig]) -> Iterator[tuple[list[dict], list[dict]]]:
+    def run(configs: list[EstimateConfig], lambda1_samples: int = 0
+            ) -> Iterator[tuple[list[dict], list[dict]]]:
         if not ray.is_initialized():
             ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -332,7 +359,7 @@ def ray_runner(address: str | None, gpus_per_task: float | None = None) -> Runne
         for cfg in configs:
             wants_gpu = cfg.device == "cuda" or (cfg.device == "auto" and has_gpu)
             gpus = (gpus_per_task or 1.0) if wants_gpu else 0
-            refs.append(remote.options(num_cpus=1, num_gpus=gpus).remote(cfg))
+            refs.append(remote.options(num_cpus=1, num_gpus=gpus).remote(cfg, lambda1_samples))
         try:
             while refs:
                 ready, refs = ray.wait(refs, num_returns=1)
@@ -364,7 +391,7 @@ def run_sweep(grid: Grid, out: str | os.PathLike, runner: Runner = local_runner,
     tasks = pending_tasks(grid, done)
     configs = [task_config(grid, t) for t in tasks]
     ran = 0
-    for n, (new_rows, trials) in enumerate(runner(configs), start=1):
+    for n, (new_rows, trials) in enumerate(runner(configs, grid.lambda1_samples), start=1):
         for r in new_rows:  # a task may hold only some seeds; the row records the cell's count
             r["seeds"] = grid.config(r["depth"], r["width"]).seeds
         store.append(new_rows)
