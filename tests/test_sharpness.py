@@ -3,13 +3,22 @@ import pytest
 import torch
 
 from milr import EstimateConfig
-from milr.sharpness import _power, hvp_operator, network_loss, sharpness, top_eigenvalue
+from milr.sharpness import (
+    _power,
+    hvp_function,
+    hvp_operator,
+    lanczos,
+    network_loss,
+    sharpness,
+    top_eigenvalue,
+)
 
 
-def test_matches_explicit_hessian_on_tiny_network(tiny):
+@pytest.mark.parametrize("solver", ["lanczos", "arpack"])
+def test_matches_explicit_hessian_on_tiny_network(tiny, solver):
     cfg = EstimateConfig(depth=2, width=3, dataset="gaussians")
     data = tiny
-    s = sharpness(cfg, data, seed=3, samples=64, dtype=torch.float64, tol=1e-8)
+    s = sharpness(cfg, data, seed=3, samples=64, dtype=torch.float64, tol=1e-8, solver=solver)
     # the same network and batch, with the Hessian formed explicitly
     from milr.model import init_weights
     from milr.train import batch_schedule
@@ -31,33 +40,57 @@ def test_matches_explicit_hessian_on_tiny_network(tiny):
 
     hess = torch.autograd.functional.hessian(f, flat)
     expect = torch.linalg.eigvalsh(hess).max().item()
-    assert s.converged and s.method == "lanczos"
+    assert s.converged and s.method == solver
     assert s.lambda1 == pytest.approx(expect, rel=1e-7)
     assert s.residual < 1e-8
 
 
-def quadratic(eigs, seed=0):
+def _quadratic_loss(eigs, seed=0):
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((len(eigs), len(eigs))))
     a = torch.tensor(q @ np.diag(eigs) @ q.T)
     theta = torch.zeros(len(eigs), dtype=torch.float64, requires_grad=True)
-    return hvp_operator(lambda p: 0.5 * p[0] @ a @ p[0], [theta])
+    return (lambda p: 0.5 * p[0] @ a @ p[0]), [theta]
+
+
+def quadratic(eigs, seed=0):
+    return hvp_operator(*_quadratic_loss(eigs, seed))
+
+
+def quadratic_fn(eigs, seed=0):
+    return hvp_function(*_quadratic_loss(eigs, seed))
 
 
 def test_largest_algebraic_not_largest_magnitude():
     eigs = [-10.0, 0.5, 1.0, 2.0, 5.0, 3.0]
     op, count = quadratic(eigs)
     lam, residual, converged, method = top_eigenvalue(op, count, seed=0, tol=1e-8)
-    assert lam == pytest.approx(5.0, rel=1e-8) and converged and method == "lanczos"
+    assert lam == pytest.approx(5.0, rel=1e-8) and converged and method == "arpack"
+    matvec, n, _ = quadratic_fn(eigs)
+    lam_t, res_t, conv_t, iters = lanczos(matvec, n, torch.zeros(1, dtype=torch.float64), 0,
+                                          tol=1e-10)
+    assert lam_t == pytest.approx(5.0, rel=1e-9) and conv_t and iters <= 6
     v, = np.linalg.qr(np.random.default_rng(1).standard_normal((6, 1)))[0].T
     lam_p, _ = _power(op, v, 400, None)
     assert lam_p == pytest.approx(5.0, rel=1e-4)  # the shift keeps -10 from winning
 
 
 def test_unconverged_is_flagged():
-    op, count = quadratic(np.linspace(1.0, 1.01, 40))  # tightly clustered: slow to resolve
+    eigs = np.linspace(1.0, 1.01, 40)  # tightly clustered: slow to resolve
+    op, count = quadratic(eigs)
     lam, residual, converged, method = top_eigenvalue(op, count, seed=0, tol=1e-14, max_hvps=2)
     assert not converged and residual > 1e-14
+    matvec, n, _ = quadratic_fn(eigs)
+    lam, residual, converged, iters = lanczos(matvec, n, torch.zeros(1, dtype=torch.float64), 0,
+                                              tol=1e-14, max_iter=3)
+    assert not converged and iters == 3 and residual > 1e-14
+
+
+def test_float32_lanczos_agrees_with_arpack(tiny):
+    cfg = EstimateConfig(depth=3, width=32)
+    a = sharpness(cfg, tiny, 0, samples=256)
+    b = sharpness(cfg, tiny, 0, samples=256, solver="arpack")
+    assert a.converged and b.converged and a.lambda1 == pytest.approx(b.lambda1, rel=1e-3)
 
 
 def test_deterministic_per_seed(tiny):

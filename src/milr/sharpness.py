@@ -1,10 +1,12 @@
 """λ1, the largest (algebraic) eigenvalue of the training-loss Hessian at initialisation.
 
-Two small pieces, as in locuslab/edge-of-stability, with their silent defaults made explicit: a
-Hessian-vector product (double backward) and scipy's Lanczos (`eigsh`, which="LA") over a
-`LinearOperator`, with a seeded start vector and a residual check. If Lanczos does not converge, a
-shifted power iteration is tried; a value that does not meet the tolerance is returned with
-`converged=False`, never silently.
+Small pieces, as in locuslab/edge-of-stability, with their silent defaults made explicit: a
+Hessian-vector product (double backward) and Lanczos with a seeded start vector and a residual
+check. The default solver is a Lanczos iteration in torch on the model's device (full
+reorthogonalisation; its vectors stay on the GPU, which matters at tens of millions of
+parameters); `solver="arpack"` uses scipy's `eigsh(which="LA")` over a `LinearOperator`. If
+ARPACK does not converge, a shifted power iteration is tried. A value that does not meet the
+tolerance is returned with `converged=False`, never silently.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Sharpness:
     residual: float  # ||H v - λ v|| / |λ| for the returned unit vector v
     converged: bool  # residual <= tol
     hvps: int  # Hessian-vector products spent
-    method: str  # "lanczos" or "power"
+    method: str  # "lanczos" (torch), "arpack" or "power"
 
 
 def network_loss(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -43,8 +45,8 @@ def network_loss(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -
     return torch.nn.functional.cross_entropy(h, y)
 
 
-def hvp_operator(loss_fn, params: list[torch.Tensor], scale: list[float] | None = None):
-    """v -> S^1/2 H S^1/2 v on flat float64 numpy vectors (S: per-parameter lr scales).
+def hvp_function(loss_fn, params: list[torch.Tensor], scale: list[float] | None = None):
+    """v -> S^1/2 H S^1/2 v on flat torch vectors (S: per-parameter lr scales); counts calls.
 
     With S = I this is the Hessian; with the input layer's lr scale in S it is the curvature
     that SGD with that per-layer rate actually sees (its stability edge is 2 / λ1).
@@ -54,17 +56,60 @@ def hvp_operator(loss_fn, params: list[torch.Tensor], scale: list[float] | None 
     grads = torch.autograd.grad(loss_fn(params), params, create_graph=True)
     count = [0]
 
-    def matvec(v: np.ndarray) -> np.ndarray:
+    def matvec(v: torch.Tensor) -> torch.Tensor:
         count[0] += 1
-        chunks = torch.from_numpy(np.asarray(v, dtype=np.float64).ravel()).split(sizes)
-        vs = [(c * r).view_as(p).to(p) for c, p, r in zip(chunks, params, root, strict=True)]
-        dot = sum((g * v).sum() for g, v in zip(grads, vs, strict=True))
+        vs = [(c * r).view_as(p) for c, p, r in zip(v.split(sizes), params, root, strict=True)]
+        dot = sum((g * u).sum() for g, u in zip(grads, vs, strict=True))
         hv = torch.autograd.grad(dot, params, retain_graph=True)
-        return torch.cat([(h * r).reshape(-1).double().cpu() for h, r in
-                          zip(hv, root, strict=True)]).numpy()
+        return torch.cat([(h * r).reshape(-1) for h, r in zip(hv, root, strict=True)])
 
-    n = sum(sizes)
-    return LinearOperator((n, n), matvec=matvec, dtype=np.float64), count
+    return matvec, sum(sizes), count
+
+
+def hvp_operator(loss_fn, params: list[torch.Tensor], scale: list[float] | None = None):
+    """The same product as a scipy LinearOperator on float64 numpy vectors."""
+    matvec, n, count = hvp_function(loss_fn, params, scale)
+    p0 = params[0]
+
+    def np_matvec(v: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.asarray(v, dtype=np.float64).ravel()).to(p0.device, p0.dtype)
+        return matvec(t).double().cpu().numpy()
+
+    return LinearOperator((n, n), matvec=np_matvec, dtype=np.float64), count
+
+
+def lanczos(matvec, n: int, like: torch.Tensor, seed: int, tol: float = 1e-3,
+            max_iter: int = 100) -> tuple[float, float, bool, int]:
+    """Largest algebraic eigenvalue by Lanczos with full reorthogonalisation, on like's device.
+
+    Stops when the Ritz estimate |β s_last| / |θ| is below tol / 10, then spends one more
+    product on the true relative residual ||H y - θ y|| / |θ| of the Ritz vector y.
+    Returns (θ, residual, converged, iterations).
+    """
+    gen = torch.Generator().manual_seed(member_seed(seed, 2))
+    v = torch.randn(n, generator=gen, dtype=torch.float64).to(like.device, like.dtype)
+    basis = [v / v.norm()]
+    alphas: list[float] = []
+    betas: list[float] = []
+    theta, s = 0.0, np.ones(1)
+    for _ in range(min(max_iter, n)):
+        w = matvec(basis[-1])
+        alphas.append(float(w @ basis[-1]))
+        stack = torch.stack(basis)  # (j, n)
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            w = w - stack.T @ (stack @ w)
+        beta = float(w.norm())
+        t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        vals, vecs = np.linalg.eigh(t)
+        theta, s = float(vals[-1]), vecs[:, -1]
+        if beta * abs(s[-1]) <= tol / 10 * max(abs(theta), 1e-30) or beta < 1e-12:
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    y = torch.stack(basis[: len(s)]).T @ torch.from_numpy(s).to(like.device, like.dtype)
+    y = y / y.norm()
+    residual = float((matvec(y) - theta * y).norm()) / max(abs(theta), 1e-30)
+    return theta, residual, residual <= tol, len(alphas)
 
 
 def top_eigenvalue(op: LinearOperator, count: list[int], seed: int, tol: float = 1e-3,
@@ -72,7 +117,7 @@ def top_eigenvalue(op: LinearOperator, count: list[int], seed: int, tol: float =
     """Largest algebraic eigenvalue: Lanczos first, then a shifted power iteration."""
     rng = np.random.default_rng(member_seed(seed, 2))
     v0 = rng.standard_normal(op.shape[0])
-    method = "lanczos"
+    method = "arpack"
     try:
         vals, vecs = eigsh(op, k=1, which="LA", v0=v0, tol=tol / 10, maxiter=max_hvps,
                            ncv=min(op.shape[0], 20))
@@ -102,8 +147,8 @@ def _power(op: LinearOperator, v0: np.ndarray, iters: int, partial) -> tuple[flo
 
 
 def sharpness(cfg: EstimateConfig, data: Dataset, seed: int, samples: int = 1024,
-              preconditioned: bool = False, tol: float = 1e-3, max_hvps: int = 300,
-              dtype: torch.dtype = torch.float32) -> Sharpness:
+              preconditioned: bool = False, tol: float = 1e-3, max_hvps: int = 100,
+              dtype: torch.dtype = torch.float32, solver: str = "lanczos") -> Sharpness:
     """λ1 at initialisation of seed `seed`'s network on its first `samples` training examples."""
     device = data.x_train.device
     order = batch_schedule(seed, len(data.x_train), 1, min(samples, len(data.x_train)))[0]
@@ -116,6 +161,14 @@ def sharpness(cfg: EstimateConfig, data: Dataset, seed: int, samples: int = 1024
     scale = None
     if preconditioned:
         scale = [cfg.input_lr_scale] * 2 + [1.0] * (len(params) - 2)
-    op, count = hvp_operator(lambda p: network_loss(p, x, y), params, scale)
-    lam, residual, converged, method = top_eigenvalue(op, count, seed, tol, max_hvps)
+    loss = lambda p: network_loss(p, x, y)  # noqa: E731
+    if solver == "lanczos":
+        matvec, n, count = hvp_function(loss, params, scale)
+        lam, residual, converged, _ = lanczos(matvec, n, params[0], seed, tol, max_hvps)
+        method = "lanczos"
+    elif solver == "arpack":
+        op, count = hvp_operator(loss, params, scale)
+        lam, residual, converged, method = top_eigenvalue(op, count, seed, tol, max_hvps)
+    else:
+        raise ValueError(f"solver must be lanczos or arpack, got {solver!r}")
     return Sharpness(seed, lam, residual, converged, count[0], method)
