@@ -174,6 +174,100 @@ def sharpness_cmd(
                       f"{tol}: their value is not reported[/]")
 
 
+@app.command("fit")
+def fit_cmd(
+    results: Annotated[str, typer.Argument(help="Results CSV (from milr sweep, or any CSV with "
+                                                "depth, width and the value column).")],
+    where: Annotated[list[str] | None, typer.Option(help='Keep cells where this holds, e.g. '
+                                                         '"width >= 8 * depth" (repeatable).')
+                     ] = None,
+    min_depth: Annotated[int | None, typer.Option()] = None,
+    max_depth: Annotated[int | None, typer.Option()] = None,
+    min_width: Annotated[int | None, typer.Option()] = None,
+    max_width: Annotated[int | None, typer.Option()] = None,
+    column: Annotated[str, typer.Option(help="Column to fit.")] = "lr_star",
+    aggregate: Annotated[str, typer.Option(help="Seeds per cell: median or mean.")] = "median",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over cells (0: off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    predict: Annotated[tuple[int, int] | None, typer.Option(help="DEPTH WIDTH: predicted η* "
+                                                                 "with a 95% interval.")] = None,
+    plot: Annotated[str | None, typer.Option(help="Write the figure to this PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fit η* = C (d·w)^−α (and C d^−a w^−b) with confidence intervals and goodness of fit."""
+    from . import fit as ft
+
+    try:
+        if bootstrap < 0:
+            raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+        if predict is not None and min(predict) < 1:
+            raise ValueError(f"predict needs a positive depth and width, got {predict}")
+        rows = ft.read_table(results)
+        cells, notes = ft.cells_from_rows(rows, column, results, aggregate)
+        cells = ft.select(cells, where, min_depth, max_depth, min_width, max_width)
+        law = ft.fit_power_law(cells, bootstrap, seed)
+        relations = ft.sharpness_relations(rows, cells, results) if column == "lr_star" else {}
+        prediction = law.predict(*predict) if predict else None
+        if plot:
+            from .plot import plot_fit
+
+            plot_fit(law, plot, title=f"{results}: {column}")
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        doc = {"source": results, "column": column, "aggregate": aggregate,
+               "filters": {"where": where or [], "min_depth": min_depth, "max_depth": max_depth,
+                           "min_width": min_width, "max_width": max_width},
+               "excluded": notes, **law.to_dict(), "sharpness": relations}
+        if prediction:
+            doc["prediction"] = {"depth": predict[0], "width": predict[1], "value": prediction[0],
+                                 "pi95": prediction[1:]}
+        _dump(doc)
+        return
+    render_fit(law, notes, relations, prediction, predict, plot)
+
+
+def render_fit(law, notes, relations, prediction, predict, plot) -> None:
+    p = console.print
+    p(f"[bold]η* = {law.c:.4g} · (depth·width)^−{law.alpha:.4f}[/]   over {len(law.cells)} cells")
+    p(f"  α = {law.alpha:.4f} ± {law.alpha_se:.4f} (SE), 95% CI [{law.alpha_ci[0]:.4f}, "
+      f"{law.alpha_ci[1]:.4f}];  C 95% CI [{law.c_ci[0]:.4g}, {law.c_ci[1]:.4g}]")
+    if law.bootstrap:
+        b = law.bootstrap
+        p(f"  bootstrap ({b['resamples']} resamples of cells): α 95% CI "
+          f"[{b['alpha_ci95'][0]:.4f}, {b['alpha_ci95'][1]:.4f}], C 95% CI "
+          f"[{b['C_ci95'][0]:.4g}, {b['C_ci95'][1]:.4g}]")
+    p(f"  R² = {law.r2:.4f} (adjusted {law.adj_r2:.4f}), RMSE in log η* = {law.rmse:.4f}")
+    p(f"two exponents: η* = C · d^−a · w^−b with a = {law.a:.4f} [{law.a_ci[0]:.4f}, "
+      f"{law.a_ci[1]:.4f}], b = {law.b:.4f} [{law.b_ci[0]:.4f}, {law.b_ci[1]:.4f}]")
+    verdict = ("compatible: d·w is a sufficient variable here" if law.compatible else
+               "[bold]not compatible[/]: depth and width enter with different exponents")
+    p(f"  a = b test: p = {law.a_minus_b_p:.3g} → {verdict}")
+    p(f"  model comparison: AIC {law.aic:.2f} (d·w) vs {law.two_aic:.2f} (d, w); adjusted R² "
+      f"{law.adj_r2:.4f} vs {law.two_adj_r2:.4f}")
+    table = Table(title="largest residuals")
+    for col in ("depth", "width", "η*", "log(η*/fit)"):
+        table.add_column(col, justify="right")
+    for c, r in law.worst():
+        table.add_row(str(c.depth), str(c.width), f"{c.value:.4g}", f"{r:+.3f}")
+    console.print(table)
+    for col, rel in relations.items():
+        name = "λ1" if col == "lambda1" else "λ1 (input-lr preconditioned)"
+        vs, ev, ratio = rel["vs_depth_width"], rel["eta_vs_lambda1"], rel[
+            "eta_over_2_div_lambda1"]
+        p(f"{name}: ∝ (d·w)^{vs['slope']:.3f} [{vs['slope_ci'][0]:.3f}, {vs['slope_ci'][1]:.3f}]"
+          f" (R² {vs['r2']:.3f});  η* ∝ {name}^{ev['slope']:.3f} [{ev['slope_ci'][0]:.3f}, "
+          f"{ev['slope_ci'][1]:.3f}] (R² {ev['r2']:.3f});  η* / (2/λ1): median "
+          f"{ratio['median']:.3g}, range {ratio['min']:.3g}–{ratio['max']:.3g}")
+    for n in notes:
+        p(f"[yellow]excluded {n}[/]")
+    if prediction:
+        p(f"predicted η*({predict[0]}, {predict[1]}) = {prediction[0]:.4g}, 95% prediction "
+          f"interval [{prediction[1]:.4g}, {prediction[2]:.4g}]")
+    if plot:
+        p(f"figure written to {plot}")
+
+
 @app.command("sweep")
 def sweep_cmd(
     grid_file: Annotated[str, typer.Argument(help="Grid YAML (see sweeps/).")],

@@ -1,0 +1,323 @@
+"""Power laws on a results table: log η* = log C − α log(d·w), and η* = C d^−a w^−b.
+
+Ordinary least squares in log space over cells (seeds aggregated per cell first, median by
+default), with analytic standard errors and 95% intervals from Student's t, an optional bootstrap
+over cells, R², RMSE, the largest residuals, a test of a = b, AIC / adjusted R² for the two
+models, and prediction intervals. Pure computation: `plot.py` draws, the CLI prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from .expr import compile_filter
+
+CONF = 0.95
+
+
+class FitError(ValueError):
+    """A results table that cannot be fitted; the message names the file, column or cell."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    depth: int
+    width: int
+    value: float  # aggregated over seeds (median by default)
+    low: float  # smallest per-seed value (error bars)
+    high: float  # largest per-seed value
+    seeds: int  # seeds that contributed
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def read_table(path: str | Path) -> list[dict]:
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise FitError(f"cannot read {path}: {e}") from None
+    if not rows:
+        raise FitError(f"{path} has no data rows")
+    return rows
+
+
+def cells_from_rows(rows: list[dict], column: str = "lr_star", source: str = "results",
+                    how: str = "median") -> tuple[list[Cell], list[str]]:
+    """Aggregate per (depth, width); returns the cells and notes on what was left out.
+
+    Rows with a `status` other than "ok" (no η* inside the search range), an empty value, or an
+    unconverged λ1 (`lambda1_converged` false) are skipped and counted in the notes.
+    """
+    for col in ("depth", "width", column):
+        if col not in rows[0]:
+            raise FitError(f"{source}: missing column {col!r} (columns: {', '.join(rows[0])})")
+    if how not in ("median", "mean"):
+        raise FitError(f"aggregation must be median or mean, got {how!r}")
+    groups: dict[tuple[int, int], list[float]] = {}
+    skipped: dict[tuple[int, int], str] = {}
+    for line, r in enumerate(rows, start=2):
+        try:
+            key = (int(r["depth"]), int(r["width"]))
+        except (TypeError, ValueError):
+            raise FitError(f"{source} line {line}: depth and width must be integers, got "
+                           f"{r['depth']!r}, {r['width']!r}") from None
+        groups.setdefault(key, [])
+        if r.get("status", "ok") not in ("ok", "") or r[column] in ("", None):
+            skipped[key] = r.get("status") or "empty"
+            continue
+        if column.startswith("lambda1") and r.get("lambda1_converged", "True") != "True":
+            skipped[key] = "λ1 not converged"
+            continue
+        try:
+            v = float(r[column])
+        except ValueError:
+            raise FitError(f"{source} line {line}: {column} must be a number, got "
+                           f"{r[column]!r}") from None
+        if not (math.isfinite(v) and v > 0):
+            raise FitError(f"{source} line {line}: {column} must be positive for a log-log "
+                           f"fit, got {v}")
+        groups[key].append(v)
+    agg = statistics.median if how == "median" else statistics.fmean
+    cells = [Cell(d, w, agg(v), min(v), max(v), len(v)) for (d, w), v in sorted(groups.items())
+             if v]
+    notes = [f"({d}, {w}): no usable {column} ({skipped.get((d, w), 'empty')})"
+             for (d, w), v in sorted(groups.items()) if not v]
+    return cells, notes
+
+
+def select(cells: list[Cell], where: list[str] | None = None, min_depth: int | None = None,
+           max_depth: int | None = None, min_width: int | None = None,
+           max_width: int | None = None) -> list[Cell]:
+    """The regime to fit: filters over depth and width (e.g. "width >= 8 * depth")."""
+    tests = [compile_filter(w, ("depth", "width")) for w in (where or [])]
+    out = [c for c in cells
+           if (min_depth is None or c.depth >= min_depth)
+           and (max_depth is None or c.depth <= max_depth)
+           and (min_width is None or c.width >= min_width)
+           and (max_width is None or c.width <= max_width)
+           and all(t({"depth": c.depth, "width": c.width}) for t in tests)]
+    if not out:
+        raise FitError("no cells left after the filters")
+    return out
+
+
+# --- least squares ----------------------------------------------------------------------------
+
+
+@dataclass
+class LinearFit:
+    """y = X β by least squares with its covariance (classical, homoscedastic)."""
+
+    beta: np.ndarray
+    cov: np.ndarray
+    residuals: np.ndarray
+    dof: int
+    r2: float
+    adj_r2: float
+    rmse: float
+    aic: float
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov))
+
+    def ci(self, i: int) -> tuple[float, float]:
+        t = stats.t.ppf(0.5 + CONF / 2, self.dof)
+        return float(self.beta[i] - t * self.se[i]), float(self.beta[i] + t * self.se[i])
+
+
+def least_squares(x: np.ndarray, y: np.ndarray) -> LinearFit:
+    n, k = x.shape
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    res = y - x @ beta
+    rss = float(res @ res)
+    dof = n - k
+    s2 = rss / dof if dof > 0 else float("nan")
+    cov = s2 * np.linalg.inv(x.T @ x)
+    tss = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - rss / tss if tss > 0 else float("nan")
+    adj = 1 - (1 - r2) * (n - 1) / dof if dof > 0 else float("nan")
+    aic = n * math.log(max(rss, 1e-300) / n) + 2 * k
+    return LinearFit(beta, cov, res, dof, r2, adj, math.sqrt(rss / n), aic)
+
+
+@dataclass
+class PowerLaw:
+    """log η* = log C − α log(d·w) over `cells` (and the two-exponent model beside it)."""
+
+    cells: list[Cell]
+    alpha: float
+    alpha_se: float
+    alpha_ci: tuple[float, float]
+    c: float
+    c_ci: tuple[float, float]
+    r2: float
+    adj_r2: float
+    rmse: float  # in natural-log units
+    aic: float
+    residuals: list[float]  # log(observed / fitted), per cell
+    # η* = C d^−a w^−b
+    a: float
+    a_ci: tuple[float, float]
+    b: float
+    b_ci: tuple[float, float]
+    a_minus_b_p: float  # two-sided p-value of a = b
+    two_aic: float
+    two_adj_r2: float
+    bootstrap: dict | None = None
+    _fit: LinearFit | None = field(default=None, repr=False)
+
+    @property
+    def compatible(self) -> bool:
+        """a = b not rejected at 5%: the data do not contradict d·w as the variable."""
+        return self.a_minus_b_p > 1 - CONF
+
+    def worst(self, n: int = 3) -> list[tuple[Cell, float]]:
+        order = np.argsort(-np.abs(self.residuals))[:n]
+        return [(self.cells[i], self.residuals[i]) for i in order]
+
+    def predict(self, depth: int, width: int) -> tuple[float, float, float]:
+        """Predicted η* and its 95% prediction interval for a new cell."""
+        f = self._fit
+        x0 = np.array([1.0, math.log(depth * width)])
+        y0 = float(x0 @ f.beta)
+        s2 = float(f.residuals @ f.residuals) / f.dof
+        spread = math.sqrt(s2 * (1 + x0 @ np.linalg.inv(_design(self.cells).T @ _design(
+            self.cells)) @ x0))
+        t = stats.t.ppf(0.5 + CONF / 2, f.dof)
+        return math.exp(y0), math.exp(y0 - t * spread), math.exp(y0 + t * spread)
+
+    def band(self, dw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fitted line and its 95% confidence band (for the mean) at products d·w."""
+        x = np.column_stack([np.ones_like(dw, dtype=float), np.log(dw)])
+        y = x @ self._fit.beta
+        se = np.sqrt(np.einsum("ij,jk,ik->i", x, self._fit.cov, x))
+        t = stats.t.ppf(0.5 + CONF / 2, self._fit.dof)
+        return np.exp(y), np.exp(y - t * se), np.exp(y + t * se)
+
+    def to_dict(self) -> dict:
+        return {
+            "law": "eta* = C * (depth * width) ** -alpha",
+            "cells": len(self.cells),
+            "alpha": self.alpha, "alpha_se": self.alpha_se, "alpha_ci95": self.alpha_ci,
+            "C": self.c, "C_ci95": self.c_ci,
+            "r2": self.r2, "adj_r2": self.adj_r2, "rmse_log": self.rmse, "aic": self.aic,
+            "two_exponent": {"law": "eta* = C * depth ** -a * width ** -b",
+                             "a": self.a, "a_ci95": self.a_ci, "b": self.b, "b_ci95": self.b_ci,
+                             "p_a_equals_b": self.a_minus_b_p, "compatible": self.compatible,
+                             "aic": self.two_aic, "adj_r2": self.two_adj_r2},
+            "bootstrap": self.bootstrap,
+            "residuals": [{"depth": c.depth, "width": c.width, "value": c.value,
+                           "log_residual": r} for c, r in zip(self.cells, self.residuals,
+                                                              strict=True)],
+        }
+
+
+def _design(cells: list[Cell]) -> np.ndarray:
+    return np.column_stack([np.ones(len(cells)), [math.log(c.depth * c.width) for c in cells]])
+
+
+def fit_power_law(cells: list[Cell], bootstrap: int = 0, seed: int = 0) -> PowerLaw:
+    """Fit both models; `bootstrap` > 0 adds percentile intervals from resampling cells."""
+    if len(cells) < 4:
+        raise FitError(f"need at least 4 cells to fit and test the law, got {len(cells)}")
+    y = np.log([c.value for c in cells])
+    one = least_squares(_design(cells), y)
+    if not np.isfinite(one.cov).all():
+        raise FitError("the cells have a single value of depth × width: nothing to fit")
+    x2 = np.column_stack([np.ones(len(cells)), np.log([c.depth for c in cells]),
+                          np.log([c.width for c in cells])])
+    if np.linalg.matrix_rank(x2) < 3:
+        raise FitError("depth and width do not vary independently in the selected cells: "
+                       "the two-exponent model cannot be fitted")
+    two = least_squares(x2, y)
+    # a = -beta1, b = -beta2; var(a - b) = var(b1) + var(b2) - 2 cov(b1, b2)
+    diff = float(two.beta[1] - two.beta[2])
+    se_diff = math.sqrt(two.cov[1, 1] + two.cov[2, 2] - 2 * two.cov[1, 2])
+    p = float(2 * stats.t.sf(abs(diff) / se_diff, two.dof)) if se_diff > 0 else 1.0
+    lo_c, hi_c = one.ci(0)
+    lo_a, hi_a = one.ci(1)
+    a_lo, a_hi = two.ci(1)
+    b_lo, b_hi = two.ci(2)
+    law = PowerLaw(
+        cells=cells, alpha=-float(one.beta[1]), alpha_se=float(one.se[1]),
+        alpha_ci=(-hi_a, -lo_a), c=math.exp(one.beta[0]), c_ci=(math.exp(lo_c), math.exp(hi_c)),
+        r2=one.r2, adj_r2=one.adj_r2, rmse=one.rmse, aic=one.aic,
+        residuals=[float(r) for r in one.residuals],
+        a=-float(two.beta[1]), a_ci=(-a_hi, -a_lo), b=-float(two.beta[2]), b_ci=(-b_hi, -b_lo),
+        a_minus_b_p=p, two_aic=two.aic, two_adj_r2=two.adj_r2, _fit=one)
+    if bootstrap:
+        law.bootstrap = _bootstrap(cells, bootstrap, seed)
+    return law
+
+
+def _bootstrap(cells: list[Cell], n: int, seed: int) -> dict:
+    """Percentile 95% intervals of α and C from refits on cells resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    x, y = _design(cells), np.log([c.value for c in cells])
+    alphas, logcs = [], []
+    for _ in range(n):
+        idx = rng.integers(0, len(cells), len(cells))
+        if len(set(x[idx, 1])) < 2:
+            continue  # a resample with one d·w value has no slope
+        beta, *_ = np.linalg.lstsq(x[idx], y[idx], rcond=None)
+        alphas.append(-beta[1])
+        logcs.append(beta[0])
+    q = [50 * (1 - CONF), 50 * (1 + CONF)]
+    return {"resamples": len(alphas), "seed": seed,
+            "alpha_ci95": tuple(float(v) for v in np.percentile(alphas, q)),
+            "C_ci95": tuple(float(math.exp(v)) for v in np.percentile(logcs, q))}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """log y = k + slope · log x over matched cells, e.g. η* against λ1."""
+
+    slope: float
+    slope_ci: tuple[float, float]
+    intercept: float
+    r2: float
+    cells: int
+
+
+def relation(xs: list[float], ys: list[float]) -> Relation:
+    if len(xs) < 3:
+        raise FitError(f"need at least 3 matched cells, got {len(xs)}")
+    x = np.column_stack([np.ones(len(xs)), np.log(xs)])
+    f = least_squares(x, np.log(ys))
+    lo, hi = f.ci(1)
+    return Relation(float(f.beta[1]), (lo, hi), float(f.beta[0]), f.r2, len(xs))
+
+
+def sharpness_relations(rows: list[dict], cells: list[Cell], source: str = "results") -> dict:
+    """λ1 against d·w, and η* against λ1 (plain and input-lr preconditioned), on the same cells.
+
+    Returns {} when the table has no λ1 (a sweep without lambda1_samples).
+    """
+    out = {}
+    keep = {(c.depth, c.width) for c in cells}
+    eta = {(c.depth, c.width): c.value for c in cells}
+    for col in ("lambda1", "lambda1_eff"):
+        if col not in rows[0] or all(r[col] == "" for r in rows):
+            continue
+        lam, _ = cells_from_rows(rows, col, source)
+        lam = [c for c in lam if (c.depth, c.width) in keep]
+        if len(lam) < 3:
+            continue
+        vs_dw = relation([c.depth * c.width for c in lam], [c.value for c in lam])
+        vs_eta = relation([c.value for c in lam], [eta[(c.depth, c.width)] for c in lam])
+        ratio = [eta[(c.depth, c.width)] / (2 / c.value) for c in lam]
+        out[col] = {"vs_depth_width": vs_dw.__dict__, "eta_vs_lambda1": vs_eta.__dict__,
+                    "eta_over_2_div_lambda1": {"median": statistics.median(ratio),
+                                               "min": min(ratio), "max": max(ratio)}}
+    return out
