@@ -93,6 +93,7 @@ def test_sharpness_relations():
     assert rel["vs_depth_width"]["slope"] == pytest.approx(0.8, abs=0.02)
     # η* ∝ (dw)^-0.7 and λ1 ∝ (dw)^0.8 give η* ∝ λ1^(-0.7/0.8)
     assert rel["eta_vs_lambda1"]["slope"] == pytest.approx(-0.875, abs=0.05)
+    assert rel["eta_vs_2_over_lambda1"]["slope"] == -rel["eta_vs_lambda1"]["slope"]
 
 
 def run(args, capsys):

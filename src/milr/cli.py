@@ -7,12 +7,19 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from . import sweep as sw
 from .config import EstimateConfig
-from .search import Estimate, estimate
+from .render import (
+    err,
+    render_dry_run,
+    render_estimate,
+    render_fit,
+    render_sharpness,
+    render_summary,
+    task_progress,
+)
+from .search import estimate
 
 app = typer.Typer(
     add_completion=False,
@@ -20,8 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Measure the maximal initial learning rate η* of deep ReLU MLPs.",
 )
-console = Console()
-err = Console(stderr=True)
 
 
 @app.callback()
@@ -29,9 +34,21 @@ def _root() -> None:
     """Measure the maximal initial learning rate η* of deep ReLU MLPs."""
 
 
-def _fail(message: str) -> None:
-    err.print(f"milr: error: {message}", markup=False, highlight=False, soft_wrap=True)
+def _fail(problem: str | Exception) -> None:
+    """One line on stderr, exit code 2. OSErrors are shown as "path: reason"."""
+    if isinstance(problem, OSError) and problem.filename:
+        problem = f"{problem.filename}: {problem.strerror}"
+    err.print(f"milr: error: {problem}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _writable(path: str | None, what: str) -> None:
+    """Fail before any work if `path` cannot be created (its directory is missing)."""
+    from pathlib import Path
+
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"cannot write {what} {path}: directory {Path(path).parent} "
+                         "does not exist")
 
 
 def _dump(obj) -> None:
@@ -79,38 +96,12 @@ def estimate_cmd(
                 result = estimate(cfg, on_round=on_round)
         else:
             result = estimate(cfg)
-    except ValueError as e:
-        _fail(str(e))
+    except (ValueError, OSError) as e:
+        _fail(e)
     if as_json:
         _dump(result.to_dict())
     else:
         render_estimate(result)
-
-
-def render_estimate(e: Estimate) -> None:
-    c = e.config
-    table = Table(title=f"η* of depth {c.depth} × width {c.width} on {c.dataset} "
-                        f"(threshold {c.threshold})")
-    for col in ("seed", "status", "η*", "bracket [lo, hi]", "trials", "non-monotone"):
-        table.add_column(col, justify="right")
-    for s in e.seeds:
-        star = f"{s.lr_star:.4g}" if s.lr_star is not None else "-"
-        bracket = f"[{_g(s.lo)}, {_g(s.hi)}]"
-        table.add_row(str(s.seed), s.status, star, bracket, str(s.trials), str(s.nonmonotone))
-    console.print(table)
-    if e.median is None:
-        console.print("[bold red]no seed gave an η* inside the search range[/]: see the status "
-                      "column (above_range: raise --lr-max; below_range: lower --lr-min or "
-                      "raise --steps)")
-    else:
-        lo, hi = e.spread
-        n_ok = len(e.values)
-        console.print(f"η* = [bold]{e.median:.4g}[/] (median of {n_ok} seed(s); range {lo:.4g}–"
-                  f"{hi:.4g}; std of log η* {e.log_std:.3f})")
-        if n_ok < len(e.seeds):
-            console.print(f"[yellow]{len(e.seeds) - n_ok} seed(s) had no η* inside the range[/]")
-    console.print(f"{len(e.trials)} training runs in {e.rounds} rounds, {e.member_steps} "
-                  f"member-steps, {e.wall_time:.1f} s on {e.device}")
 
 
 @app.command("sharpness")
@@ -148,30 +139,13 @@ def sharpness_cmd(
         data = load(dataset, data_dir).to(resolve_device(device))
         results = [sharpness(cfg, data, s, samples, preconditioned, tol)
                    for s in range(seed, seed + seeds)]
-    except ValueError as e:
-        _fail(str(e))
+    except (ValueError, OSError) as e:
+        _fail(e)
     if as_json:
         _dump({"config": cfg.row(), "samples": samples, "preconditioned": preconditioned,
                "results": [asdict(r) for r in results]})
         return
-    table = Table(title=f"λ1 at initialisation, depth {depth} × width {width} on {dataset} "
-                        f"({samples} samples{', preconditioned' if preconditioned else ''})")
-    for col in ("seed", "λ1", "2/λ1", "residual", "HVPs", "method"):
-        table.add_column(col, justify="right")
-    for r in results:
-        shown = f"{r.lambda1:.5g}" if r.converged else "[red]not converged[/]"
-        two = f"{2 / r.lambda1:.4g}" if r.converged and r.lambda1 > 0 else "-"
-        table.add_row(str(r.seed), shown, two, f"{r.residual:.1e}", str(r.hvps), r.method)
-    console.print(table)
-    ok = [r.lambda1 for r in results if r.converged]
-    if ok:
-        import statistics
-
-        console.print(f"λ1 = [bold]{statistics.median(ok):.5g}[/] (median of {len(ok)} "
-                      f"converged seed(s); range {min(ok):.5g}–{max(ok):.5g})")
-    if len(ok) < len(results):
-        console.print(f"[yellow]{len(results) - len(ok)} seed(s) did not converge to tol "
-                      f"{tol}: their value is not reported[/]")
+    render_sharpness(results, depth, width, dataset, samples, preconditioned, tol)
 
 
 @app.command("fit")
@@ -202,6 +176,7 @@ def fit_cmd(
             raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
         if predict is not None and min(predict) < 1:
             raise ValueError(f"predict needs a positive depth and width, got {predict}")
+        _writable(plot, "plot")
         rows = ft.read_table(results)
         cells, notes = ft.cells_from_rows(rows, column, results, aggregate)
         cells = ft.select(cells, where, min_depth, max_depth, min_width, max_width)
@@ -212,8 +187,8 @@ def fit_cmd(
             from .plot import plot_fit
 
             plot_fit(law, plot, title=f"{results}: {column}")
-    except ValueError as e:
-        _fail(str(e))
+    except (ValueError, OSError) as e:
+        _fail(e)
     if as_json:
         doc = {"source": results, "column": column, "aggregate": aggregate,
                "filters": {"where": where or [], "min_depth": min_depth, "max_depth": max_depth,
@@ -225,47 +200,6 @@ def fit_cmd(
         _dump(doc)
         return
     render_fit(law, notes, relations, prediction, predict, plot)
-
-
-def render_fit(law, notes, relations, prediction, predict, plot) -> None:
-    p = console.print
-    p(f"[bold]η* = {law.c:.4g} · (depth·width)^−{law.alpha:.4f}[/]   over {len(law.cells)} cells")
-    p(f"  α = {law.alpha:.4f} ± {law.alpha_se:.4f} (SE), 95% CI [{law.alpha_ci[0]:.4f}, "
-      f"{law.alpha_ci[1]:.4f}];  C 95% CI [{law.c_ci[0]:.4g}, {law.c_ci[1]:.4g}]")
-    if law.bootstrap:
-        b = law.bootstrap
-        p(f"  bootstrap ({b['resamples']} resamples of cells): α 95% CI "
-          f"[{b['alpha_ci95'][0]:.4f}, {b['alpha_ci95'][1]:.4f}], C 95% CI "
-          f"[{b['C_ci95'][0]:.4g}, {b['C_ci95'][1]:.4g}]")
-    p(f"  R² = {law.r2:.4f} (adjusted {law.adj_r2:.4f}), RMSE in log η* = {law.rmse:.4f}")
-    p(f"two exponents: η* = C · d^−a · w^−b with a = {law.a:.4f} [{law.a_ci[0]:.4f}, "
-      f"{law.a_ci[1]:.4f}], b = {law.b:.4f} [{law.b_ci[0]:.4f}, {law.b_ci[1]:.4f}]")
-    verdict = ("compatible: d·w is a sufficient variable here" if law.compatible else
-               "[bold]not compatible[/]: depth and width enter with different exponents")
-    p(f"  a = b test: p = {law.a_minus_b_p:.3g} → {verdict}")
-    p(f"  model comparison: AIC {law.aic:.2f} (d·w) vs {law.two_aic:.2f} (d, w); adjusted R² "
-      f"{law.adj_r2:.4f} vs {law.two_adj_r2:.4f}")
-    table = Table(title="largest residuals")
-    for col in ("depth", "width", "η*", "log(η*/fit)"):
-        table.add_column(col, justify="right")
-    for c, r in law.worst():
-        table.add_row(str(c.depth), str(c.width), f"{c.value:.4g}", f"{r:+.3f}")
-    console.print(table)
-    for col, rel in relations.items():
-        name = "λ1" if col == "lambda1" else "λ1 (input-lr preconditioned)"
-        vs, ev, ratio = rel["vs_depth_width"], rel["eta_vs_lambda1"], rel[
-            "eta_over_2_div_lambda1"]
-        p(f"{name}: ∝ (d·w)^{vs['slope']:.3f} [{vs['slope_ci'][0]:.3f}, {vs['slope_ci'][1]:.3f}]"
-          f" (R² {vs['r2']:.3f});  η* ∝ {name}^{ev['slope']:.3f} [{ev['slope_ci'][0]:.3f}, "
-          f"{ev['slope_ci'][1]:.3f}] (R² {ev['r2']:.3f});  η* / (2/λ1): median "
-          f"{ratio['median']:.3g}, range {ratio['min']:.3g}–{ratio['max']:.3g}")
-    for n in notes:
-        p(f"[yellow]excluded {n}[/]")
-    if prediction:
-        p(f"predicted η*({predict[0]}, {predict[1]}) = {prediction[0]:.4g}, 95% prediction "
-          f"interval [{prediction[1]:.4g}, {prediction[2]:.4g}]")
-    if plot:
-        p(f"figure written to {plot}")
 
 
 @app.command("sweep")
@@ -293,12 +227,14 @@ def sweep_cmd(
             raise ValueError(f"workers must be a positive integer, got {workers}")
         if gpus_per_cell is not None and not 0 < gpus_per_cell <= 1:
             raise ValueError(f"gpus-per-cell must lie in (0, 1], got {gpus_per_cell}")
+        _writable(out, "results")
+        _writable(trials, "trials log")
         store = sw.ResultStore(out)
         rows = store.rows()
         store.check_compatible(rows, grid)
-    except ValueError as e:
-        _fail(str(e))
-    tasks = sw.pending_tasks(grid, {sw._cell(r) for r in rows})
+    except (ValueError, OSError) as e:
+        _fail(e)
+    tasks = sw.pending_tasks(grid, {sw.row_key(r) for r in rows})
     if dry_run:
         render_dry_run(grid, tasks, out, len(rows))
         return
@@ -311,75 +247,18 @@ def sweep_cmd(
     err.print(f"{len(tasks)} task(s) to run for {len(grid.cells)} cell(s); "
               f"{len(rows)} row(s) already in {out}")
     try:
-        with _task_progress(len(tasks)) as on_task:
+        with task_progress(len(tasks)) as on_task:
             report = sw.run_sweep(grid, out, runner, trials, on_task)
     except KeyboardInterrupt:
         kept = len(sw.ResultStore(out).rows())
         err.print(f"milr: interrupted; {kept} finished row(s) are kept in {out}: "
                   "rerun the same command to resume")
         raise typer.Exit(130) from None
-    except ValueError as e:
-        _fail(str(e))
+    except (ValueError, OSError) as e:
+        _fail(e)
     if report.repaired:
         err.print(f"[yellow]repaired {out}: removed a half-written last line[/]")
     render_summary(report.rows, out, report.ran)
-
-
-def _task_progress(total: int):
-    """A rich progress bar over tasks (on a terminal), yielding the on_task callback."""
-    from contextlib import contextmanager
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    @contextmanager
-    def ctx():
-        if not err.is_terminal:
-            def plain(n: int, total: int, rows: list[dict]) -> None:
-                r = rows[0]
-                err.print(f"[{n}/{total}] depth {r['depth']} width {r['width']} "
-                          f"seeds {', '.join(str(x['seed']) for x in rows)} done")
-            yield plain
-            return
-        with Progress("[progress.description]{task.description}", BarColumn(),
-                      MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
-            tid = bar.add_task("sweep", total=total)
-
-            def advance(n: int, total: int, rows: list[dict]) -> None:
-                bar.update(tid, completed=n,
-                           description=f"depth {rows[0]['depth']} width {rows[0]['width']}")
-            yield advance
-
-    return ctx()
-
-
-def render_dry_run(grid: sw.Grid, tasks: list[sw.Task], path: str, done: int) -> None:
-    table = Table(title=f"{len(grid.cells)} cells; {done} row(s) already in {path}")
-    for col in ("depth", "width", "seeds to run", "≤ TFLOP"):
-        table.add_column(col, justify="right")
-    total = 0.0
-    for t in tasks:
-        cost = sw.estimated_cost(grid, t)
-        total += cost
-        table.add_row(str(t.depth), str(t.width), f"{t.seed}–{t.seed + t.count - 1}",
-                      f"{cost:.3g}")
-    console.print(table)
-    console.print(f"{len(tasks)} task(s) to run, at most about {total:.3g} TFLOP "
-           "(each seed ~12 full-budget runs; early exits make it far less)")
-
-
-def render_summary(rows: list[dict], path: str, ran: int) -> None:
-    table = Table(title=f"η* per cell ({path}; {ran} new row(s))")
-    for col in ("depth", "width", "seeds ok", "median η*", "range"):
-        table.add_column(col, justify="right")
-    for c in sw.summarise(rows):
-        rng = f"{c['min']:.4g}–{c['max']:.4g}" if c["median"] is not None else "-"
-        table.add_row(str(c["depth"]), str(c["width"]), f"{c['ok']}/{c['seeds']}",
-                      _g(c["median"]), rng)
-    console.print(table)
-
-
-def _g(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
 
 
 def _click_errors() -> tuple[type[Exception], ...]:

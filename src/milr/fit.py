@@ -317,7 +317,10 @@ def sharpness_relations(rows: list[dict], cells: list[Cell], source: str = "resu
         vs_dw = relation([c.depth * c.width for c in lam], [c.value for c in lam])
         vs_eta = relation([c.value for c in lam], [eta[(c.depth, c.width)] for c in lam])
         ratio = [eta[(c.depth, c.width)] / (2 / c.value) for c in lam]
+        # η* against 2/λ1 has the opposite exponent; -1 there would mean η* = const · 2/λ1
+        inverse = {"slope": -vs_eta.slope, "slope_ci": (-vs_eta.slope_ci[1], -vs_eta.slope_ci[0])}
         out[col] = {"vs_depth_width": vs_dw.__dict__, "eta_vs_lambda1": vs_eta.__dict__,
+                    "eta_vs_2_over_lambda1": inverse,
                     "eta_over_2_div_lambda1": {"median": statistics.median(ratio),
                                                "min": min(ratio), "max": max(ratio)}}
     return out

@@ -1,0 +1,159 @@
+"""Rich rendering of the library's results for the CLI (tables and summary lines)."""
+
+from __future__ import annotations
+
+import statistics
+
+from rich.console import Console
+from rich.table import Table
+
+from . import sweep as sw
+from .search import Estimate
+
+console = Console()
+err = Console(stderr=True)
+
+
+def render_estimate(e: Estimate) -> None:
+    c = e.config
+    table = Table(title=f"η* of depth {c.depth} × width {c.width} on {c.dataset} "
+                        f"(threshold {c.threshold})")
+    for col in ("seed", "status", "η*", "bracket [lo, hi]", "trials", "non-monotone"):
+        table.add_column(col, justify="right")
+    for s in e.seeds:
+        star = f"{s.lr_star:.4g}" if s.lr_star is not None else "-"
+        bracket = f"[{_g(s.lo)}, {_g(s.hi)}]"
+        table.add_row(str(s.seed), s.status, star, bracket, str(s.trials), str(s.nonmonotone))
+    console.print(table)
+    if e.median is None:
+        console.print("[bold red]no seed gave an η* inside the search range[/]: see the status "
+                      "column (above_range: raise --lr-max; below_range: lower --lr-min or "
+                      "raise --steps)")
+    else:
+        lo, hi = e.spread
+        n_ok = len(e.values)
+        console.print(f"η* = [bold]{e.median:.4g}[/] (median of {n_ok} seed(s); range {lo:.4g}–"
+                  f"{hi:.4g}; std of log η* {e.log_std:.3f})")
+        if n_ok < len(e.seeds):
+            console.print(f"[yellow]{len(e.seeds) - n_ok} seed(s) had no η* inside the range[/]")
+    console.print(f"{len(e.trials)} training runs in {e.rounds} rounds, {e.member_steps} "
+                  f"member-steps, {e.wall_time:.1f} s on {e.device}")
+
+
+def render_sharpness(results, depth: int, width: int, dataset: str, samples: int,
+                     preconditioned: bool, tol: float) -> None:
+    table = Table(title=f"λ1 at initialisation, depth {depth} × width {width} on {dataset} "
+                        f"({samples} samples{', preconditioned' if preconditioned else ''})")
+    for col in ("seed", "λ1", "2/λ1", "residual", "HVPs", "method"):
+        table.add_column(col, justify="right")
+    for r in results:
+        shown = f"{r.lambda1:.5g}" if r.converged else "[red]not converged[/]"
+        two = f"{2 / r.lambda1:.4g}" if r.converged and r.lambda1 > 0 else "-"
+        table.add_row(str(r.seed), shown, two, f"{r.residual:.1e}", str(r.hvps), r.method)
+    console.print(table)
+    ok = [r.lambda1 for r in results if r.converged]
+    if ok:
+        console.print(f"λ1 = [bold]{statistics.median(ok):.5g}[/] (median of {len(ok)} "
+                      f"converged seed(s); range {min(ok):.5g}–{max(ok):.5g})")
+    if len(ok) < len(results):
+        console.print(f"[yellow]{len(results) - len(ok)} seed(s) did not converge to tol "
+                      f"{tol}: their value is not reported[/]")
+
+
+def render_fit(law, notes, relations, prediction, predict, plot) -> None:
+    p = console.print
+    p(f"[bold]η* = {law.c:.4g} · (depth·width)^−{law.alpha:.4f}[/]   over {len(law.cells)} cells")
+    p(f"  α = {law.alpha:.4f} ± {law.alpha_se:.4f} (SE), 95% CI [{law.alpha_ci[0]:.4f}, "
+      f"{law.alpha_ci[1]:.4f}];  C 95% CI [{law.c_ci[0]:.4g}, {law.c_ci[1]:.4g}]")
+    if law.bootstrap:
+        b = law.bootstrap
+        p(f"  bootstrap ({b['resamples']} resamples of cells): α 95% CI "
+          f"[{b['alpha_ci95'][0]:.4f}, {b['alpha_ci95'][1]:.4f}], C 95% CI "
+          f"[{b['C_ci95'][0]:.4g}, {b['C_ci95'][1]:.4g}]")
+    p(f"  R² = {law.r2:.4f} (adjusted {law.adj_r2:.4f}), RMSE in log η* = {law.rmse:.4f}")
+    p(f"two exponents: η* = C · d^−a · w^−b with a = {law.a:.4f} [{law.a_ci[0]:.4f}, "
+      f"{law.a_ci[1]:.4f}], b = {law.b:.4f} [{law.b_ci[0]:.4f}, {law.b_ci[1]:.4f}]")
+    verdict = ("compatible: d·w is a sufficient variable here" if law.compatible else
+               "[bold]not compatible[/]: depth and width enter with different exponents")
+    p(f"  a = b test: p = {law.a_minus_b_p:.3g} → {verdict}")
+    p(f"  model comparison: AIC {law.aic:.2f} (d·w) vs {law.two_aic:.2f} (d, w); adjusted R² "
+      f"{law.adj_r2:.4f} vs {law.two_adj_r2:.4f}")
+    table = Table(title="largest residuals")
+    for col in ("depth", "width", "η*", "log(η*/fit)"):
+        table.add_column(col, justify="right")
+    for c, r in law.worst():
+        table.add_row(str(c.depth), str(c.width), f"{c.value:.4g}", f"{r:+.3f}")
+    console.print(table)
+    for col, rel in relations.items():
+        name = "λ1" if col == "lambda1" else "λ1 (input-lr preconditioned)"
+        vs, ev, ratio = rel["vs_depth_width"], rel["eta_vs_lambda1"], rel[
+            "eta_over_2_div_lambda1"]
+        p(f"{name}: ∝ (d·w)^{vs['slope']:.3f} [{vs['slope_ci'][0]:.3f}, {vs['slope_ci'][1]:.3f}]"
+          f" (R² {vs['r2']:.3f});  η* ∝ {name}^{ev['slope']:.3f} [{ev['slope_ci'][0]:.3f}, "
+          f"{ev['slope_ci'][1]:.3f}] (R² {ev['r2']:.3f}), i.e. η* ∝ (2/λ1)^"
+          f"{rel['eta_vs_2_over_lambda1']['slope']:.3f} (1 would be inverse);  η* / (2/λ1): "
+          f"median {ratio['median']:.3g}, range {ratio['min']:.3g}–{ratio['max']:.3g}")
+    for n in notes:
+        p(f"[yellow]excluded {n}[/]")
+    if prediction:
+        p(f"predicted η*({predict[0]}, {predict[1]}) = {prediction[0]:.4g}, 95% prediction "
+          f"interval [{prediction[1]:.4g}, {prediction[2]:.4g}]")
+    if plot:
+        p(f"figure written to {plot}")
+
+
+def render_dry_run(grid: sw.Grid, tasks: list[sw.Task], path: str, done: int) -> None:
+    table = Table(title=f"{len(grid.cells)} cells; {done} row(s) already in {path}")
+    for col in ("depth", "width", "seeds to run", "≤ TFLOP"):
+        table.add_column(col, justify="right")
+    total = 0.0
+    for t in tasks:
+        cost = sw.estimated_cost(grid, t)
+        total += cost
+        table.add_row(str(t.depth), str(t.width), f"{t.seed}–{t.seed + t.count - 1}",
+                      f"{cost:.3g}")
+    console.print(table)
+    console.print(f"{len(tasks)} task(s) to run, at most about {total:.3g} TFLOP "
+           "(each seed ~12 full-budget runs; early exits make it far less)")
+
+
+def render_summary(rows: list[dict], path: str, ran: int) -> None:
+    table = Table(title=f"η* per cell ({path}; {ran} new row(s))")
+    for col in ("depth", "width", "seeds ok", "median η*", "range"):
+        table.add_column(col, justify="right")
+    for c in sw.summarise(rows):
+        rng = f"{c['min']:.4g}–{c['max']:.4g}" if c["median"] is not None else "-"
+        table.add_row(str(c["depth"]), str(c["width"]), f"{c['ok']}/{c['seeds']}",
+                      _g(c["median"]), rng)
+    console.print(table)
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def task_progress(total: int):
+    """A rich progress bar over tasks (on a terminal), yielding the on_task callback."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    @contextmanager
+    def ctx():
+        if not err.is_terminal:
+            def plain(n: int, total: int, rows: list[dict]) -> None:
+                r = rows[0]
+                err.print(f"[{n}/{total}] depth {r['depth']} width {r['width']} "
+                          f"seeds {', '.join(str(x['seed']) for x in rows)} done")
+            yield plain
+            return
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+            tid = bar.add_task("sweep", total=total)
+
+            def advance(n: int, total: int, rows: list[dict]) -> None:
+                bar.update(tid, completed=n,
+                           description=f"depth {rows[0]['depth']} width {rows[0]['width']}")
+            yield advance
+
+    return ctx()
