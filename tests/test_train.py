@@ -29,6 +29,7 @@ def test_outcomes_cover_slow_good_and_diverging(tiny):
     assert good.success and good.final_acc >= 0.75 and good.steps < 200
     assert good.steps % 20 == 0  # success is only declared at an evaluation
     assert wild.diverged and not wild.success and wild.steps == 20  # caught at the first eval
+    assert wild.final_acc is None and slow.final_acc is not None  # a diverged run is not evaluated
 
 
 def test_divergence_needs_finite_loss(tiny):

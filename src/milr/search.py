@@ -39,7 +39,7 @@ class Trial:
     success: bool
     diverged: bool
     steps: int
-    final_acc: float
+    final_acc: float | None  # None: not evaluated (diverged at that evaluation)
     peak_acc: float
     final_loss: float
     cancelled: bool  # stopped early because a larger rate of its seed succeeded: no verdict
