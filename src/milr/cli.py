@@ -124,21 +124,13 @@ def sharpness_cmd(
     """λ1, the top Hessian eigenvalue at initialisation, per seed, with its residual."""
     from dataclasses import asdict
 
-    from .data import load
-    from .sharpness import sharpness
-    from .train import resolve_device
+    from .sharpness import sharpness_seeds
 
     try:
-        if samples < 1:
-            raise ValueError(f"samples must be a positive integer, got {samples}")
-        if not 0 < tol < 1:
-            raise ValueError(f"tol must lie in (0, 1), got {tol}")
         cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, data_dir=data_dir,
                              seeds=seeds, seed=seed, input_lr_scale=input_lr_scale,
                              device=device)
-        data = load(dataset, data_dir).to(resolve_device(device))
-        results = [sharpness(cfg, data, s, samples, preconditioned, tol)
-                   for s in range(seed, seed + seeds)]
+        results = sharpness_seeds(cfg, samples, preconditioned, tol)
     except (ValueError, OSError) as e:
         _fail(e)
     if as_json:

@@ -172,3 +172,18 @@ def sharpness(cfg: EstimateConfig, data: Dataset, seed: int, samples: int = 1024
     else:
         raise ValueError(f"solver must be lanczos or arpack, got {solver!r}")
     return Sharpness(seed, lam, residual, converged, count[0], method)
+
+
+def sharpness_seeds(cfg: EstimateConfig, samples: int = 1024, preconditioned: bool = False,
+                    tol: float = 1e-3, data: Dataset | None = None) -> list[Sharpness]:
+    """λ1 for every seed of cfg (seed, seed + 1, ...) on cfg's data set and device."""
+    from .data import load
+    from .train import resolve_device
+
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol!r}")
+    data = (data or load(cfg.dataset, cfg.data_dir)).to(resolve_device(cfg.device))
+    return [sharpness(cfg, data, s, samples, preconditioned, tol)
+            for s in range(cfg.seed, cfg.seed + cfg.seeds)]

@@ -141,17 +141,14 @@ def run_task(cfg: EstimateConfig, lambda1_samples: int = 0) -> tuple[list[dict],
     est = estimate(cfg)
     sharp = {}
     if lambda1_samples:
-        from .data import load
-        from .sharpness import sharpness
-        from .train import resolve_device
+        from .sharpness import sharpness_seeds
 
-        data = load(cfg.dataset, cfg.data_dir).to(resolve_device(cfg.device))
-        for s in est.seeds:
-            plain = sharpness(cfg, data, s.seed, lambda1_samples)
-            eff = sharpness(cfg, data, s.seed, lambda1_samples, preconditioned=True)
-            sharp[s.seed] = {"lambda1": plain.lambda1, "lambda1_eff": eff.lambda1,
-                             "lambda1_residual": max(plain.residual, eff.residual),
-                             "lambda1_converged": plain.converged and eff.converged,
+        plain = sharpness_seeds(cfg, lambda1_samples)  # the task's seeds, as in est.seeds
+        eff = sharpness_seeds(cfg, lambda1_samples, preconditioned=True)
+        for p, e in zip(plain, eff, strict=True):
+            sharp[p.seed] = {"lambda1": p.lambda1, "lambda1_eff": e.lambda1,
+                             "lambda1_residual": max(p.residual, e.residual),
+                             "lambda1_converged": p.converged and e.converged,
                              "lambda1_samples": lambda1_samples}
     rows, trials = [], []
     finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
