@@ -188,6 +188,18 @@ def test_ctrl_c_stops_cleanly_and_keeps_rows(tmp_path):
     assert f"interrupted; {kept} finished row(s) are kept" in stderr and 0 < kept < 24
 
 
+def test_cli_reports_the_repair_of_a_half_written_line(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(TINY)
+    out = tmp_path / "r.csv"
+    sw.run_sweep(sw.parse_grid(TINY), out)
+    text = out.read_text()
+    out.write_text(text[: text.rstrip("\n").rfind("\n") + 30])  # the last row cut mid-way
+    res = subprocess.run(_sweep_cmd(grid, out), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "1 task(s) to run" in res.stderr and f"repaired {out}" in res.stderr
+
+
 def test_cli_refuses_unwritable_outputs_before_training(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(TINY)

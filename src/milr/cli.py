@@ -221,14 +221,11 @@ def sweep_cmd(
             raise ValueError(f"gpus-per-cell must lie in (0, 1], got {gpus_per_cell}")
         _writable(out, "results")
         _writable(trials, "trials log")
-        store = sw.ResultStore(out)
-        rows = store.rows()
-        store.check_compatible(rows, grid)
+        plan = sw.plan_sweep(grid, out)
     except (ValueError, OSError) as e:
         _fail(e)
-    tasks = sw.pending_tasks(grid, {sw.row_key(r) for r in rows})
     if dry_run:
-        render_dry_run(grid, tasks, out, len(rows))
+        render_dry_run(grid, plan.tasks, out, len(plan.rows))
         return
     if ray is not None:
         runner = sw.ray_runner(None if ray == "local" else ray, gpus_per_cell)
@@ -236,11 +233,11 @@ def sweep_cmd(
         runner = sw.process_runner(workers)
     else:
         runner = sw.local_runner
-    err.print(f"{len(tasks)} task(s) to run for {len(grid.cells)} cell(s); "
-              f"{len(rows)} row(s) already in {out}")
+    err.print(f"{len(plan.tasks)} task(s) to run for {len(grid.cells)} cell(s); "
+              f"{len(plan.rows)} row(s) already in {out}")
     try:
-        with task_progress(len(tasks)) as on_task:
-            report = sw.run_sweep(grid, out, runner, trials, on_task)
+        with task_progress(len(plan.tasks)) as on_task:
+            report = sw.run_sweep(grid, out, runner, trials, on_task, plan)
     except KeyboardInterrupt:
         kept = len(sw.ResultStore(out).rows())
         err.print(f"milr: interrupted; {kept} finished row(s) are kept in {out}: "

@@ -242,16 +242,34 @@ class SweepReport:
     rows: list[dict]  # every row of the store afterwards
 
 
-def run_sweep(grid: Grid, out: str | os.PathLike, runner: Runner = local_runner,
-              trials_path: str | os.PathLike | None = None,
-              on_task: Callable[[int, int, list[dict]], None] | None = None) -> SweepReport:
-    """Run every missing (cell, seed) of `grid`, appending rows to `out` as each task finishes."""
+@dataclass
+class Plan:
+    """What a sweep will do: the store (read and repaired), its rows, the missing tasks."""
+
+    store: ResultStore
+    rows: list[dict]
+    tasks: list[Task]
+
+
+def plan_sweep(grid: Grid, out: str | os.PathLike) -> Plan:
+    """Read `out`, refuse it if its fixed parameters differ from the grid's, list what's missing."""
     store = ResultStore(out)
     rows = store.rows()
     store.check_compatible(rows, grid)
-    done = {row_key(r) for r in rows}
-    tasks = pending_tasks(grid, done)
-    configs = [task_config(grid, t) for t in tasks]
+    return Plan(store, rows, pending_tasks(grid, {row_key(r) for r in rows}))
+
+
+def run_sweep(grid: Grid, out: str | os.PathLike, runner: Runner = local_runner,
+              trials_path: str | os.PathLike | None = None,
+              on_task: Callable[[int, int, list[dict]], None] | None = None,
+              plan: Plan | None = None) -> SweepReport:
+    """Run every missing (cell, seed) of `grid`, appending rows to `out` as each task finishes.
+
+    `plan` is `plan_sweep(grid, out)` when the caller has already made it (to show it first).
+    """
+    plan = plan or plan_sweep(grid, out)
+    store = plan.store
+    configs = [task_config(grid, t) for t in plan.tasks]
     ran = 0
     for n, (new_rows, trials) in enumerate(runner(configs, grid.lambda1_samples), start=1):
         for r in new_rows:  # a task may hold only some seeds; the row records the cell's count
@@ -262,7 +280,7 @@ def run_sweep(grid: Grid, out: str | os.PathLike, runner: Runner = local_runner,
         ran += len(new_rows)
         if on_task is not None:
             on_task(n, len(configs), new_rows)
-    return SweepReport(len(grid.cells), len(done), ran, store.repaired, store.rows())
+    return SweepReport(len(grid.cells), len(plan.rows), ran, store.repaired, store.rows())
 
 
 def _append_jsonl(path, records: list[dict]) -> None:

@@ -74,8 +74,8 @@ class _Steps:
     def __init__(self, cfg: EstimateConfig, data: Dataset, net: Ensemble, sched: torch.Tensor,
                  which: torch.Tensor, lr: torch.Tensor, graphs: bool):
         self.cfg, self.data, self.net, self.sched, self.which = cfg, data, net, sched, which
-        self.scales = [cfg.input_lr_scale] + [1.0] * cfg.depth
-        self.lrs = [lr * s for s in self.scales]  # (K, 1, 1) per layer, updated in place
+        scales = [cfg.input_lr_scale] + [1.0] * cfg.depth
+        self.lrs = [lr * s for s in scales]  # (K, 1, 1) per layer, updated in place
         self.t = torch.zeros(1, dtype=torch.long, device=sched.device)  # step counter
         self.bad = torch.zeros(len(which), dtype=torch.bool, device=sched.device)
         self.limit: torch.Tensor | None = None
