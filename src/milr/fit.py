@@ -192,8 +192,7 @@ class PowerLaw:
         x0 = np.array([1.0, math.log(depth * width)])
         y0 = float(x0 @ f.beta)
         s2 = float(f.residuals @ f.residuals) / f.dof
-        spread = math.sqrt(s2 * (1 + x0 @ np.linalg.inv(_design(self.cells).T @ _design(
-            self.cells)) @ x0))
+        spread = math.sqrt(s2 + x0 @ f.cov @ x0)  # cov = s2 (X'X)^-1: new noise + fit error
         t = stats.t.ppf(0.5 + CONF / 2, f.dof)
         return math.exp(y0), math.exp(y0 - t * spread), math.exp(y0 + t * spread)
 
