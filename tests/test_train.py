@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+import milr.train
 from milr import EstimateConfig
 from milr.train import batch_schedule, train
 
@@ -30,6 +31,19 @@ def test_outcomes_cover_slow_good_and_diverging(tiny):
     assert good.steps % 20 == 0  # success is only declared at an evaluation
     assert wild.diverged and not wild.success and wild.steps == 20  # caught at the first eval
     assert wild.final_acc is None and slow.final_acc is not None  # a diverged run is not evaluated
+
+
+def test_nonfinite_loss_stops_a_member_before_the_evaluation(tiny, monkeypatch):
+    lrs, seeds = [1e20, 1e8, 0.3, 0.02], [0, 2, 0, 1]
+    early = train(cfg(), tiny, lrs, seeds)
+    assert [o.steps for o in early[:2]] == [10, 10]  # DIVERGENCE_CHECK, not the evaluation at 20
+    assert all(o.diverged and not o.success and o.final_acc is None for o in early[:2])
+    assert not math.isfinite(early[0].final_loss)
+    monkeypatch.setattr(milr.train, "DIVERGENCE_CHECK", 20)  # check only at evaluations
+    late = train(cfg(), tiny, lrs, seeds)
+    assert [o.steps for o in late[:2]] == [20, 20]
+    assert [(o.success, o.diverged) for o in late] == [(o.success, o.diverged) for o in early]
+    assert early[2:] == late[2:]  # the others are untouched by the early exit
 
 
 def test_divergence_needs_finite_loss(tiny):

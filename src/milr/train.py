@@ -2,8 +2,9 @@
 
 The data set stays on the device; minibatches are drawn by index from each member's own
 permutations (from its seed), so no DataLoader is involved. Members stop at the first
-evaluation that meets the threshold (success) or that sees a non-finite or exploded loss
-(divergence), and are then dropped from the stacked tensors.
+evaluation that meets the threshold (success) or that sees an exploded loss (divergence), or
+within DIVERGENCE_CHECK steps of their first non-finite loss, and are then dropped from the
+stacked tensors.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -19,6 +21,13 @@ import torch
 from .config import EstimateConfig
 from .data import Dataset
 from .model import Ensemble, member_seed
+
+# A non-finite loss can never come back, so such a member is a failure whatever follows: it is
+# stopped at the next multiple of this many steps instead of at the next evaluation. Divergent
+# learning rates overflow within ~5-15 steps, and most trials of a search are divergent, so this
+# removes most of their cost. A fixed count (not per step on a CPU, per graph on a GPU) keeps the
+# recorded `steps` the same on every device.
+DIVERGENCE_CHECK = 10
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,12 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
 
 
+@lru_cache(maxsize=64)
 def batch_schedule(seed: int, n: int, steps: int, batch: int) -> torch.Tensor:
-    """Indices of every minibatch of a run (steps, batch): consecutive epochs' permutations."""
+    """Indices of every minibatch of a run (steps, batch): consecutive epochs' permutations.
+
+    Cached (every round of a search asks again for the same seeds); callers must not modify it.
+    """
     rng = np.random.default_rng(member_seed(seed, 1))
     epochs = math.ceil(steps * batch / n)
     order = np.concatenate([rng.permutation(n) for _ in range(epochs)])[: steps * batch]
@@ -63,12 +76,13 @@ def _precision(name: str):
 
 
 class _Steps:
-    """The SGD steps of the present rows, eagerly or as one replayed CUDA graph per interval.
+    """The SGD steps of the present rows, eagerly or as a replayed CUDA graph of DIVERGENCE_CHECK
+    steps.
 
-    A small cell is launch-bound on a GPU (~60 kernels a step); a CUDA graph of a whole
-    evaluation interval replays them without Python or launch overhead. A graph is tied to the
-    number of rows, so finished members are only compacted away once they make up a quarter of
-    the rows (until then their learning rate is set to zero and their results are ignored).
+    A small cell is launch-bound on a GPU (~60 kernels a step); a CUDA graph replays them
+    without Python or launch overhead. A graph is tied to the number of rows, so finished
+    members are only compacted away once they make up a quarter of the rows (until then their
+    learning rate is set to zero and their results are ignored).
     """
 
     def __init__(self, cfg: EstimateConfig, data: Dataset, net: Ensemble, sched: torch.Tensor,
@@ -77,6 +91,7 @@ class _Steps:
         scales = [cfg.input_lr_scale] + [1.0] * cfg.depth
         self.lrs = [lr * s for s in scales]  # (K, 1, 1) per layer, updated in place
         self.t = torch.zeros(1, dtype=torch.long, device=sched.device)  # step counter
+        self.done = 0  # the same count on the host, to avoid a sync
         self.bad = torch.zeros(len(which), dtype=torch.bool, device=sched.device)
         self.limit: torch.Tensor | None = None
         self.loss: torch.Tensor | None = None
@@ -88,6 +103,7 @@ class _Steps:
         loss = self.net.sgd_step(self.data.x_train[idx], self.data.y_train[idx], self.lrs)
         self.bad |= ~torch.isfinite(loss)  # on the device: no host sync per step
         self.t += 1
+        self.done += 1
         return loss
 
     def run(self, n: int) -> torch.Tensor:
@@ -97,13 +113,15 @@ class _Steps:
             self.limit = self.cfg.divergence_factor * self.loss.clamp(
                 min=math.log(self.data.classes))
             n -= 1
-        if n and self.graphs and n == self.cfg.eval_every and self.t.item() > 1:
+        if self.graphs and n == DIVERGENCE_CHECK and self.done > 1:
             if self.graph is None:
                 self.graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self.graph):
                     for _ in range(n):
                         self.loss = self._step()
+                self.done -= n  # capturing ran nothing
             self.graph.replay()
+            self.done += n
         else:
             for _ in range(n):
                 self.loss = self._step()
@@ -137,6 +155,81 @@ def _accuracy(net: Ensemble, data: Dataset, wanted: list[bool]) -> list[float | 
     return out
 
 
+class _Book:
+    """The outcomes of a run's members as they finish, and the rows of those still training."""
+
+    def __init__(self, cfg: EstimateConfig, data: Dataset, steps: _Steps, lrs: list[float],
+                 seeds: list[int]):
+        self.cfg, self.data, self.steps, self.lrs, self.seeds = cfg, data, steps, lrs, seeds
+        self.rows = list(range(len(lrs)))  # original member index of each row present
+        self.results: list[Outcome | None] = [None] * len(lrs)
+        self.peak = [0.0] * len(lrs)
+        self.acc: list[float | None] = [None] * len(lrs)  # by row, at the last evaluation
+
+    def _finish(self, row: int, done: int, loss: float, success=False, diverged=False,
+                cancelled=False) -> None:
+        i = self.rows[row]
+        self.results[i] = Outcome(self.lrs[i], self.seeds[i], success, diverged, done,
+                                  self.acc[row], self.peak[i], loss, cancelled)
+
+    def nonfinite(self, loss: torch.Tensor, done: int) -> None:
+        """Between evaluations only a non-finite loss ends a member (one small sync)."""
+        bad = self.steps.bad.tolist()
+        new = [r for r, i in enumerate(self.rows) if bad[r] and self.results[i] is None]
+        if new:
+            loss_l = loss.tolist()
+            for row in new:
+                self.acc[row] = None
+                self._finish(row, done, loss_l[row], diverged=True)
+
+    def evaluate(self, loss: torch.Tensor, done: int) -> None:
+        """The check at an evaluation: record the members that succeeded, diverged or ran out.
+
+        Diverged: a non-finite loss at any step, or a loss still above the limit now (a
+        transient spike that has recovered by the evaluation is not divergence).
+        """
+        bad = (self.steps.bad | ~(loss <= self.steps.limit)).tolist()
+        loss_l = loss.tolist()
+        live = [self.results[i] is None for i in self.rows]
+        self.acc = _accuracy(self.steps.net, self.data,
+                             [w and not b for w, b in zip(live, bad, strict=True)])
+        for row, i in enumerate(self.rows):
+            if not live[row]:
+                continue
+            self.peak[i] = max(self.peak[i], self.acc[row] or 0.0)
+            ok = not bad[row] and self.acc[row] >= self.cfg.threshold
+            if bad[row] or ok or done == self.cfg.steps:
+                self._finish(row, done, loss_l[row], success=ok, diverged=bad[row])
+        self.loss_l = loss_l
+
+    def cancel_dominated(self, done: int) -> None:
+        """Stop the unfinished members below a success of their own seed (see `train`)."""
+        best: dict[int, float] = {}  # seed -> largest rate that has succeeded so far
+        for o in self.results:
+            if o is not None and o.success:
+                best[o.seed] = max(best.get(o.seed, 0.0), o.lr)
+        for row, i in enumerate(self.rows):
+            if self.results[i] is None and self.lrs[i] < best.get(self.seeds[i], 0.0):
+                self._finish(row, done, self.loss_l[row], cancelled=True)
+
+    def live(self) -> int:
+        return sum(self.results[i] is None for i in self.rows)
+
+    def drop_finished(self) -> None:
+        """Compact the finished rows away, or on a graph only retire them until they make up a
+        quarter of the rows (recapturing costs more than a few idle rows)."""
+        live = [r for r, i in enumerate(self.rows) if self.results[i] is None]
+        gone = len(self.rows) - len(live)
+        if not gone:
+            return
+        if not self.steps.graphs or gone >= max(1, len(self.rows) // 4):
+            self.steps.keep(live)
+            self.rows = [self.rows[r] for r in live]
+            self.acc = [self.acc[r] for r in live]
+        else:
+            self.steps.retire([r for r, i in enumerate(self.rows) if self.results[i] is not None])
+
+
 def train(
     cfg: EstimateConfig,
     data: Dataset,
@@ -164,49 +257,23 @@ def train(
     lr = torch.tensor(lrs, dtype=torch.float32, device=device).view(k, 1, 1)
     graphs = device.type == "cuda" if graphs is None else graphs
     steps = _Steps(cfg, data, net, sched.to(device), which, lr, graphs)
-
-    rows = list(range(k))  # original member index of each row present
-    results: list[Outcome | None] = [None] * k
-    peak = [0.0] * k
-    done_steps = 0
+    book = _Book(cfg, data, steps, lrs, seeds)
+    done = 0
     with _precision(cfg.precision):
-        while done_steps < cfg.steps:
-            n = min(cfg.eval_every - done_steps % cfg.eval_every, cfg.steps - done_steps)
+        while done < cfg.steps:
+            n = min(DIVERGENCE_CHECK, cfg.eval_every - done % cfg.eval_every, cfg.steps - done)
             loss = steps.run(n)
-            done_steps += n
-            # Diverged: a non-finite loss at any step, or a loss still above the limit now (a
-            # transient spike that has recovered by the evaluation is not divergence).
-            bad_l = (steps.bad | ~(loss <= steps.limit)).tolist()
-            loss_l = loss.tolist()
-            acc = _accuracy(steps.net, data, [results[i] is None and not bad_l[r]
-                                              for r, i in enumerate(rows)])
-            for row, i in enumerate(rows):
-                if results[i] is not None:
-                    continue
-                peak[i] = max(peak[i], acc[row] or 0.0)
-                ok = not bad_l[row] and acc[row] >= cfg.threshold
-                if bad_l[row] or ok or done_steps == cfg.steps:
-                    results[i] = Outcome(lrs[i], seeds[i], ok, bad_l[row], done_steps,
-                                         acc[row], peak[i], loss_l[row])
-            if cancel_dominated:
-                best = {}  # seed -> largest rate that has succeeded so far
-                for o in results:
-                    if o is not None and o.success:
-                        best[o.seed] = max(best.get(o.seed, 0.0), o.lr)
-                for row, i in enumerate(rows):
-                    if results[i] is None and lrs[i] < best.get(seeds[i], 0.0):
-                        results[i] = Outcome(lrs[i], seeds[i], False, False, done_steps,
-                                             acc[row], peak[i], loss_l[row], cancelled=True)
-            live = [r for r, i in enumerate(rows) if results[i] is None]
-            if on_eval is not None:
-                on_eval(done_steps, len(live))
-            if not live:
+            done += n
+            if done % cfg.eval_every and done < cfg.steps:
+                book.nonfinite(loss, done)
+            else:
+                book.evaluate(loss, done)
+                if cancel_dominated:
+                    book.cancel_dominated(done)
+                if on_eval is not None:
+                    on_eval(done, book.live())
+            if not book.live():
                 break
-            if len(live) < len(rows):
-                if not steps.graphs or len(rows) - len(live) >= max(1, len(rows) // 4):
-                    steps.keep(live)
-                    rows = [rows[r] for r in live]
-                else:
-                    steps.retire([r for r, i in enumerate(rows) if results[i] is not None])
-    assert all(r is not None for r in results)
-    return results  # type: ignore[return-value]
+            book.drop_finished()
+    assert all(r is not None for r in book.results)
+    return book.results  # type: ignore[return-value]
