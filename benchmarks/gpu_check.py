@@ -28,9 +28,12 @@ def main() -> None:
                if g.steps == c.steps and not g.diverged)
     print(f"cuda vs cpu: same success {same}/16, same stopping step {steps}/16, "
           f"max |acc difference| where both stopped together {dacc:.4f}")
+    def acc(o) -> str:
+        return "diverged" if o.final_acc is None else f"{o.final_acc:.4f}"
+
     for g, c in zip(gpu, cpu, strict=True):
-        print(f"  lr {g.lr:.4f} seed {g.seed}: cuda {g.success!s:5} {g.steps:4d} {g.final_acc:.4f}"
-              f" | cpu {c.success!s:5} {c.steps:4d} {c.final_acc:.4f}")
+        print(f"  lr {g.lr:.4f} seed {g.seed}: cuda {g.success!s:5} {g.steps:4d} {acc(g)}"
+              f" | cpu {c.success!s:5} {c.steps:4d} {acc(c)}")
     alone = [train(cfg, data.to("cuda"), [lrs[i]], [seeds[i]])[0] for i in (0, 7, 15)]
     match = sum(a == gpu[i] for a, i in zip(alone, (0, 7, 15), strict=True))
     print(f"cuda: member alone == member in a batch of 16, exactly: {match}/3")

@@ -116,3 +116,36 @@ def test_auto_probes():
     assert small.probes_for("cuda", 784, 10) == 8  # launch-bound: extra probes are free
     assert big.probes_for("cuda", 784, 10) == 1  # 3 seeds x 6.3 GFLOP: compute-bound already
     assert cfg(probes=3).probes_for("cpu", 784, 10) == 3
+
+
+def costly_oracle(edge, log):
+    """Success iff lr <= edge[seed], after 300 steps; failures diverge within 10 steps."""
+
+    def run(lrs, seeds):
+        log.extend(zip(lrs, seeds, strict=True))
+        return [Outcome(lr, s, lr <= edge[s], lr > edge[s], 300 if lr <= edge[s] else 10,
+                        0.9, 0.9, 0.1) for lr, s in zip(lrs, seeds, strict=True)]
+
+    return run
+
+
+def test_weighted_split_trades_successes_for_cheap_failures():
+    edge = {0: 0.37, 1: 0.52, 2: 0.29, 3: 0.6, 4: 0.45}
+    runs = {}
+    for midpoint in ("weighted", "geometric"):
+        log = []
+        results, _, _ = search(cfg(seeds=5, midpoint=midpoint), costly_oracle(edge, log), 1)
+        for r in results:  # the same estimand: a success and a failure within rtol around the edge
+            assert r.status == "ok" and r.lo <= edge[r.seed] < r.hi <= r.lo * 1.05
+        runs[midpoint] = log
+    succ = {m: sum(lr <= edge[s] for lr, s in log) for m, log in runs.items()}
+    steps = {m: sum(300 if lr <= edge[s] else 10 for lr, s in log) for m, log in runs.items()}
+    assert succ["weighted"] < succ["geometric"] and steps["weighted"] < 0.8 * steps["geometric"]
+
+
+def test_cheapest_split_is_bisection_for_equal_costs_and_leans_up_for_cheap_failures():
+    from milr.search import _cheapest_split, _expected_cost
+    assert _cheapest_split(16, 1.0) == 8 and _expected_cost(16, 1.0) == pytest.approx(4.0)
+    assert _cheapest_split(16, 0.05) > 12  # probe near the top: most likely a cheap failure
+    assert _cheapest_split(16, 20.0) < 4  # failures dear (slow non-divergent): probe low
+    assert _expected_cost(16, 0.05) < 0.7 * _expected_cost(16, 1.0) * (1 + 0.05) / 2

@@ -74,8 +74,10 @@ def estimate_cmd(
     lr_max: Annotated[float, typer.Option()] = 10.0,
     rtol: Annotated[float, typer.Option(help="Relative width of the final bracket.")] = 0.05,
     probes: Annotated[int, typer.Option(help="Learning rates per seed and round "
-                                             "(0: 1 on CPU, 8 on CUDA).")] = 0,
-    midpoint: Annotated[str, typer.Option(help="geometric or arithmetic.")] = "geometric",
+                                             "(0: auto, 1 on CPU, up to 8 on CUDA).")] = 0,
+    midpoint: Annotated[str, typer.Option(
+        help="Where a bracket is split: weighted (least expected cost), geometric or "
+             "arithmetic.")] = "weighted",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32 or tf32.")] = "fp32",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: config, per-seed "

@@ -13,7 +13,7 @@ from .data import DATASETS
 # Thresholds on validation accuracy. MNIST and CIFAR-10 are the paper's; the other two are ours,
 # chosen so that a good learning rate meets them well inside the default budget (see README).
 DEFAULT_THRESHOLDS = {"mnist": 0.925, "cifar10": 0.34, "fashion-mnist": 0.80, "gaussians": 0.80}
-MIDPOINTS = ("geometric", "arithmetic")
+MIDPOINTS = ("weighted", "geometric", "arithmetic")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32")
 CUDA_BUSY_FLOPS = 20e9  # per ensemble step: about where an H100 turns from launch- to compute-bound
@@ -39,7 +39,11 @@ class EstimateConfig:
     grid_per_decade: int = 3  # coarse log grid that first finds a learning rate that trains
     rtol: float = 0.05  # stop when the bracket [lo, hi] has hi / lo - 1 <= rtol
     probes: int = 0  # rates tried per seed and round; 0: auto (see probes_for)
-    midpoint: str = "geometric"  # or "arithmetic", the paper's Algorithm 1 as written
+    # Where a bracket is split (with one probe per round): "weighted" at the point of least
+    # expected cost (failures by divergence are cheap, so it leans towards the top), "geometric"
+    # in the middle of log η, "arithmetic" in the middle of η (the paper's Algorithm 1 as written).
+    # With several probes, both log-η choices space them evenly.
+    midpoint: str = "weighted"
     device: str = "auto"
     precision: str = "fp32"  # "tf32" lets CUDA matmuls use TensorFloat-32
 

@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import torch
 
@@ -128,8 +129,11 @@ class SeedSearch:
         """Point i of the scan grid, counted down from lr_max (negative i: above lr_max)."""
         return self.cfg.lr_max / self.factor**i
 
-    def next_probes(self) -> list[float]:
-        """Learning rates for the next round; [] once finished (self.status is then set)."""
+    def next_probes(self, cost_ratio: float = 1.0) -> list[float]:
+        """Learning rates for the next round; [] once finished (self.status is then set).
+
+        `cost_ratio`: what a failure costs against a success (for `midpoint="weighted"`).
+        """
         cfg, lo, hi = self.cfg, self.lo(), self.hi()
         k = self.probes
         if lo is None:  # nothing trains yet: continue down the grid
@@ -148,7 +152,10 @@ class SeedSearch:
         if self.converged(lo, hi):
             self.status = "ok"
             return []
-        if cfg.midpoint == "geometric":
+        if cfg.midpoint == "weighted" and k == 1:
+            n = math.ceil(math.log(hi / lo) / math.log1p(cfg.rtol) - 1e-9)  # cells left
+            return [lo * (hi / lo) ** (_cheapest_split(n, round(cost_ratio, 2)) / n)]
+        if cfg.midpoint in ("geometric", "weighted"):
             step = (hi / lo) ** (1 / (k + 1))
             return [lo * step**j for j in range(1, k + 1)]
         if cfg.midpoint == "arithmetic":
@@ -168,7 +175,7 @@ class SeedSearch:
         lo, hi = self.lo(), self.hi()
         star = None
         if self.status == "ok":
-            star = math.sqrt(lo * hi) if self.cfg.midpoint == "geometric" else (lo + hi) / 2
+            star = (lo + hi) / 2 if self.cfg.midpoint == "arithmetic" else math.sqrt(lo * hi)
         ordered = sorted(self.tried.items())
         succ = [lr for lr, s in ordered if s]
         sandwiched = sum(
@@ -178,22 +185,61 @@ class SeedSearch:
                           lo, hi, trials, sandwiched)
 
 
+@lru_cache(maxsize=4096)
+def _cheapest_split(n: int, cost_ratio: float) -> int:
+    """How many of n equal log-cells of the bracket to put below the next probe.
+
+    η* is taken to lie in any cell alike; a probe above it succeeds (cost 1) and keeps the cells
+    above the probe, one below it fails (cost `cost_ratio`) and keeps those below. This is the
+    split of least expected total cost (dynamic programming over bracket sizes). Equal costs give
+    bisection; cheap failures (divergence is caught within a few steps, a success takes hundreds)
+    push the probe towards the top, trading several cheap failures for fewer successes.
+    """
+    def cost(cells: int) -> float:
+        return 0.0 if cells <= 1 else _expected_cost(cells, cost_ratio)
+
+    return min(range(1, n), key=lambda m: ((n - m) * (1 + cost(n - m)) +
+                                           m * (cost_ratio + cost(m))) / n) if n > 1 else 0
+
+
+@lru_cache(maxsize=65536)
+def _expected_cost(n: int, cost_ratio: float) -> float:
+    m = _cheapest_split(n, cost_ratio)
+    rest = [0.0 if c <= 1 else _expected_cost(c, cost_ratio) for c in (n - m, m)]
+    return ((n - m) * (1 + rest[0]) + m * (cost_ratio + rest[1])) / n
+
+
+def cost_ratio(trials: list[Trial], eval_cost: float, eval_every: int) -> float:
+    """Mean cost of a failure over mean cost of a success so far, in training steps (an
+    evaluation counts as `eval_cost` steps); 1 until both have been seen."""
+    def cost(t: Trial) -> float:
+        return t.steps + (t.steps // eval_every) * eval_cost
+
+    ok = [cost(t) for t in trials if t.success]
+    bad = [cost(t) for t in trials if not t.success and not t.cancelled]
+    if not ok or not bad:
+        return 1.0
+    return min(100.0, max(0.01, statistics.fmean(bad) / statistics.fmean(ok)))
+
+
 Oracle = Callable[[list[float], list[int]], list[Outcome]]
 
 
 def search(cfg: EstimateConfig, run: Oracle, probes: int = 1,
-           on_round: Callable[[int, int, int], None] | None = None
+           on_round: Callable[[int, int, int], None] | None = None, eval_cost: float = 0.0
            ) -> tuple[list[SeedResult], list[Trial], int]:
     """Run the multisection search for every seed against `run` (the batched trainer, or a fake).
 
-    `run(lrs, seeds)` trains one member per pair and returns their outcomes. Returns per-seed
-    results, every trial in order, and the number of rounds.
+    `run(lrs, seeds)` trains one member per pair and returns their outcomes. `eval_cost` is what
+    one evaluation costs in training steps (for the weighted split). Returns per-seed results,
+    every trial in order, and the number of rounds.
     """
     states = [SeedSearch(cfg.seed + i, cfg, probes) for i in range(cfg.seeds)]
     trials: list[Trial] = []
     rounds = 0
     while rounds < MAX_ROUNDS:
-        batch = [(st, lr) for st in states if st.status is None for lr in st.next_probes()]
+        ratio = cost_ratio(trials, eval_cost, cfg.eval_every)
+        batch = [(st, lr) for st in states if st.status is None for lr in st.next_probes(ratio)]
         if not batch:
             break
         rounds += 1
@@ -219,7 +265,9 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
         return train(cfg, data, lrs, seeds, device, cancel_dominated=True)
 
     probes = cfg.probes_for(device.type, data.n_inputs, data.classes)
-    seeds, trials, rounds = search(cfg, run, probes, on_round)
+    # An evaluation is a forward pass over the validation set: a third of a step's FLOPs per row.
+    eval_cost = len(data.x_eval) / (3 * min(cfg.batch_size, len(data.x_train)))
+    seeds, trials, rounds = search(cfg, run, probes, on_round, eval_cost)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return Estimate(
