@@ -94,7 +94,7 @@ def test_arithmetic_midpoint_converges_too():
 
 
 def test_refine_probes_are_inside_bracket():
-    st = SeedSearch(0, cfg(), probes=3)
+    st = SeedSearch(0, cfg(midpoint="geometric"), probes=3)
     st.record(0.2, True)
     st.record(0.8, False)
     probes = st.next_probes()
@@ -143,9 +143,19 @@ def test_weighted_split_trades_successes_for_cheap_failures():
     assert succ["weighted"] < succ["geometric"] and steps["weighted"] < 0.8 * steps["geometric"]
 
 
-def test_cheapest_split_is_bisection_for_equal_costs_and_leans_up_for_cheap_failures():
-    from milr.search import _cheapest_split, _expected_cost
-    assert _cheapest_split(16, 1.0) == 8 and _expected_cost(16, 1.0) == pytest.approx(4.0)
-    assert _cheapest_split(16, 0.05) > 12  # probe near the top: most likely a cheap failure
-    assert _cheapest_split(16, 20.0) < 4  # failures dear (slow non-divergent): probe low
-    assert _expected_cost(16, 0.05) < 0.7 * _expected_cost(16, 1.0) * (1 + 0.05) / 2
+def test_cheapest_probes_bisect_for_equal_costs_and_lean_up_for_cheap_failures():
+    from milr.search import _cheapest_probes, _plan
+    assert _cheapest_probes(16, 1, 1.0) == [8] and _plan(16, 1, 1.0)[0] == pytest.approx(4.0)
+    assert _cheapest_probes(16, 1, 0.05)[0] > 12  # near the top: most likely a cheap failure
+    assert _cheapest_probes(16, 1, 20.0)[0] < 4  # failures dear (slow, non-divergent): go low
+
+    def bisection(n, ratio):  # expected cost of always splitting in the middle
+        low = n // 2
+        return 0.0 if n <= 1 else (low * (ratio + bisection(low, ratio))
+                                   + (n - low) * (1 + bisection(n - low, ratio))) / n
+
+    assert _plan(16, 1, 1.0)[0] == pytest.approx(bisection(16, 1.0))
+    assert _plan(16, 1, 0.05)[0] < 0.7 * bisection(16, 0.05)
+    three = _cheapest_probes(27, 3, 1.0)  # equal costs, 3 probes: about evenly spaced
+    assert all(abs(a - b) <= 3 for a, b in zip(three, [6.75, 13.5, 20.25], strict=True))
+    assert min(_cheapest_probes(27, 3, 0.05)) > min(three)

@@ -8,6 +8,8 @@ no autograd graph, no optimiser object, no per-member Python loop.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -57,7 +59,11 @@ class Ensemble:
     def create(cls, seeds: list[int], n_in: int, depth: int, width: int, classes: int,
                device: torch.device | str = "cpu") -> Ensemble:
         device = torch.device(device)
-        per_seed = {s: _initial(s, n_in, depth, width, classes, device) for s in seeds}
+        uniq = list(dict.fromkeys(seeds))
+        with ThreadPoolExecutor(max(1, min(len(uniq), os.cpu_count() or 1))) as pool:
+            # Drawing is the slow part of a large cell's first round; torch releases the GIL.
+            per_seed = dict(zip(uniq, pool.map(
+                lambda s: _initial(s, n_in, depth, width, classes, device), uniq), strict=True))
         weights = [torch.stack([per_seed[s][layer] for s in seeds]) for layer in range(depth + 1)]
         biases = [torch.zeros(len(seeds), 1, w.shape[2], device=device) for w in weights]
         return cls(weights, biases)

@@ -152,10 +152,11 @@ class SeedSearch:
         if self.converged(lo, hi):
             self.status = "ok"
             return []
-        if cfg.midpoint == "weighted" and k == 1:
+        if cfg.midpoint == "weighted":
             n = math.ceil(math.log(hi / lo) / math.log1p(cfg.rtol) - 1e-9)  # cells left
-            return [lo * (hi / lo) ** (_cheapest_split(n, round(cost_ratio, 2)) / n)]
-        if cfg.midpoint in ("geometric", "weighted"):
+            cells = _cheapest_probes(n, k, round(cost_ratio, 2))
+            return [lo * (hi / lo) ** (c / n) for c in cells]
+        if cfg.midpoint == "geometric":
             step = (hi / lo) ** (1 / (k + 1))
             return [lo * step**j for j in range(1, k + 1)]
         if cfg.midpoint == "arithmetic":
@@ -185,28 +186,28 @@ class SeedSearch:
                           lo, hi, trials, sandwiched)
 
 
-@lru_cache(maxsize=4096)
-def _cheapest_split(n: int, cost_ratio: float) -> int:
-    """How many of n equal log-cells of the bracket to put below the next probe.
+def _cheapest_probes(n: int, k: int, cost_ratio: float) -> list[float]:
+    """Where to put k probes among n equal log-cells of the bracket, as cell positions from lo.
 
-    η* is taken to lie in any cell alike; a probe above it succeeds (cost 1) and keeps the cells
-    above the probe, one below it fails (cost `cost_ratio`) and keeps those below. This is the
-    split of least expected total cost (dynamic programming over bracket sizes). Equal costs give
-    bisection; cheap failures (divergence is caught within a few steps, a success takes hundreds)
-    push the probe towards the top, trading several cheap failures for fewer successes.
+    η* is taken to lie in any cell alike. A round in which some probe succeeds costs 1 (a
+    success takes hundreds of steps), one in which all fail costs `cost_ratio` (divergence is
+    caught within a few steps). The lowest probe goes where the expected total cost is least
+    (dynamic programming over bracket sizes); the other k - 1 split the cells above it evenly.
+    Equal costs give bisection for k = 1; cheap failures push the probes towards the top, trading
+    a few cheap all-fail rounds for fewer rounds with a success.
     """
-    def cost(cells: int) -> float:
-        return 0.0 if cells <= 1 else _expected_cost(cells, cost_ratio)
-
-    return min(range(1, n), key=lambda m: ((n - m) * (1 + cost(n - m)) +
-                                           m * (cost_ratio + cost(m))) / n) if n > 1 else 0
+    low = _plan(n, k, cost_ratio)[1]
+    return [low + j * (n - low) / k for j in range(k)]
 
 
 @lru_cache(maxsize=65536)
-def _expected_cost(n: int, cost_ratio: float) -> float:
-    m = _cheapest_split(n, cost_ratio)
-    rest = [0.0 if c <= 1 else _expected_cost(c, cost_ratio) for c in (n - m, m)]
-    return ((n - m) * (1 + rest[0]) + m * (cost_ratio + rest[1])) / n
+def _plan(n: int, k: int, cost_ratio: float) -> tuple[float, int]:
+    """(expected cost, cells below the lowest probe) for a bracket of n cells."""
+    if n <= 1:
+        return 0.0, 0
+    return min(((low * (cost_ratio + _plan(low, k, cost_ratio)[0])
+                 + (n - low) * (1 + _plan(math.ceil((n - low) / k), k, cost_ratio)[0])) / n, low)
+               for low in range(1, n))
 
 
 def cost_ratio(trials: list[Trial], eval_cost: float, eval_every: int) -> float:
