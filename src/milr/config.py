@@ -16,7 +16,10 @@ DEFAULT_THRESHOLDS = {"mnist": 0.925, "cifar10": 0.34, "fashion-mnist": 0.80, "g
 MIDPOINTS = ("weighted", "geometric", "arithmetic")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32")
-CUDA_BUSY_FLOPS = 20e9  # per ensemble step: about where an H100 turns from launch- to compute-bound
+# Matmul FLOPs per ensemble step up to which extra probes pay for themselves on a GPU. Chosen from
+# H100 measurements (benchmarks/profile_estimate.py, probes 1, 2, 4, 8 per cell): fastest were 8
+# probes at (2, 64) and (4, 256), 2 at (8, 1024) and 4 at (16, 512) with 5 seeds.
+CUDA_BUSY_FLOPS = 80e9
 
 
 @dataclass(frozen=True)

@@ -152,11 +152,13 @@ class SeedSearch:
         if self.converged(lo, hi):
             self.status = "ok"
             return []
-        if cfg.midpoint == "weighted":
+        if cfg.midpoint == "weighted" and k == 1:
+            # Several probes per round are for a GPU, where rounds are what costs: a seed that
+            # descends in cheap steps would fall out of step with the others, and each round
+            # waits for its slowest seed, so there they are spaced evenly instead.
             n = math.ceil(math.log(hi / lo) / math.log1p(cfg.rtol) - 1e-9)  # cells left
-            cells = _cheapest_probes(n, k, round(cost_ratio, 2))
-            return [lo * (hi / lo) ** (c / n) for c in cells]
-        if cfg.midpoint == "geometric":
+            return [lo * (hi / lo) ** (_cheapest_split(n, round(cost_ratio, 2)) / n)]
+        if cfg.midpoint in ("geometric", "weighted"):
             step = (hi / lo) ** (1 / (k + 1))
             return [lo * step**j for j in range(1, k + 1)]
         if cfg.midpoint == "arithmetic":
@@ -186,27 +188,26 @@ class SeedSearch:
                           lo, hi, trials, sandwiched)
 
 
-def _cheapest_probes(n: int, k: int, cost_ratio: float) -> list[float]:
-    """Where to put k probes among n equal log-cells of the bracket, as cell positions from lo.
+def _cheapest_split(n: int, cost_ratio: float) -> int:
+    """How many of n equal log-cells of the bracket to put below the next (single) probe.
 
-    η* is taken to lie in any cell alike. A round in which some probe succeeds costs 1 (a
-    success takes hundreds of steps), one in which all fail costs `cost_ratio` (divergence is
-    caught within a few steps). The lowest probe goes where the expected total cost is least
-    (dynamic programming over bracket sizes); the other k - 1 split the cells above it evenly.
-    Equal costs give bisection for k = 1; cheap failures push the probes towards the top, trading
-    a few cheap all-fail rounds for fewer rounds with a success.
+    η* is taken to lie in any cell alike. A probe below it succeeds (cost 1: a success takes
+    hundreds of steps) and keeps the cells above the probe; one above it fails (cost
+    `cost_ratio`: divergence is caught within a few steps) and keeps those below. The split is
+    the one of least expected total cost (dynamic programming over bracket sizes): equal costs
+    give bisection, cheap failures push the probe towards the top, trading a few cheap failures
+    for fewer successes.
     """
-    low = _plan(n, k, cost_ratio)[1]
-    return [low + j * (n - low) / k for j in range(k)]
+    return _plan(n, cost_ratio)[1]
 
 
 @lru_cache(maxsize=65536)
-def _plan(n: int, k: int, cost_ratio: float) -> tuple[float, int]:
-    """(expected cost, cells below the lowest probe) for a bracket of n cells."""
+def _plan(n: int, cost_ratio: float) -> tuple[float, int]:
+    """(expected cost, cells below the probe) for a bracket of n cells."""
     if n <= 1:
         return 0.0, 0
-    return min(((low * (cost_ratio + _plan(low, k, cost_ratio)[0])
-                 + (n - low) * (1 + _plan(math.ceil((n - low) / k), k, cost_ratio)[0])) / n, low)
+    return min(((low * (cost_ratio + _plan(low, cost_ratio)[0])
+                 + (n - low) * (1 + _plan(n - low, cost_ratio)[0])) / n, low)
                for low in range(1, n))
 
 
