@@ -3,23 +3,25 @@
     python benchmarks/profile_estimate.py --cells 4x256,8x1024      # Fashion-MNIST, 5 seeds
     python benchmarks/profile_estimate.py --kernels 8x1024          # plus a torch.profiler table
 
-Per cell it prints every round of the search (members, the longest member's steps, the summed
-member-steps, seconds), each trial's outcome, and the cost of a training step and of one
-evaluation as a function of the number of members trained together.
+Per cell it prints the search's time, trials, member-steps and chunks (with the rows trained per
+chunk), each seed's trials (round/lr/outcome and steps: S success, D diverged, F failed, C
+cancelled), and the cost of a training step and of one evaluation against the number of members
+trained together.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
-from collections import Counter
 
 import torch
 
 from milr import EstimateConfig
 from milr.data import load
+from milr.model import Ensemble
 from milr.search import search
-from milr.train import resolve_device, train
+from milr.train import DIVERGENCE_CHECK, Pool, resolve_device, train
 
 
 def sync(device: torch.device) -> None:
@@ -27,28 +29,35 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def rounds_table(cfg: EstimateConfig, data, device: torch.device, probes: int) -> None:
-    log = []
+class TimedPool(Pool):
+    """A Pool that logs every chunk: rows trained, steps, seconds."""
 
-    def run(lrs, seeds):
-        sync(device)
-        t = time.perf_counter()
-        out = train(cfg, data, lrs, seeds, device, cancel_dominated=True)
-        sync(device)
-        log.append((len(lrs), max(o.steps for o in out), sum(o.steps for o in out),
-                    time.perf_counter() - t, Counter(kind(o) for o in out)))
+    log: list[tuple[int, int, float]]
+
+    def advance(self):
+        sync(self.device)
+        t, rows, before = time.perf_counter(), len(self.members), self.members[0].done
+        out = super().advance()
+        sync(self.device)
+        steps = (self.members[0].done if self.members else before + DIVERGENCE_CHECK) - before
+        self.log.append((rows, steps, time.perf_counter() - t))
         return out
 
+
+def trace(cfg: EstimateConfig, data, device: torch.device, probes: int) -> None:
+    pool = TimedPool(cfg, data, device, cancel_dominated=True)
+    pool.log = []
     t = time.perf_counter()
-    results, trials, _ = search(cfg, run, probes)
+    results, trials, rounds = search(cfg, pool, probes)
     total = time.perf_counter() - t
-    print(f"## ({cfg.depth}, {cfg.width}): {total:.2f} s, probes {probes}, "
+    rows = [r for r, _, _ in pool.log]
+    print(f"## ({cfg.depth}, {cfg.width}): {total:.2f} s, probes {probes}, rounds {rounds}, "
+          f"{len(trials)} trials, {sum(t.steps for t in trials)} member-steps, "
+          f"{len(pool.log)} chunks of {statistics.fmean(rows):.1f} rows on average, "
           f"η* {[round(r.lr_star, 4) for r in results if r.lr_star]}")
-    print("round | members | longest | member-steps | s | outcomes")
-    for i, (k, longest, steps, dt, kinds) in enumerate(log, 1):
-        print(f"{i} | {k} | {longest} | {steps} | {dt:.3f} | {dict(kinds)}")
-    print("trials (round seed lr outcome steps):",
-          " ".join(f"{t.round}/{t.seed}/{t.lr:.3g}/{kind(t)}{t.steps}" for t in trials))
+    for seed in sorted({t.seed for t in trials}):
+        print(f"seed {seed}:", " ".join(f"{t.round}/{t.lr:.3g}/{kind(t)}{t.steps}"
+                                        for t in trials if t.seed == seed))
 
 
 def kind(o) -> str:
@@ -68,7 +77,6 @@ def step_costs(cfg: EstimateConfig, data, device: torch.device, members: list[in
         train(c, data, *args)
         sync(device)
         total = time.perf_counter() - t
-        from milr.model import Ensemble
         net = Ensemble.create(args[1], data.n_inputs, cfg.depth, cfg.width, data.classes, device)
         net.accuracy(data.x_eval, data.y_eval)
         sync(device)
@@ -101,7 +109,7 @@ def main() -> None:
                              device=device.type, precision=args.precision)
         auto = cfg.probes_for(device.type, data.n_inputs, data.classes)
         for p in ([auto] if args.probes == "auto" else map(int, args.probes.split(","))):
-            rounds_table(cfg, data, device, p)
+            trace(cfg, data, device, p)
         step_costs(cfg, data, device, [int(m) for m in args.members.split(",")])
     if args.kernels:
         depth, width = map(int, args.kernels.split("x"))
@@ -111,8 +119,7 @@ def main() -> None:
         from torch.profiler import ProfilerActivity, profile
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=acts) as prof:
-            search(cfg, lambda lrs, seeds: train(cfg, data, lrs, seeds, device,
-                                                 cancel_dominated=True), probes)
+            search(cfg, Pool(cfg, data, device, cancel_dominated=True), probes)
             sync(device)
         key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=20))

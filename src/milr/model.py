@@ -72,6 +72,12 @@ class Ensemble:
     def size(self) -> int:
         return self.weights[0].shape[0]
 
+    @staticmethod
+    def cat(parts: list[Ensemble]) -> Ensemble:
+        """The members of all parts, in order (new members joining a running ensemble)."""
+        return Ensemble([torch.cat(ws) for ws in zip(*(p.weights for p in parts), strict=True)],
+                        [torch.cat(bs) for bs in zip(*(p.biases for p in parts), strict=True)])
+
     def select(self, keep: torch.Tensor) -> Ensemble:
         """The members at indices `keep` (compaction: finished members stop costing work)."""
         return Ensemble([w[keep] for w in self.weights], [b[keep] for b in self.biases])

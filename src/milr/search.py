@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 import torch
 
 from . import __version__
 from .config import EstimateConfig
 from .data import Dataset, load
-from .train import Outcome, resolve_device, train
+from .train import Outcome, Pool, resolve_device
 
 MAX_ROUNDS = 64
 
@@ -227,33 +228,82 @@ def cost_ratio(trials: list[Trial], eval_cost: float, eval_every: int) -> float:
 Oracle = Callable[[list[float], list[int]], list[Outcome]]
 
 
-def search(cfg: EstimateConfig, run: Oracle, probes: int = 1,
+class Trainer(Protocol):
+    """What the search trains with: `train.Pool`, or `Rounds` around a fake."""
+
+    @property
+    def live(self) -> int: ...
+
+    def admit(self, lrs: list[float], seeds: list[int]) -> list[int]: ...
+
+    def advance(self) -> list[tuple[int, Outcome]]: ...
+
+
+class Rounds:
+    """A Trainer over a synchronous `run(lrs, seeds) -> outcomes` (a fake trainer in tests):
+    every member finishes in the `advance` after it joined, so seeds move in lockstep rounds."""
+
+    def __init__(self, run: Oracle):
+        self.run, self.done, self.keys = run, [], 0
+
+    @property
+    def live(self) -> int:
+        return len(self.done)
+
+    def admit(self, lrs: list[float], seeds: list[int]) -> list[int]:
+        keys = list(range(self.keys, self.keys + len(lrs)))
+        self.keys += len(lrs)
+        self.done += zip(keys, self.run(lrs, seeds), strict=True)
+        return keys
+
+    def advance(self) -> list[tuple[int, Outcome]]:
+        done, self.done = self.done, []
+        return done
+
+
+def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
            on_round: Callable[[int, int, int], None] | None = None, eval_cost: float = 0.0
            ) -> tuple[list[SeedResult], list[Trial], int]:
-    """Run the multisection search for every seed against `run` (the batched trainer, or a fake).
+    """Run the search for every seed with `trainer` (a `train.Pool`, or a synchronous fake
+    `run(lrs, seeds) -> outcomes`).
 
-    `run(lrs, seeds)` trains one member per pair and returns their outcomes. `eval_cost` is what
-    one evaluation costs in training steps (for the weighted split). Returns per-seed results,
-    every trial in order, and the number of rounds.
+    Each seed goes at its own pace: its next probes join the trainer as soon as its previous
+    ones have finished, while other seeds' members keep training. `eval_cost` is what one
+    evaluation costs in training steps (for the weighted split). Returns per-seed results, every
+    trial in the order it finished, and the largest number of rounds of any seed.
     """
+    if not hasattr(trainer, "admit"):
+        trainer = Rounds(trainer)
     states = [SeedSearch(cfg.seed + i, cfg, probes) for i in range(cfg.seeds)]
+    rounds = {st.seed: 0 for st in states}
+    waiting = {st.seed: 0 for st in states}  # members of the seed still training
+    pending: dict[int, tuple[SeedSearch, float]] = {}  # trainer key -> (seed's state, lr)
     trials: list[Trial] = []
-    rounds = 0
-    while rounds < MAX_ROUNDS:
+    while True:
         ratio = cost_ratio(trials, eval_cost, cfg.eval_every)
-        batch = [(st, lr) for st in states if st.status is None for lr in st.next_probes(ratio)]
-        if not batch:
+        batch = []
+        for st in states:
+            if st.status is None and not waiting[st.seed] and rounds[st.seed] < MAX_ROUNDS:
+                lrs = st.next_probes(ratio)
+                rounds[st.seed] += bool(lrs)
+                batch += [(st, lr) for lr in lrs]
+        if batch:
+            keys = trainer.admit([lr for _, lr in batch], [st.seed for st, _ in batch])
+            for key, (st, lr) in zip(keys, batch, strict=True):
+                pending[key] = (st, lr)
+                waiting[st.seed] += 1
+            if on_round is not None:
+                on_round(max(rounds.values()), len(batch), sum(st.status is None for st in states))
+        if not pending:
             break
-        rounds += 1
-        if on_round is not None:
-            on_round(rounds, len(batch), sum(st.status is None for st in states))
-        outcomes = run([lr for _, lr in batch], [st.seed for st, _ in batch])
-        for (st, lr), out in zip(batch, outcomes, strict=True):
+        for key, out in trainer.advance():
+            st, lr = pending.pop(key)
+            waiting[st.seed] -= 1
             if not out.cancelled:
                 st.record(lr, out.success)
-            trials.append(Trial(rounds, **asdict(out)))
+            trials.append(Trial(rounds[st.seed], **asdict(out)))
     counts = {st.seed: sum(t.seed == st.seed for t in trials) for st in states}
-    return [st.result(counts[st.seed]) for st in states], trials, rounds
+    return [st.result(counts[st.seed]) for st in states], trials, max(rounds.values())
 
 
 def estimate(cfg: EstimateConfig, data: Dataset | None = None,
@@ -263,13 +313,11 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     data = (data or load(cfg.dataset, cfg.data_dir)).to(device)
     start = time.perf_counter()
 
-    def run(lrs: list[float], seeds: list[int]) -> list[Outcome]:
-        return train(cfg, data, lrs, seeds, device, cancel_dominated=True)
-
     probes = cfg.probes_for(device.type, data.n_inputs, data.classes)
     # An evaluation is a forward pass over the validation set: a third of a step's FLOPs per row.
     eval_cost = len(data.x_eval) / (3 * min(cfg.batch_size, len(data.x_train)))
-    seeds, trials, rounds = search(cfg, run, probes, on_round, eval_cost)
+    seeds, trials, rounds = search(cfg, Pool(cfg, data, device, cancel_dominated=True), probes,
+                                   on_round, eval_cost)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return Estimate(

@@ -1,4 +1,4 @@
-"""One batched training run: K (learning rate, seed) members of one (depth, width) -> K outcomes.
+"""Batched training: (learning rate, seed) members of one (depth, width) -> their outcomes.
 
 The data set stays on the device; minibatches are drawn by index from each member's own
 permutations (from its seed), so no DataLoader is involved. Members stop at the first
@@ -10,7 +10,6 @@ stacked tensors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -75,71 +74,196 @@ def _precision(name: str):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-class _Steps:
-    """The SGD steps of the present rows, eagerly or as a replayed CUDA graph of DIVERGENCE_CHECK
-    steps.
+@dataclass
+class _Member:
+    key: int
+    lr: float
+    seed: int
+    done: int = 0  # SGD steps run
+    peak: float = 0.0
+    acc: float | None = None  # validation accuracy at its last evaluation
+    outcome: Outcome | None = None
 
-    A small cell is launch-bound on a GPU (~60 kernels a step); a CUDA graph replays them
-    without Python or launch overhead. A graph is tied to the number of rows, so finished
-    members are only compacted away once they make up a quarter of the rows (until then their
-    learning rate is set to zero and their results are ignored).
+
+class Pool:
+    """Members of one (depth, width) training together as one stacked ensemble, which may join
+    between chunks of steps and leave as they finish.
+
+    Each member runs on its own step count and schedule and is evaluated at its own multiples
+    of `eval_every`, so its outcome does not depend on when it joined or on who trains beside
+    it. A search admits a seed's next learning rates as soon as that seed's previous ones are
+    done, instead of waiting for every seed: a round would otherwise last as long as its slowest
+    seed. With `cancel_dominated`, a success stops the unfinished members of the same seed with
+    smaller rates (`cancelled=True`): η* is the upper edge, so their outcomes cannot change it.
+
+    On CUDA the steps of a chunk replay as one CUDA graph (a small cell is launch-bound, ~60
+    kernels a step). A graph is tied to the rows present, so finished members are compacted away
+    only once they make up a quarter of the rows (until then their learning rate is zero and
+    their results are ignored), and a new graph is captured whenever members join.
     """
 
-    def __init__(self, cfg: EstimateConfig, data: Dataset, net: Ensemble, sched: torch.Tensor,
-                 which: torch.Tensor, lr: torch.Tensor, graphs: bool):
-        self.cfg, self.data, self.net, self.sched, self.which = cfg, data, net, sched, which
-        scales = [cfg.input_lr_scale] + [1.0] * cfg.depth
-        self.lrs = [lr * s for s in scales]  # (K, 1, 1) per layer, updated in place
-        self.t = torch.zeros(1, dtype=torch.long, device=sched.device)  # step counter
-        self.done = 0  # the same count on the host, to avoid a sync
-        self.bad = torch.zeros(len(which), dtype=torch.bool, device=sched.device)
-        self.limit: torch.Tensor | None = None
-        self.loss: torch.Tensor | None = None
-        self.graphs = graphs
+    def __init__(self, cfg: EstimateConfig, data: Dataset, device: torch.device | None = None,
+                 cancel_dominated: bool = False, graphs: bool | None = None):
+        self.cfg, self.data, self.cancel = cfg, data, cancel_dominated
+        self.device = device or data.x_train.device
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        self.batch = min(cfg.batch_size, len(data.x_train))
+        self.members: list[_Member] = []  # one per row of the stacked tensors
+        self.best: dict[int, float] = {}  # seed -> largest rate that has succeeded
+        self.schedule_row: dict[int, int] = {}  # seed -> its row of self.sched
+        self.sched = torch.empty(0, cfg.steps, self.batch, dtype=torch.long, device=self.device)
+        self.keys = 0
+        self.warm = False  # a first step has run eagerly (CUDA graphs need warmed-up libraries)
+        self._empty()
+
+    def _empty(self) -> None:
+        dev = self.device
+        self.net: Ensemble | None = None
+        self.which = torch.empty(0, dtype=torch.long, device=dev)  # row -> schedule row
+        self.t = torch.empty(0, dtype=torch.long, device=dev)  # row -> steps run
+        self.bad = torch.empty(0, dtype=torch.bool, device=dev)  # row -> non-finite loss seen
+        self.limit = torch.empty(0, device=dev)  # row -> divergence limit (inf before step 1)
+        self.lr = torch.empty(0, 1, 1, device=dev)
+        self._rebuilt()
+
+    def _rebuilt(self) -> None:
+        """After the rows changed: per-layer learning rates anew, and no graph for them yet."""
+        self.lrs = [self.lr * s for s in [self.cfg.input_lr_scale] + [1.0] * self.cfg.depth]
         self.graph: torch.cuda.CUDAGraph | None = None
 
+    @property
+    def live(self) -> int:
+        return sum(m.outcome is None for m in self.members)
+
+    def admit(self, lrs: list[float], seeds: list[int]) -> list[int]:
+        """Add one member per (lrs[k], seeds[k]); returns their keys for `advance`'s results."""
+        cfg, dev = self.cfg, self.device
+        new = [_Member(self.keys + j, float(lr), s)
+               for j, (lr, s) in enumerate(zip(lrs, seeds, strict=True))]
+        self.keys += len(new)
+        for s in dict.fromkeys(seeds):
+            if s not in self.schedule_row:
+                self.schedule_row[s] = len(self.sched)
+                sched = batch_schedule(s, len(self.data.x_train), cfg.steps, self.batch)
+                self.sched = torch.cat([self.sched, sched.to(dev)[None]])
+        net = Ensemble.create(list(seeds), self.data.n_inputs, cfg.depth, cfg.width,
+                              self.data.classes, dev)
+        k = len(new)
+        self.net = net if self.net is None else Ensemble.cat([self.net, net])
+        self.which = torch.cat([self.which, torch.tensor([self.schedule_row[s] for s in seeds],
+                                                         device=dev)])
+        self.t = torch.cat([self.t, torch.zeros(k, dtype=torch.long, device=dev)])
+        self.bad = torch.cat([self.bad, torch.zeros(k, dtype=torch.bool, device=dev)])
+        self.limit = torch.cat([self.limit, torch.full((k,), math.inf, device=dev)])
+        self.lr = torch.cat([self.lr, torch.tensor(lrs, dtype=torch.float32,
+                                                   device=dev).view(k, 1, 1)])
+        self.members += new
+        self._rebuilt()
+        return [m.key for m in new]
+
     def _step(self) -> torch.Tensor:
-        idx = self.sched.index_select(1, self.t)[self.which, 0]  # (K, B)
+        cfg = self.cfg
+        idx = self.sched[self.which, self.t.clamp(max=cfg.steps - 1)]  # (K, B)
         loss = self.net.sgd_step(self.data.x_train[idx], self.data.y_train[idx], self.lrs)
-        self.bad |= ~torch.isfinite(loss)  # on the device: no host sync per step
+        # The first step's loss fixes each member's divergence limit; all on the device, no
+        # host sync per step.
+        first = cfg.divergence_factor * loss.clamp(min=math.log(self.data.classes))
+        self.limit.copy_(torch.where(self.t == 0, first, self.limit))
+        self.bad |= ~torch.isfinite(loss)
         self.t += 1
-        self.done += 1
         return loss
 
-    def run(self, n: int) -> torch.Tensor:
-        """Run n steps; returns the loss (K,) of the last one, before its update."""
-        if self.limit is None:  # first step eagerly: it fixes the divergence limit
-            self.loss = self._step()
-            self.limit = self.cfg.divergence_factor * self.loss.clamp(
-                min=math.log(self.data.classes))
-            n -= 1
-        if self.graphs and n == DIVERGENCE_CHECK and self.done > 1:
+    def _run(self, n: int) -> torch.Tensor:
+        """Run n steps of every row; returns the loss (K,) of the last, before its update."""
+        if self.graphs and n == DIVERGENCE_CHECK and self.warm:
             if self.graph is None:
                 self.graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self.graph):
                     for _ in range(n):
                         self.loss = self._step()
-                self.done -= n  # capturing ran nothing
             self.graph.replay()
-            self.done += n
-        else:
-            for _ in range(n):
-                self.loss = self._step()
-        return self.loss
+            return self.loss
+        for _ in range(n):
+            loss = self._step()
+            self.warm = True
+        return loss
 
-    def retire(self, rows: list[int]) -> None:
-        """Stop updating these rows (their outcome is recorded already)."""
-        idx = torch.tensor(rows, device=self.t.device)
-        for lr in self.lrs:
-            lr.index_fill_(0, idx, 0.0)
+    def advance(self) -> list[tuple[int, Outcome]]:
+        """Train every live member up to its next evaluation or DIVERGENCE_CHECK steps, whichever
+        comes first; returns (key, outcome) of the members that finished."""
+        cfg = self.cfg
+        live = [m for m in self.members if m.outcome is None]
+        assert live, "advance() with no member training"
+        n = min(DIVERGENCE_CHECK, *(min(cfg.steps, (m.done // cfg.eval_every + 1) *
+                                        cfg.eval_every) - m.done for m in live))
+        with _precision(cfg.precision):
+            loss = self._run(n)
+            for m in self.members:
+                m.done += n
+            finished = self._check(loss)
+        self._drop_finished()
+        return [(m.key, m.outcome) for m in finished]
 
-    def keep(self, rows: list[int]) -> None:
-        """Compact to these rows; a new graph is captured for the new size."""
-        idx = torch.tensor(rows, device=self.t.device)
-        self.net = self.net.select(idx)
-        self.which, self.bad, self.limit = self.which[idx], self.bad[idx], self.limit[idx]
-        self.lrs = [lr[idx] for lr in self.lrs]
-        self.graph = None
+    def _finish(self, m: _Member, loss: float, **verdict) -> None:
+        m.outcome = Outcome(m.lr, m.seed, steps=m.done, final_acc=m.acc, peak_acc=m.peak,
+                            final_loss=loss, **{"success": False, "diverged": False, **verdict})
+
+    def _check(self, loss: torch.Tensor) -> list[_Member]:
+        """Members that evaluate now: success, divergence (a non-finite loss at any step, or a
+        loss still above the limit: a transient spike that has recovered by the evaluation is
+        not divergence) or the end of the budget. The others: a non-finite loss only."""
+        cfg = self.cfg
+        at_eval = [m.outcome is None and (m.done % cfg.eval_every == 0 or m.done >= cfg.steps)
+                   for m in self.members]
+        bad = (self.bad | ~(loss <= self.limit) if any(at_eval) else self.bad).tolist()
+        nonfinite = self.bad.tolist()
+        loss_l = loss.tolist()
+        acc = _accuracy(self.net, self.data, [e and not b for e, b in zip(at_eval, bad,
+                                                                          strict=True)])
+        finished = []
+        for r, m in enumerate(self.members):
+            if m.outcome is not None:
+                continue
+            if at_eval[r]:
+                m.acc = acc[r]
+                m.peak = max(m.peak, acc[r] or 0.0)
+                ok = not bad[r] and acc[r] >= cfg.threshold
+                if bad[r] or ok or m.done >= cfg.steps:
+                    self._finish(m, loss_l[r], success=ok, diverged=bad[r])
+                    if ok:
+                        self.best[m.seed] = max(self.best.get(m.seed, 0.0), m.lr)
+            elif nonfinite[r]:
+                m.acc = None
+                self._finish(m, loss_l[r], diverged=True)
+            if m.outcome is not None:
+                finished.append(m)
+        if self.cancel:
+            for r, m in enumerate(self.members):
+                if m.outcome is None and m.lr < self.best.get(m.seed, 0.0):
+                    self._finish(m, loss_l[r], cancelled=True)
+                    finished.append(m)
+        return finished
+
+    def _drop_finished(self) -> None:
+        """Compact the finished rows away, or on a graph only retire them until they make up a
+        quarter of the rows (recapturing costs more than a few idle rows)."""
+        keep = [r for r, m in enumerate(self.members) if m.outcome is None]
+        gone = len(self.members) - len(keep)
+        if not keep:
+            self.members = []
+            self._empty()
+        elif not self.graphs and gone or gone >= max(1, len(self.members) // 4):
+            idx = torch.tensor(keep, device=self.device)
+            self.net = self.net.select(idx)
+            self.which, self.t, self.bad = self.which[idx], self.t[idx], self.bad[idx]
+            self.limit, self.lr = self.limit[idx], self.lr[idx]
+            self.members = [self.members[r] for r in keep]
+            self._rebuilt()
+        elif gone:
+            idx = torch.tensor([r for r, m in enumerate(self.members) if m.outcome is not None],
+                               device=self.device)
+            for lr in [self.lr, *self.lrs]:
+                lr.index_fill_(0, idx, 0.0)
 
 
 def _accuracy(net: Ensemble, data: Dataset, wanted: list[bool]) -> list[float | None]:
@@ -155,125 +279,21 @@ def _accuracy(net: Ensemble, data: Dataset, wanted: list[bool]) -> list[float | 
     return out
 
 
-class _Book:
-    """The outcomes of a run's members as they finish, and the rows of those still training."""
-
-    def __init__(self, cfg: EstimateConfig, data: Dataset, steps: _Steps, lrs: list[float],
-                 seeds: list[int]):
-        self.cfg, self.data, self.steps, self.lrs, self.seeds = cfg, data, steps, lrs, seeds
-        self.rows = list(range(len(lrs)))  # original member index of each row present
-        self.results: list[Outcome | None] = [None] * len(lrs)
-        self.peak = [0.0] * len(lrs)
-        self.acc: list[float | None] = [None] * len(lrs)  # by row, at the last evaluation
-
-    def _finish(self, row: int, done: int, loss: float, success=False, diverged=False,
-                cancelled=False) -> None:
-        i = self.rows[row]
-        self.results[i] = Outcome(self.lrs[i], self.seeds[i], success, diverged, done,
-                                  self.acc[row], self.peak[i], loss, cancelled)
-
-    def nonfinite(self, loss: torch.Tensor, done: int) -> None:
-        """Between evaluations only a non-finite loss ends a member (one small sync)."""
-        bad = self.steps.bad.tolist()
-        new = [r for r, i in enumerate(self.rows) if bad[r] and self.results[i] is None]
-        if new:
-            loss_l = loss.tolist()
-            for row in new:
-                self.acc[row] = None
-                self._finish(row, done, loss_l[row], diverged=True)
-
-    def evaluate(self, loss: torch.Tensor, done: int) -> None:
-        """The check at an evaluation: record the members that succeeded, diverged or ran out.
-
-        Diverged: a non-finite loss at any step, or a loss still above the limit now (a
-        transient spike that has recovered by the evaluation is not divergence).
-        """
-        bad = (self.steps.bad | ~(loss <= self.steps.limit)).tolist()
-        loss_l = loss.tolist()
-        live = [self.results[i] is None for i in self.rows]
-        self.acc = _accuracy(self.steps.net, self.data,
-                             [w and not b for w, b in zip(live, bad, strict=True)])
-        for row, i in enumerate(self.rows):
-            if not live[row]:
-                continue
-            self.peak[i] = max(self.peak[i], self.acc[row] or 0.0)
-            ok = not bad[row] and self.acc[row] >= self.cfg.threshold
-            if bad[row] or ok or done == self.cfg.steps:
-                self._finish(row, done, loss_l[row], success=ok, diverged=bad[row])
-        self.loss_l = loss_l
-
-    def cancel_dominated(self, done: int) -> None:
-        """Stop the unfinished members below a success of their own seed (see `train`)."""
-        best: dict[int, float] = {}  # seed -> largest rate that has succeeded so far
-        for o in self.results:
-            if o is not None and o.success:
-                best[o.seed] = max(best.get(o.seed, 0.0), o.lr)
-        for row, i in enumerate(self.rows):
-            if self.results[i] is None and self.lrs[i] < best.get(self.seeds[i], 0.0):
-                self._finish(row, done, self.loss_l[row], cancelled=True)
-
-    def live(self) -> int:
-        return sum(self.results[i] is None for i in self.rows)
-
-    def drop_finished(self) -> None:
-        """Compact the finished rows away, or on a graph only retire them until they make up a
-        quarter of the rows (recapturing costs more than a few idle rows)."""
-        live = [r for r, i in enumerate(self.rows) if self.results[i] is None]
-        gone = len(self.rows) - len(live)
-        if not gone:
-            return
-        if not self.steps.graphs or gone >= max(1, len(self.rows) // 4):
-            self.steps.keep(live)
-            self.rows = [self.rows[r] for r in live]
-            self.acc = [self.acc[r] for r in live]
-        else:
-            self.steps.retire([r for r, i in enumerate(self.rows) if self.results[i] is not None])
-
-
 def train(
     cfg: EstimateConfig,
     data: Dataset,
     lrs: list[float],
     seeds: list[int],
     device: torch.device | None = None,
-    on_eval: Callable[[int, int], None] | None = None,
     cancel_dominated: bool = False,
     graphs: bool | None = None,
 ) -> list[Outcome]:
-    """Train one member per (lrs[k], seeds[k]) under cfg's protocol; data must be on `device`.
-
-    With `cancel_dominated`, a success stops the unfinished members of the same seed with smaller
-    rates (`cancelled=True`): η* is the upper edge, so their outcomes cannot change it, and the
-    slowest members are exactly these. `graphs` (default: on CUDA) replays CUDA graphs.
-    """
+    """Train one member per (lrs[k], seeds[k]) under cfg's protocol, all together; data must be
+    on `device`. `cancel_dominated` and `graphs` (default: on CUDA) are as for `Pool`."""
     assert len(lrs) == len(seeds) > 0
-    device = device or data.x_train.device
-    k = len(lrs)
-    batch = min(cfg.batch_size, len(data.x_train))
-    uniq = list(dict.fromkeys(seeds))
-    sched = torch.stack([batch_schedule(s, len(data.x_train), cfg.steps, batch) for s in uniq])
-    which = torch.tensor([uniq.index(s) for s in seeds], device=device)  # member -> schedule row
-    net = Ensemble.create(seeds, data.n_inputs, cfg.depth, cfg.width, data.classes, device)
-    lr = torch.tensor(lrs, dtype=torch.float32, device=device).view(k, 1, 1)
-    graphs = device.type == "cuda" if graphs is None else graphs
-    steps = _Steps(cfg, data, net, sched.to(device), which, lr, graphs)
-    book = _Book(cfg, data, steps, lrs, seeds)
-    done = 0
-    with _precision(cfg.precision):
-        while done < cfg.steps:
-            n = min(DIVERGENCE_CHECK, cfg.eval_every - done % cfg.eval_every, cfg.steps - done)
-            loss = steps.run(n)
-            done += n
-            if done % cfg.eval_every and done < cfg.steps:
-                book.nonfinite(loss, done)
-            else:
-                book.evaluate(loss, done)
-                if cancel_dominated:
-                    book.cancel_dominated(done)
-                if on_eval is not None:
-                    on_eval(done, book.live())
-            if not book.live():
-                break
-            book.drop_finished()
-    assert all(r is not None for r in book.results)
-    return book.results  # type: ignore[return-value]
+    pool = Pool(cfg, data, device, cancel_dominated, graphs)
+    keys = pool.admit(lrs, seeds)
+    out: dict[int, Outcome] = {}
+    while pool.live:
+        out.update(pool.advance())
+    return [out[k] for k in keys]
