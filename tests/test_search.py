@@ -114,7 +114,8 @@ def test_auto_probes():
     small, big = cfg(width=64, depth=2), cfg(width=1024, depth=8)
     assert small.probes_for("cpu", 784, 10) == 1 and big.probes_for("cpu", 784, 10) == 1
     assert small.probes_for("cuda", 784, 10) == 8  # launch-bound: extra probes are free
-    assert cfg(width=1024, depth=8, seeds=5).probes_for("cuda", 784, 10) == 2  # 5 x 6.3 GFLOP
+    assert cfg(width=1024, depth=8, seeds=5).probes_for("cuda", 784, 10) == 1  # 5 x 6.3 GFLOP
+    assert cfg(width=512, depth=16, seeds=5).probes_for("cuda", 784, 10) == 4  # deep, narrow
     assert cfg(width=2048, depth=16, seeds=5).probes_for("cuda", 784, 10) == 1  # compute-bound
     assert cfg(probes=3).probes_for("cpu", 784, 10) == 3
 
@@ -156,3 +157,40 @@ def test_cheapest_split_bisects_for_equal_costs_and_leans_up_for_cheap_failures(
     assert _cheapest_split(16, 0.05) > 12  # near the top: most likely a cheap failure
     assert _cheapest_split(16, 20.0) < 4  # failures dear (slow, non-divergent): go low
     assert _plan(16, 0.05)[0] < 0.7 * bisection(16, 0.05)
+
+
+class UnevenTrainer:
+    """Seed 0's runs finish in one advance, seed 1's in three; success iff lr <= 0.37."""
+
+    def __init__(self):
+        self.running, self.admitted, self.clock, self.keys = {}, [], 0, 0
+
+    @property
+    def live(self):
+        return len(self.running)
+
+    def admit(self, lrs, seeds):
+        keys = list(range(self.keys, self.keys + len(lrs)))
+        self.keys += len(lrs)
+        for k, lr, s in zip(keys, lrs, seeds, strict=True):
+            self.running[k] = (lr, s, self.clock + (1 if s == 0 else 3))
+            self.admitted.append((self.clock, s))
+        return keys
+
+    def advance(self):
+        self.clock += 1
+        done = [k for k, (_, _, end) in self.running.items() if end <= self.clock]
+        return [(k, Outcome(lr, s, lr <= 0.37, lr > 0.37, 10, 0.9, 0.9, 0.1))
+                for k in done for lr, s, _ in [self.running.pop(k)]]
+
+
+@pytest.mark.parametrize("probes", [1, 3])
+def test_seeds_go_at_their_own_pace_with_one_probe(probes):
+    trainer = UnevenTrainer()
+    results, _, _ = search(cfg(seeds=2), trainer, probes)
+    assert all(r.status == "ok" and r.lo <= 0.37 < r.hi for r in results)
+    fast = [t for t, s in trainer.admitted if s == 0 and t < 3]
+    if probes == 1:  # seed 0 started three runs while seed 1's first was still training
+        assert len(fast) == 3
+    else:  # lockstep rounds: everyone waits for seed 1
+        assert len(fast) == 3 and {t for t, _ in trainer.admitted} <= set(range(0, 100, 3))

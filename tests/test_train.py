@@ -4,7 +4,7 @@ import pytest
 
 import milr.train
 from milr import EstimateConfig
-from milr.train import batch_schedule, train
+from milr.train import Pool, batch_schedule, train
 
 
 def cfg(**kw):
@@ -90,3 +90,16 @@ def test_success_cancels_smaller_rates_of_the_same_seed_only(tiny):
     assert pruned[2].cancelled and not pruned[2].success and pruned[2].steps < plain[2].steps
     assert pruned[3] == plain[3] and not pruned[3].cancelled  # another seed: untouched
     assert not any(o.cancelled for o in plain)
+
+
+def test_member_joining_a_running_pool_equals_member_alone(tiny):
+    c = cfg(threshold=0.7)
+    pool = Pool(c, tiny)
+    first = pool.admit([0.05, 0.5], [0, 1])
+    out = dict(pool.advance() + pool.advance() + pool.advance())  # 30 steps, eval at 20
+    late = pool.admit([0.3, 1e20], [2, 0])  # joins mid-run, off the others' evaluation steps
+    while pool.live:
+        out.update(pool.advance())
+    for key, lr, seed in zip(first + late, [0.05, 0.5, 0.3, 1e20], [0, 1, 2, 0], strict=True):
+        assert repr(out[key]) == repr(train(c, tiny, [lr], [seed])[0])  # repr: nan == nan
+    assert out[late[1]].diverged and out[late[1]].steps == 10

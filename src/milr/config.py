@@ -16,10 +16,12 @@ DEFAULT_THRESHOLDS = {"mnist": 0.925, "cifar10": 0.34, "fashion-mnist": 0.80, "g
 MIDPOINTS = ("weighted", "geometric", "arithmetic")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32")
-# Matmul FLOPs per ensemble step up to which extra probes pay for themselves on a GPU. Chosen from
-# H100 measurements (benchmarks/profile_estimate.py, probes 1, 2, 4, 8 per cell): fastest were 8
-# probes at (2, 64) and (4, 256), 2 at (8, 1024) and 4 at (16, 512) with 5 seeds.
-CUDA_BUSY_FLOPS = 80e9
+# On a GPU each layer of a step takes a roughly fixed time however little work it holds (kernel
+# launches and latency): about as long as this many matmul FLOPs. Extra probes are nearly free
+# until they fill it. Chosen from H100 measurements (benchmarks/profile_estimate.py, 1, 2, 4 and 8
+# probes per cell, 5 seeds): fastest were 8 probes at (2, 64) and (4, 256), 1 at (8, 1024) and 4
+# at (16, 512), which this gives.
+CUDA_LAYER_FLOPS = 5e9
 
 
 @dataclass(frozen=True)
@@ -92,16 +94,16 @@ class EstimateConfig:
         """Probes per round when `probes` is 0 (auto).
 
         A probe costs a member's compute in full once the device is busy: on a CPU always, so it
-        bisects (1 probe, the least work per halving of the bracket); on a GPU only past about
-        CUDA_BUSY_FLOPS per step, so small cells take up to 8 probes (fewer rounds, each nearly
-        free) and large ones fall back towards bisection.
+        takes 1 (and the cost-weighted split); on a GPU only once the step's work exceeds about
+        CUDA_LAYER_FLOPS per layer, so small or deep-and-narrow cells take up to 8 probes (fewer
+        rounds, each nearly free) and wide ones fall back to 1.
         """
         if self.probes:
             return self.probes
         if device_type != "cuda":
             return 1
         per_seed = self.seeds * self.flops_per_member_step(n_in, classes)
-        return max(1, min(8, int(CUDA_BUSY_FLOPS // per_seed)))
+        return max(1, min(8, int(self.depth * CUDA_LAYER_FLOPS // per_seed)))
 
     def row(self) -> dict:
         """The config as a flat record (one CSV column per field)."""

@@ -267,8 +267,12 @@ def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
     """Run the search for every seed with `trainer` (a `train.Pool`, or a synchronous fake
     `run(lrs, seeds) -> outcomes`).
 
-    Each seed goes at its own pace: its next probes join the trainer as soon as its previous
-    ones have finished, while other seeds' members keep training. `eval_cost` is what one
+    With one probe per round each seed goes at its own pace: its next probe joins the trainer
+    as soon as its previous one has finished, while other seeds' members keep training (a
+    round would otherwise last as long as its slowest seed, and the weighted split makes seeds
+    fall out of step). With several probes, which are for a GPU's small cells, seeds move in
+    lockstep rounds: there a round costs about the same whatever its size, and every member
+    joining at once needs one new CUDA graph instead of one per seed. `eval_cost` is what one
     evaluation costs in training steps (for the weighted split). Returns per-seed results, every
     trial in the order it finished, and the largest number of rounds of any seed.
     """
@@ -283,6 +287,8 @@ def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
         ratio = cost_ratio(trials, eval_cost, cfg.eval_every)
         batch = []
         for st in states:
+            if probes > 1 and pending:
+                break
             if st.status is None and not waiting[st.seed] and rounds[st.seed] < MAX_ROUNDS:
                 lrs = st.next_probes(ratio)
                 rounds[st.seed] += bool(lrs)
