@@ -185,12 +185,71 @@ class UnevenTrainer:
 
 
 @pytest.mark.parametrize("probes", [1, 3])
-def test_seeds_go_at_their_own_pace_with_one_probe(probes):
+def test_pipelined_seeds_go_at_their_own_pace_with_one_probe(probes):
     trainer = UnevenTrainer()
-    results, _, _ = search(cfg(seeds=2), trainer, probes)
+    results, _, _ = search(cfg(seeds=2), trainer, probes, pipeline=True)
     assert all(r.status == "ok" and r.lo <= 0.37 < r.hi for r in results)
     fast = [t for t, s in trainer.admitted if s == 0 and t < 3]
     if probes == 1:  # seed 0 started three runs while seed 1's first was still training
         assert len(fast) == 3
     else:  # lockstep rounds: everyone waits for seed 1
         assert len(fast) == 3 and {t for t, _ in trainer.admitted} <= set(range(0, 100, 3))
+
+
+class SlowSuccessTrainer:
+    """Success iff lr <= edge[seed], after 5 advances; failures end in the first (divergence)."""
+
+    def __init__(self, edge):
+        self.edge, self.running, self.clock, self.keys, self.most = edge, {}, 0, 0, {}
+
+    @property
+    def live(self):
+        return len(self.running)
+
+    def admit(self, lrs, seeds):
+        keys = list(range(self.keys, self.keys + len(lrs)))
+        self.keys += len(lrs)
+        for k, lr, s in zip(keys, lrs, seeds, strict=True):
+            self.running[k] = (lr, s, self.clock + (5 if lr <= self.edge[s] else 1))
+        for s in set(seeds):
+            self.most[s] = max(self.most.get(s, 0), sum(v[1] == s for v in self.running.values()))
+        return keys
+
+    def advance(self):
+        self.clock += 1
+        done = [k for k, (_, _, end) in self.running.items() if end <= self.clock]
+        return [(k, Outcome(lr, s, lr <= self.edge[s], lr > self.edge[s],
+                            300 if lr <= self.edge[s] else 10, 0.9, 0.9, 0.1))
+                for k in done for lr, s, _ in [self.running.pop(k)]]
+
+
+def test_speculation_overlaps_a_seeds_descent_with_its_running_success():
+    edge = {0: 0.37, 1: 0.52, 2: 0.29}
+    found, clock = {}, {}
+    for speculate in (False, True):
+        trainer = SlowSuccessTrainer(edge)
+        results, trials, _ = search(cfg(), trainer, 1, eval_cost=0.0, pipeline=speculate)
+        for r in results:
+            assert r.status == "ok" and r.lo <= edge[r.seed] < r.hi <= r.lo * 1.05
+        found[speculate] = [(r.lo, r.hi) for r in results]
+        clock[speculate] = trainer.clock
+        assert max(trainer.most.values()) == (2 if speculate else 1)  # one running + one spare
+    assert clock[True] < 0.8 * clock[False]
+
+
+def test_no_speculation_where_failures_are_slow():
+    class SlowFailures(SlowSuccessTrainer):  # every run lasts 5 advances and 300 steps
+        def admit(self, lrs, seeds):
+            keys = super().admit(lrs, seeds)
+            self.running.update({k: (lr, s, self.clock + 5) for k, (lr, s, _) in
+                                 self.running.items() if k in keys})
+            return keys
+
+        def advance(self):
+            return [(k, Outcome(o.lr, o.seed, o.success, False, 300, 0.5, 0.5, 0.7))
+                    for k, o in super().advance()]
+
+    trainer = SlowFailures({0: 0.37, 1: 0.52, 2: 0.29})
+    results, _, _ = search(cfg(), trainer, 1, pipeline=True)
+    assert all(r.status == "ok" for r in results)
+    assert max(trainer.most.values()) == 1  # surviving a chunk said nothing: no spare runs

@@ -31,6 +31,11 @@ from .data import Dataset, load
 from .train import Outcome, Pool, resolve_device
 
 MAX_ROUNDS = 64
+# Speculate (see `search`) only while failures cost at most this fraction of a success: then
+# failures are divergences caught within a few steps, and a member that outlived its first
+# chunk is most likely a success. Where failures are slow (too little progress in the budget),
+# surviving says nothing.
+SPECULATE_BELOW = 0.25
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,17 @@ class SeedSearch:
             return [lo + (hi - lo) * j / (k + 1) for j in range(1, k + 1)]
         raise ValueError(f"midpoint must be geometric or arithmetic, got {cfg.midpoint!r}")
 
+    def speculate(self, running: float, cost_ratio: float = 1.0) -> list[float]:
+        """The next probes if the running rate succeeds (the state itself is left unchanged)."""
+        tried, status = dict(self.tried), self.status
+        self.tried[running] = True
+        try:
+            if self.hi() is None:  # it would widen upwards: nothing to gain by guessing
+                return []
+            return [lr for lr in self.next_probes(cost_ratio) if lr not in tried]
+        finally:
+            self.tried, self.status = tried, status
+
     def converged(self, lo: float, hi: float) -> bool:
         return hi / lo - 1 <= self.cfg.rtol
 
@@ -262,49 +278,65 @@ class Rounds:
 
 
 def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
-           on_round: Callable[[int, int, int], None] | None = None, eval_cost: float = 0.0
-           ) -> tuple[list[SeedResult], list[Trial], int]:
+           on_round: Callable[[int, int, int], None] | None = None, eval_cost: float = 0.0,
+           pipeline: bool = False) -> tuple[list[SeedResult], list[Trial], int]:
     """Run the search for every seed with `trainer` (a `train.Pool`, or a synchronous fake
     `run(lrs, seeds) -> outcomes`).
 
-    With one probe per round each seed goes at its own pace: its next probe joins the trainer
-    as soon as its previous one has finished, while other seeds' members keep training (a
-    round would otherwise last as long as its slowest seed, and the weighted split makes seeds
-    fall out of step). With several probes, which are for a GPU's small cells, seeds move in
-    lockstep rounds: there a round costs about the same whatever its size, and every member
-    joining at once needs one new CUDA graph instead of one per seed. `eval_cost` is what one
-    evaluation costs in training steps (for the weighted split). Returns per-seed results, every
-    trial in the order it finished, and the largest number of rounds of any seed.
+    By default seeds move in lockstep rounds: a seed's next probes join once every seed's round
+    is over. That costs nothing where every member costs its full compute (a CPU), and on a
+    GPU's small cells, with several probes, a round costs about the same whatever its size and
+    all members joining at once need one new CUDA graph instead of one per seed. `eval_cost` is
+    what one evaluation costs in training steps (for the weighted split).
+
+    `pipeline` (with one probe per round: a GPU on cells where a member more costs little):
+    each seed goes at its own pace, its next probe joining as soon as its previous one has
+    finished (a round would otherwise last as long as its slowest seed, and the weighted split
+    makes seeds fall out of step); and once a seed's only running member has outlived its first
+    chunk (it did not overflow; while failures are cheap, see SPECULATE_BELOW, it will most
+    likely train), the seed's next probe *as if that member succeeds* starts beside it. If that
+    probe fails it cost a few steps; if it succeeds it cancels the member below it. Either way
+    its outcome is a true trial of the seed.
+
+    Returns per-seed results, every trial in the order it finished, and the largest number of
+    rounds of any seed.
     """
     if not hasattr(trainer, "admit"):
         trainer = Rounds(trainer)
     states = [SeedSearch(cfg.seed + i, cfg, probes) for i in range(cfg.seeds)]
     rounds = {st.seed: 0 for st in states}
-    waiting = {st.seed: 0 for st in states}  # members of the seed still training
     pending: dict[int, tuple[SeedSearch, float]] = {}  # trainer key -> (seed's state, lr)
+    survived: set[int] = set()  # pending keys that trained through a chunk without finishing
     trials: list[Trial] = []
     while True:
         ratio = cost_ratio(trials, eval_cost, cfg.eval_every)
         batch = []
         for st in states:
-            if probes > 1 and pending:
+            if pending and not (pipeline and probes == 1):
                 break
-            if st.status is None and not waiting[st.seed] and rounds[st.seed] < MAX_ROUNDS:
+            if st.status is not None or rounds[st.seed] >= MAX_ROUNDS:
+                continue
+            mine = [k for k, (owner, _) in pending.items() if owner is st]
+            if not mine:
                 lrs = st.next_probes(ratio)
-                rounds[st.seed] += bool(lrs)
-                batch += [(st, lr) for lr in lrs]
+            elif len(mine) == 1 and mine[0] in survived and ratio <= SPECULATE_BELOW:
+                lrs = st.speculate(pending[mine[0]][1], ratio)
+            else:
+                continue
+            rounds[st.seed] += bool(lrs)
+            batch += [(st, lr) for lr in lrs]
         if batch:
             keys = trainer.admit([lr for _, lr in batch], [st.seed for st, _ in batch])
-            for key, (st, lr) in zip(keys, batch, strict=True):
-                pending[key] = (st, lr)
-                waiting[st.seed] += 1
+            pending.update(zip(keys, batch, strict=True))
             if on_round is not None:
                 on_round(max(rounds.values()), len(batch), sum(st.status is None for st in states))
         if not pending:
             break
-        for key, out in trainer.advance():
+        finished = trainer.advance()
+        survived |= set(pending) - {key for key, _ in finished}
+        for key, out in finished:
             st, lr = pending.pop(key)
-            waiting[st.seed] -= 1
+            survived.discard(key)
             if not out.cancelled:
                 st.record(lr, out.success)
             trials.append(Trial(rounds[st.seed], **asdict(out)))
@@ -323,7 +355,7 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     # An evaluation is a forward pass over the validation set: a third of a step's FLOPs per row.
     eval_cost = len(data.x_eval) / (3 * min(cfg.batch_size, len(data.x_train)))
     seeds, trials, rounds = search(cfg, Pool(cfg, data, device, cancel_dominated=True), probes,
-                                   on_round, eval_cost)
+                                   on_round, eval_cost, pipeline=device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.synchronize()
     return Estimate(
