@@ -230,13 +230,14 @@ def _plan(n: int, cost_ratio: float) -> tuple[float, int]:
 
 def cost_ratio(trials: list[Trial], eval_cost: float, eval_every: int) -> float:
     """Mean cost of a failure over mean cost of a success so far, in training steps (an
-    evaluation counts as `eval_cost` steps); 1 until both have been seen."""
+    evaluation counts as `eval_cost` steps). Before any success, a success is taken to cost the
+    least it can (one evaluation interval): an upper bound on the ratio. 1 before any failure."""
     def cost(t: Trial) -> float:
         return t.steps + (t.steps // eval_every) * eval_cost
 
-    ok = [cost(t) for t in trials if t.success]
+    ok = [cost(t) for t in trials if t.success] or [eval_every + eval_cost]
     bad = [cost(t) for t in trials if not t.success and not t.cancelled]
-    if not ok or not bad:
+    if not bad:
         return 1.0
     return min(100.0, max(0.01, statistics.fmean(bad) / statistics.fmean(ok)))
 
