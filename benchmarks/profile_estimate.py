@@ -48,7 +48,9 @@ def trace(cfg: EstimateConfig, data, device: torch.device, probes: int) -> None:
     pool = TimedPool(cfg, data, device, cancel_dominated=True)
     pool.log = []
     t = time.perf_counter()
-    results, trials, rounds = search(cfg, pool, probes)
+    eval_cost = len(data.x_eval) / (3 * min(cfg.batch_size, len(data.x_train)))  # as estimate()
+    results, trials, rounds = search(cfg, pool, probes, eval_cost=eval_cost,
+                                     pipeline=device.type == "cuda")
     total = time.perf_counter() - t
     rows = [r for r, _, _ in pool.log]
     print(f"## ({cfg.depth}, {cfg.width}): {total:.2f} s, probes {probes}, rounds {rounds}, "

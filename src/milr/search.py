@@ -31,11 +31,6 @@ from .data import Dataset, load
 from .train import Outcome, Pool, resolve_device
 
 MAX_ROUNDS = 64
-# Speculate (see `search`) only while failures cost at most this fraction of a success: then
-# failures are divergences caught within a few steps, and a member that outlived its first
-# chunk is most likely a success. Where failures are slow (too little progress in the budget),
-# surviving says nothing.
-SPECULATE_BELOW = 0.25
 
 
 @dataclass(frozen=True)
@@ -171,17 +166,6 @@ class SeedSearch:
             return [lo + (hi - lo) * j / (k + 1) for j in range(1, k + 1)]
         raise ValueError(f"midpoint must be geometric or arithmetic, got {cfg.midpoint!r}")
 
-    def speculate(self, running: float, cost_ratio: float = 1.0) -> list[float]:
-        """The next probes if the running rate succeeds (the state itself is left unchanged)."""
-        tried, status = dict(self.tried), self.status
-        self.tried[running] = True
-        try:
-            if self.hi() is None:  # it would widen upwards: nothing to gain by guessing
-                return []
-            return [lr for lr in self.next_probes(cost_ratio) if lr not in tried]
-        finally:
-            self.tried, self.status = tried, status
-
     def converged(self, lo: float, hi: float) -> bool:
         return hi / lo - 1 <= self.cfg.rtol
 
@@ -230,14 +214,13 @@ def _plan(n: int, cost_ratio: float) -> tuple[float, int]:
 
 def cost_ratio(trials: list[Trial], eval_cost: float, eval_every: int) -> float:
     """Mean cost of a failure over mean cost of a success so far, in training steps (an
-    evaluation counts as `eval_cost` steps). Before any success, a success is taken to cost the
-    least it can (one evaluation interval): an upper bound on the ratio. 1 before any failure."""
+    evaluation counts as `eval_cost` steps); 1 until both have been seen."""
     def cost(t: Trial) -> float:
         return t.steps + (t.steps // eval_every) * eval_cost
 
-    ok = [cost(t) for t in trials if t.success] or [eval_every + eval_cost]
+    ok = [cost(t) for t in trials if t.success]
     bad = [cost(t) for t in trials if not t.success and not t.cancelled]
-    if not bad:
+    if not ok or not bad:
         return 1.0
     return min(100.0, max(0.01, statistics.fmean(bad) / statistics.fmean(ok)))
 
@@ -290,14 +273,10 @@ def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
     all members joining at once need one new CUDA graph instead of one per seed. `eval_cost` is
     what one evaluation costs in training steps (for the weighted split).
 
-    `pipeline` (with one probe per round: a GPU on cells where a member more costs little):
-    each seed goes at its own pace, its next probe joining as soon as its previous one has
-    finished (a round would otherwise last as long as its slowest seed, and the weighted split
-    makes seeds fall out of step); and once a seed's only running member has outlived its first
-    chunk (it did not overflow; while failures are cheap, see SPECULATE_BELOW, it will most
-    likely train), the seed's next probe *as if that member succeeds* starts beside it. If that
-    probe fails it cost a few steps; if it succeeds it cancels the member below it. Either way
-    its outcome is a true trial of the seed.
+    `pipeline` (with one probe per round: a GPU on its large cells): each seed goes at its own
+    pace, its next probe joining as soon as its previous one has finished. A round would
+    otherwise last as long as its slowest seed, and the weighted split makes seeds fall out of
+    step (one descends in cheap failures while another trains a success).
 
     Returns per-seed results, every trial in the order it finished, and the largest number of
     rounds of any seed.
@@ -307,7 +286,6 @@ def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
     states = [SeedSearch(cfg.seed + i, cfg, probes) for i in range(cfg.seeds)]
     rounds = {st.seed: 0 for st in states}
     pending: dict[int, tuple[SeedSearch, float]] = {}  # trainer key -> (seed's state, lr)
-    survived: set[int] = set()  # pending keys that trained through a chunk without finishing
     trials: list[Trial] = []
     while True:
         ratio = cost_ratio(trials, eval_cost, cfg.eval_every)
@@ -317,13 +295,9 @@ def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
                 break
             if st.status is not None or rounds[st.seed] >= MAX_ROUNDS:
                 continue
-            mine = [k for k, (owner, _) in pending.items() if owner is st]
-            if not mine:
-                lrs = st.next_probes(ratio)
-            elif len(mine) == 1 and mine[0] in survived and ratio <= SPECULATE_BELOW:
-                lrs = st.speculate(pending[mine[0]][1], ratio)
-            else:
+            if any(owner is st for owner, _ in pending.values()):
                 continue
+            lrs = st.next_probes(ratio)
             rounds[st.seed] += bool(lrs)
             batch += [(st, lr) for lr in lrs]
         if batch:
@@ -333,11 +307,8 @@ def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
                 on_round(max(rounds.values()), len(batch), sum(st.status is None for st in states))
         if not pending:
             break
-        finished = trainer.advance()
-        survived |= set(pending) - {key for key, _ in finished}
-        for key, out in finished:
+        for key, out in trainer.advance():
             st, lr = pending.pop(key)
-            survived.discard(key)
             if not out.cancelled:
                 st.record(lr, out.success)
             trials.append(Trial(rounds[st.seed], **asdict(out)))
