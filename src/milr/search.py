@@ -5,7 +5,9 @@ diverge. Plain bisection from a wide bracket returns the lower end when its firs
 slow. So each seed first scans a coarse log grid *from the top down* (large rates diverge within a
 few steps, so this part is cheap) until some rate succeeds, widening above `lr_max` if the top
 itself trains. Then it refines between `lo`, the largest rate that succeeded, and `hi`, the
-smallest failure above it, with `probes` rates per round (multisection), all seeds batched.
+smallest failure above it: with one probe per round at the split of least expected cost (a
+failure by divergence costs a few steps, a success hundreds), with several (a GPU's small cells)
+evenly spaced (multisection). All seeds' members train together in one `train.Pool`.
 
 Ragged boundaries: after every round lo and hi are recomputed from *all* trials of the seed, so a
 success above a failure always moves lo up (η* is the upper edge of the trainable set). Failures
