@@ -156,9 +156,9 @@ class SeedSearch:
             self.status = "ok"
             return []
         if cfg.midpoint == "weighted" and k == 1:
-            # Several probes per round are for a GPU, where rounds are what costs: a seed that
-            # descends in cheap steps would fall out of step with the others, and each round
-            # waits for its slowest seed, so there they are spaced evenly instead.
+            # Several probes per round (a GPU's small cells, in lockstep rounds) stay evenly
+            # spaced: there a round costs about the same whatever it holds, and placing them by
+            # cost measured slower (benchmarks/README.md).
             n = math.ceil(math.log(hi / lo) / math.log1p(cfg.rtol) - 1e-9)  # cells left
             return [lo * (hi / lo) ** (_cheapest_split(n, round(cost_ratio, 2)) / n)]
         if cfg.midpoint in ("geometric", "weighted"):

@@ -91,10 +91,10 @@ class Pool:
 
     Each member runs on its own step count and schedule and is evaluated at its own multiples
     of `eval_every`, so its outcome does not depend on when it joined or on who trains beside
-    it. A search admits a seed's next learning rates as soon as that seed's previous ones are
-    done, instead of waiting for every seed: a round would otherwise last as long as its slowest
-    seed. With `cancel_dominated`, a success stops the unfinished members of the same seed with
-    smaller rates (`cancelled=True`): η* is the upper edge, so their outcomes cannot change it.
+    it, and a search may add a seed's next learning rates as soon as that seed's previous ones
+    are done (`search.search`'s `pipeline`). With `cancel_dominated`, a success stops the
+    unfinished members of the same seed with smaller rates (`cancelled=True`): η* is the upper
+    edge, so their outcomes cannot change it.
 
     On CUDA the steps of a chunk replay as one CUDA graph (a small cell is launch-bound, ~60
     kernels a step). A graph is tied to the rows present, so finished members are compacted away
@@ -215,8 +215,8 @@ class Pool:
         cfg = self.cfg
         at_eval = [m.outcome is None and (m.done % cfg.eval_every == 0 or m.done >= cfg.steps)
                    for m in self.members]
-        bad = (self.bad | ~(loss <= self.limit) if any(at_eval) else self.bad).tolist()
         nonfinite = self.bad.tolist()
+        bad = (self.bad | ~(loss <= self.limit)).tolist() if any(at_eval) else nonfinite
         loss_l = loss.tolist()
         acc = _accuracy(self.net, self.data, [e and not b for e, b in zip(at_eval, bad,
                                                                           strict=True)])
