@@ -23,7 +23,7 @@ from .model import Ensemble, member_seed
 
 # A non-finite loss can never come back, so such a member is a failure whatever follows: it is
 # stopped at the next multiple of this many steps instead of at the next evaluation. Divergent
-# learning rates overflow within ~5-15 steps, and most trials of a search are divergent, so this
+# learning rates overflow within ~3-12 steps, and most trials of a search are divergent, so this
 # removes most of their cost. A fixed count (not per step on a CPU, per graph on a GPU) keeps the
 # recorded `steps` the same on every device.
 DIVERGENCE_CHECK = 10
