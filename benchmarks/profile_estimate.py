@@ -1,4 +1,4 @@
-"""Where the time of one `estimate` goes: per-round timings, trials, step cost against members.
+"""Where the time of one `estimate` goes: its trials and chunks, step cost against members.
 
     python benchmarks/profile_estimate.py --cells 4x256,8x1024      # Fashion-MNIST, 5 seeds
     python benchmarks/profile_estimate.py --kernels 8x1024          # plus a torch.profiler table
@@ -20,8 +20,8 @@ import torch
 from milr import EstimateConfig
 from milr.data import load
 from milr.model import Ensemble
-from milr.search import search
-from milr.train import DIVERGENCE_CHECK, Pool, resolve_device, train
+from milr.search import estimate
+from milr.train import Pool, resolve_device, train
 
 
 def sync(device: torch.device) -> None:
@@ -30,36 +30,28 @@ def sync(device: torch.device) -> None:
 
 
 class TimedPool(Pool):
-    """A Pool that logs every chunk: rows trained, steps, seconds."""
+    """A Pool that logs the rows it trained in every chunk."""
 
-    log: list[tuple[int, int, float]]
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.log: list[int] = []
 
     def advance(self):
-        sync(self.device)
-        t, rows, before = time.perf_counter(), len(self.members), self.members[0].done
-        out = super().advance()
-        sync(self.device)
-        steps = (self.members[0].done if self.members else before + DIVERGENCE_CHECK) - before
-        self.log.append((rows, steps, time.perf_counter() - t))
-        return out
+        self.log.append(len(self.members))
+        return super().advance()
 
 
-def trace(cfg: EstimateConfig, data, device: torch.device, probes: int) -> None:
+def trace(cfg: EstimateConfig, data, device: torch.device) -> None:
+    """One estimate, searched exactly as `milr estimate` does it, with its chunk log."""
     pool = TimedPool(cfg, data, device, cancel_dominated=True)
-    pool.log = []
-    t = time.perf_counter()
-    eval_cost = len(data.x_eval) / (3 * min(cfg.batch_size, len(data.x_train)))  # as estimate()
-    results, trials, rounds = search(cfg, pool, probes, eval_cost=eval_cost,
-                                     pipeline=device.type == "cuda")
-    total = time.perf_counter() - t
-    rows = [r for r, _, _ in pool.log]
-    print(f"## ({cfg.depth}, {cfg.width}): {total:.2f} s, probes {probes}, rounds {rounds}, "
-          f"{len(trials)} trials, {sum(t.steps for t in trials)} member-steps, "
-          f"{len(pool.log)} chunks of {statistics.fmean(rows):.1f} rows on average, "
-          f"η* {[round(r.lr_star, 4) for r in results if r.lr_star]}")
-    for seed in sorted({t.seed for t in trials}):
+    est = estimate(cfg, data, pool=pool)
+    print(f"## ({cfg.depth}, {cfg.width}): {est.wall_time:.2f} s, probes {est.probes}, "
+          f"rounds {est.rounds}, {len(est.trials)} trials, {est.member_steps} member-steps, "
+          f"{len(pool.log)} chunks of {statistics.fmean(pool.log):.1f} rows on average, "
+          f"η* {[round(r.lr_star, 4) for r in est.seeds if r.lr_star]}")
+    for seed in sorted({t.seed for t in est.trials}):
         print(f"seed {seed}:", " ".join(f"{t.round}/{t.lr:.3g}/{kind(t)}{t.steps}"
-                                        for t in trials if t.seed == seed))
+                                        for t in est.trials if t.seed == seed))
 
 
 def kind(o) -> str:
@@ -109,20 +101,17 @@ def main() -> None:
         depth, width = map(int, cell.split("x"))
         cfg = EstimateConfig(depth=depth, width=width, dataset=args.dataset, seeds=args.seeds,
                              device=device.type, precision=args.precision)
-        auto = cfg.probes_for(device.type, data.n_inputs, data.classes)
-        for p in ([auto] if args.probes == "auto" else map(int, args.probes.split(","))):
-            trace(cfg, data, device, p)
+        for p in [0] if args.probes == "auto" else map(int, args.probes.split(",")):
+            trace(EstimateConfig(**{**cfg.row(), "probes": p}), data, device)
         step_costs(cfg, data, device, [int(m) for m in args.members.split(",")])
     if args.kernels:
         depth, width = map(int, args.kernels.split("x"))
         cfg = EstimateConfig(depth=depth, width=width, dataset=args.dataset, seeds=args.seeds,
                              device=device.type, precision=args.precision)
-        probes = cfg.probes_for(device.type, data.n_inputs, data.classes)
         from torch.profiler import ProfilerActivity, profile
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=acts) as prof:
-            search(cfg, Pool(cfg, data, device, cancel_dominated=True), probes)
-            sync(device)
+            estimate(cfg, data)
         key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=20))
 

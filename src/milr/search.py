@@ -319,8 +319,13 @@ def search(cfg: EstimateConfig, trainer: Trainer | Oracle, probes: int = 1,
 
 
 def estimate(cfg: EstimateConfig, data: Dataset | None = None,
-             on_round: Callable[[int, int, int], None] | None = None) -> Estimate:
-    """η* of one (depth, width) for cfg.seeds seeds: the library entry point of `milr estimate`."""
+             on_round: Callable[[int, int, int], None] | None = None,
+             pool: Pool | None = None) -> Estimate:
+    """η* of one (depth, width) for cfg.seeds seeds: the library entry point of `milr estimate`.
+
+    `pool`: the trainer to use (e.g. one instrumented by a benchmark); by default a fresh Pool
+    with cancellation of dominated members.
+    """
     device = resolve_device(cfg.device)
     data = (data or load(cfg.dataset, cfg.data_dir)).to(device)
     start = time.perf_counter()
@@ -328,8 +333,9 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     probes = cfg.probes_for(device.type, data.n_inputs, data.classes)
     # An evaluation is a forward pass over the validation set: a third of a step's FLOPs per row.
     eval_cost = len(data.x_eval) / (3 * min(cfg.batch_size, len(data.x_train)))
-    seeds, trials, rounds = search(cfg, Pool(cfg, data, device, cancel_dominated=True), probes,
-                                   on_round, eval_cost, pipeline=device.type == "cuda")
+    pool = pool or Pool(cfg, data, device, cancel_dominated=True)
+    seeds, trials, rounds = search(cfg, pool, probes, on_round, eval_cost,
+                                   pipeline=device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.synchronize()
     return Estimate(
