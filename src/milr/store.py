@@ -128,10 +128,16 @@ def _cut_torn_tail(path: Path) -> bool:
     return True
 
 
+def complete_lines(raw: bytes) -> int:
+    """How many leading bytes of a file are complete lines: a line is complete once its line
+    end is written; anything after the last one is a row being written or cut by a kill."""
+    return raw.rfind(b"\n") + 1
+
+
 def _complete_text(path: Path, what: str) -> tuple[str, bool]:
     """The file's complete lines as text (read only), and whether a torn last line follows."""
     raw = path.read_bytes() if path.exists() else b""
-    keep = raw.rfind(b"\n") + 1
+    keep = complete_lines(raw)
     try:
         return raw[:keep].decode("utf-8"), keep < len(raw)
     except UnicodeDecodeError:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .expr import compile_filter
 from .results import STATUSES
+from .store import complete_lines
 
 
 class FitError(ValueError):
@@ -66,22 +67,51 @@ def read_table(path: str | Path) -> list[dict]:
         line = raw[:e.start].count(b"\n") + 1
         raise FitError(f"{path} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); "
                        "save the table as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows = []
+    complete = len(raw[:complete_lines(raw)].decode("utf-8-sig"))
+    reader = csv.DictReader(io.StringIO(text[:complete] or text, newline=""))
+    rows, left_out = [], []
     try:
         for rec in reader:
             if None in rec:  # csv files the fields beyond the header under the key None
                 raise FitError(f"{path} line {reader.line_num}: "
                                f"{len(reader.fieldnames) + len(rec[None])} fields, but the "
                                f"header has {len(reader.fieldnames)}")
+            if None in rec.values():  # fewer fields than the header: csv fills in None
+                have = sum(v is not None for v in rec.values())
+                left_out.append(_unread(rec, reader.line_num, f"{have} fields, but the header "
+                                        f"has {len(reader.fieldnames)}"))
+                continue
             row = Row(rec)
             row.line = reader.line_num
             rows.append(row)
     except csv.Error as e:
         raise FitError(f"{path} line {reader.line_num}: not a CSV record ({e})") from None
+    if complete and complete < len(text):  # the store's rule: a line without its end is torn
+        line = text[:complete].count("\n") + 1
+        rec = dict(zip(reader.fieldnames or [], next(csv.reader([text[complete:]]), []),
+                       strict=False))
+        left_out.append(_unread(rec, line, "no line end: a row being written or cut off by a "
+                                           "kill (its last field may be cut short)"))
     if not rows:
-        raise FitError(f"{path} has a header but no data rows")
-    return latest(rows)
+        why = "; ".join(f"line {e['line']}: {e['reason']}" for e in left_out)
+        raise FitError(f"{path} has a header but no complete data rows ({why})" if why
+                       else f"{path} has a header but no data rows")
+    out = Rows(latest(rows))
+    out.left_out = left_out
+    return out
+
+
+class Rows(list):
+    """The rows of a table, and the lines left out as it was read (torn or short), with why."""
+
+    left_out: list[dict] = []
+
+
+def _unread(rec: dict, line: int, reason: str) -> dict:
+    """A line that is not a row, as a note of what was left out (its fields as far as known)."""
+    return {"line": line, "depth": rec.get("depth") or "", "width": rec.get("width") or "",
+            "seed": str(rec.get("seed") or ""), "status": rec.get("status") or "",
+            "reason": reason}
 
 
 def latest(rows: list[dict]) -> list[dict]:
@@ -175,6 +205,7 @@ def cells_from_rows(rows: list[dict], column: str = "lr_star", source: str = "re
     values, excluded = usable(rows, column, source)
     if not values:
         raise FitError(f"{source}: no row has a usable {column}: {_why(excluded)}")
+    excluded = sorted([*getattr(rows, "left_out", []), *excluded], key=lambda e: e["line"])
     return aggregate(values, rows, how), excluded
 
 
@@ -234,7 +265,9 @@ def select_excluded(excluded: list[dict], where: list[str] | None = None,
                     min_width: int | None = None, max_width: int | None = None) -> list[dict]:
     """The rows left out that lie in the fitted regime: the others would not count anyway."""
     keep = _predicate(where, min_depth, max_depth, min_width, max_width)
-    return [e for e in excluded if keep(e["depth"], e["width"])]
+    # a line that could not be read as a row (torn, short) is always shown: its cell is unknown
+    return [e for e in excluded if not isinstance(e["depth"], int)
+            or keep(e["depth"], e["width"])]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
