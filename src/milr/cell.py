@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from .config import EstimateConfig, SharpnessConfig
 from .estimation import estimate
+from .search import depends_on
 from .store import LAMBDA1_FIELDS
 
 
@@ -29,7 +30,8 @@ def run_task(cfg: EstimateConfig, lambda1_samples: int = 0) -> tuple[list[dict],
     rows = [{**cfg.row(), "seed": s.seed,
              "lr_star": s.lr_star, "lo": s.lo, "hi": s.hi, "status": s.status,
              "trials": s.trials, "nonmonotone": s.nonmonotone, "probes_used": est.probes,
-             "midpoint_used": est.midpoint_used, "rounds": est.rounds,
+             "midpoint_used": est.midpoint_used, "depends_on": depends_on(cfg),
+             "rounds": est.rounds,
              "cell_wall_time": round(est.wall_time, 3), "device_name": est.device,
              "milr_version": est.versions["milr"], "torch_version": est.versions["torch"],
              "finished_at": finished, **sharp.get(s.seed, dict.fromkeys(LAMBDA1_FIELDS))}

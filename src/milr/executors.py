@@ -65,6 +65,25 @@ def _kill_workers(pool) -> None:
         proc.kill()
 
 
+def _in_flight(configs, limit: int, submit):
+    """Submit at most `limit` tasks at a time, taking the next config only when one finishes
+    (after the caller has handled its result): a warm-started sweep's prediction for a task
+    then sees every cell finished before it starts. Yields futures as they finish."""
+    import concurrent.futures as cf
+
+    pending = iter(configs)
+    running: set = set()
+    while True:
+        for cfg in pending:
+            running.add(submit(cfg))
+            if len(running) >= limit:
+                break
+        if not running:
+            return
+        done, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        yield from done
+
+
 def process_runner(workers: int) -> Runner:
     """`workers` processes, each with an equal share of the CPU threads; results as they finish."""
     import concurrent.futures as cf
@@ -77,8 +96,8 @@ def process_runner(workers: int) -> Runner:
                                       initializer=_init_worker, initargs=(threads, os.getpid()))
         finished = False
         try:
-            futures = [pool.submit(run_task, c, lambda1_samples) for c in configs]
-            for fut in cf.as_completed(futures):
+            for fut in _in_flight(configs, workers,
+                                  lambda c: pool.submit(run_task, c, lambda1_samples)):
                 yield fut.result()
             finished = True
         finally:
@@ -102,13 +121,20 @@ def ray_runner(address: str | None, gpus_per_task: float | None = None) -> Runne
             ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
         remote = ray.remote(run_task)
-        refs = []
-        for cfg in configs:
-            wants_gpu = cfg.device == "cuda" or (cfg.device == "auto" and has_gpu)
-            gpus = (gpus_per_task or 1.0) if wants_gpu else 0
-            refs.append(remote.options(num_cpus=1, num_gpus=gpus).remote(cfg, lambda1_samples))
+        # as many in flight as the cluster runs at once (see _in_flight: warm starts)
+        limit = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending, refs = iter(configs), []
         try:
-            while refs:
+            while True:
+                for cfg in pending:
+                    wants_gpu = cfg.device == "cuda" or (cfg.device == "auto" and has_gpu)
+                    gpus = (gpus_per_task or 1.0) if wants_gpu else 0
+                    refs.append(remote.options(num_cpus=1, num_gpus=gpus).remote(
+                        cfg, lambda1_samples))
+                    if len(refs) >= limit:
+                        break
+                if not refs:
+                    return
                 ready, refs = ray.wait(refs, num_returns=1)
                 yield ray.get(ready[0])
         finally:

@@ -39,6 +39,8 @@ class SeedSearch:
         self.factor = 10 ** (1 / cfg.grid_per_decade)
         self.floor, self.ceiling = cfg.lr_min / cfg.widen, cfg.lr_max * cfg.widen
         self.tried: dict[float, bool] = {}  # lr -> success
+        self.costs: dict[float, float] = {}  # lr -> what its trial cost, in training steps
+        self.bracket: tuple[float, float] | None = None  # (lo, hi) when refinement began
         self.status: str | None = None
 
     def lo(self) -> float | None:
@@ -54,10 +56,12 @@ class SeedSearch:
         """Point i of the scan grid, counted down from lr_max (negative i: above lr_max)."""
         return self.cfg.lr_max / self.factor**i
 
-    def next_probes(self, cost_ratio: float = 1.0) -> list[float]:
+    def next_probes(self, cost_ratio: float | None = None) -> list[float]:
         """Learning rates for the next round; [] once finished (self.status is then set).
 
-        `cost_ratio`: what a failure costs against a success (for `midpoint="weighted"`).
+        `cost_ratio`: what a failure costs against a success (for `midpoint="weighted"`); by
+        default this seed's own measurement (`cost_ratio()`), so that its probes depend on its
+        configuration and seed alone.
         """
         cfg, lo, hi = self.cfg, self.lo(), self.hi()
         k = self.probes
@@ -80,8 +84,12 @@ class SeedSearch:
         if self.converged(lo, hi):
             self.status = "ok"
             return []
+        if self.bracket is None:
+            self.bracket = (lo, hi)
         used = midpoint_used(cfg.midpoint, k)
         if used == "weighted":
+            if cost_ratio is None:
+                cost_ratio = self.cost_ratio()
             # Cells of relative width rtol left in the bracket; at least two, so that the probe
             # lies strictly inside it even when hi / lo - 1 is just above rtol.
             n = max(2, math.ceil(math.log(hi / lo) / math.log1p(cfg.rtol) - 1e-9))
@@ -111,18 +119,42 @@ class SeedSearch:
         on lr_start; only the work done does."""
         if self.cfg.lr_start is None:
             return 0
-        top = self._grid_index(self.ceiling)
-        bottom = self._grid_index(self.floor)
+        top = math.ceil(self._grid_position(self.ceiling * 1.001))  # the scan's own limits
+        bottom = math.floor(self._grid_position(self.floor * 0.999))
         return min(bottom, max(top, self._grid_index(self.cfg.lr_start)))
 
     def converged(self, lo: float, hi: float) -> bool:
         return hi / lo - 1 <= self.cfg.rtol
 
-    def _grid_index(self, lr: float) -> int:
-        return round(math.log(self.cfg.lr_max / lr) / math.log(self.factor))
+    def _grid_position(self, lr: float) -> float:
+        return math.log(self.cfg.lr_max / lr) / math.log(self.factor)
 
-    def record(self, lr: float, success: bool) -> None:
+    def _grid_index(self, lr: float) -> int:
+        return round(self._grid_position(lr))
+
+    def record(self, lr: float, success: bool, cost: float = 1.0) -> None:
         self.tried[lr] = success
+        self.costs[lr] = cost
+
+    def cost_ratio(self) -> float:
+        """Mean cost of a failure over mean cost of a success, over this seed's trials inside
+        the bracket refinement began with (its two ends included); 1 until both are seen.
+
+        Only this seed's trials count, so its probes do not depend on which other seeds share
+        the run. Only trials inside that first bracket count, so the scan that found it (cold
+        from lr_max, or warm from lr_start) does not change the refinement: on a boundary that
+        is monotone on each side both scans end in the same grid cell, with the same two trials
+        at its ends, and from there every probe is the same.
+        """
+        if self.bracket is None:
+            return 1.0
+        b_lo, b_hi = self.bracket
+        inside = [(lr, s) for lr, s in self.tried.items() if b_lo <= lr <= b_hi]
+        ok = [self.costs[lr] for lr, s in inside if s]
+        bad = [self.costs[lr] for lr, s in inside if not s]
+        if not ok or not bad:
+            return 1.0
+        return min(100.0, max(0.01, statistics.fmean(bad) / statistics.fmean(ok)))
 
     def result(self, trials: int) -> SeedResult:
         lo, hi = self.lo(), self.hi()
@@ -136,6 +168,15 @@ class SeedSearch:
         )
         return SeedResult(self.seed, self.status or "unfinished", star,
                           lo, hi, trials, sandwiched)
+
+
+def depends_on(cfg: EstimateConfig) -> str:
+    """What a seed's η* is a function of, as results rows record it. Always its configuration
+    and seed: never the other seeds, cells or workers of the run, nor their order. A warm start
+    adds lr_start: it changes the scan, not the refinement, so η* equals the cold start's on a
+    boundary that is monotone on each side of the cell the scans end in, and may differ on a
+    ragged one."""
+    return "config,seed" if cfg.lr_start is None else "config,seed,lr_start"
 
 
 def midpoint_used(midpoint: str, probes: int) -> str:
@@ -176,17 +217,10 @@ def _plan(n: int, cost_ratio: float) -> tuple[float, int]:
     return table[max(n, 1)]
 
 
-def measured_cost_ratio(trials: list[Trial], eval_cost: float, eval_every: int) -> float:
-    """Mean cost of a failure over mean cost of a success so far, in training steps (an
-    evaluation counts as `eval_cost` steps); 1 until both have been seen."""
-    def cost(t: Trial) -> float:
-        return t.steps + (t.steps // eval_every) * eval_cost
-
-    ok = [cost(t) for t in trials if t.success]
-    bad = [cost(t) for t in trials if not t.success and not t.cancelled]
-    if not ok or not bad:
-        return 1.0
-    return min(100.0, max(0.01, statistics.fmean(bad) / statistics.fmean(ok)))
+def trial_cost(steps: int, eval_cost: float, eval_every: int) -> float:
+    """What a trial of `steps` training steps cost, in steps (an evaluation counts as
+    `eval_cost` steps)."""
+    return steps + (steps // eval_every) * eval_cost
 
 
 class Trainer(Protocol):
@@ -247,7 +281,6 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
     pending: dict[int, tuple[SeedSearch, float]] = {}  # trainer key -> (seed's state, lr)
     trials: list[Trial] = []
     while True:
-        ratio = measured_cost_ratio(trials, eval_cost, cfg.eval_every)
         batch = []
         for st in states:
             if pending and not (pipeline and probes == 1):
@@ -256,7 +289,7 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
                 continue
             if any(owner is st for owner, _ in pending.values()):
                 continue
-            lrs = st.next_probes(ratio)
+            lrs = st.next_probes()
             rounds[st.seed] += bool(lrs)
             batch += [(st, lr) for lr in lrs]
         if batch:
@@ -269,7 +302,7 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
         for key, out in trainer.advance():
             st, lr = pending.pop(key)
             if not out.cancelled:
-                st.record(lr, out.success)
+                st.record(lr, out.success, trial_cost(out.steps, eval_cost, cfg.eval_every))
             trials.append(Trial(rounds[st.seed], **asdict(out)))
     counts = {st.seed: sum(t.seed == st.seed for t in trials) for st in states}
     return [st.result(counts[st.seed]) for st in states], trials, max(rounds.values())

@@ -31,7 +31,7 @@ from .grid import FIXED_FIELDS, Grid
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples
 RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "probes_used",
-                 "midpoint_used", "rounds", "cell_wall_time", *LAMBDA1_FIELDS, "device_name",
+                 "midpoint_used", "depends_on", "rounds", "cell_wall_time", *LAMBDA1_FIELDS, "device_name",
                  "milr_version", "torch_version", "finished_at")
 COLUMNS = (*EstimateConfig.field_names(), *RESULT_FIELDS)
 # Columns that older milr versions did not write, with the value their rows implicitly had
@@ -40,6 +40,7 @@ LEGACY_VALUES = {
     "loss": "ce", "criterion": "accuracy", "output_init": "fan-in", "divergence_check": "eval",
     "initial_loss_floor": "1.0", "nonfinite_every": "10", "max_rounds": "64",
     "cuda_layer_flops": "5000000000.0", "lr_start": "", "midpoint_used": "",
+    "depends_on": "",  # before 0.2 a seed's probes also depended on the other seeds of its run
 }
 LOCK_SUFFIX = ".lock"
 

@@ -224,8 +224,8 @@ def predict_lr_star(rows: list[dict], depth: int, width: int) -> float | None:
 
 
 def _configs(grid: Grid, plan: Plan, done: list[dict]):
-    """Each task's config, made when the executor asks for it: warm-started ones then see every
-    row stored so far (a sequential executor asks task by task, a pool all at once)."""
+    """Each task's config, made when the executor asks for it (every executor asks for the next
+    one only when it can start it): a warm-started one then sees every row stored so far."""
     for task in plan.tasks:
         cfg = task_config(grid, task)
         if grid.warm_start:
@@ -241,9 +241,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict]):
 def _run(grid: Grid, plan: Plan, runner: Runner,
          on_task: Callable[[int, int, list[dict]], None] | None) -> SweepReport:
     done = list(latest(plan.rows).values())
-    configs = _configs(grid, plan, done)
-    if not grid.warm_start:
-        configs = list(configs)  # nothing to predict: the executor may see them all at once
+    configs = _configs(grid, plan, done)  # executors take them one at a time (warm starts)
     ran = 0
     results = runner(configs, grid.lambda1_samples)
     try:
