@@ -102,3 +102,28 @@ def test_member_joining_a_running_pool_equals_member_alone(tiny):
     for key, lr, seed in zip(first + late, [0.05, 0.5, 0.3, 1e20], [0, 1, 2, 0], strict=True):
         assert repr(out[key]) == repr(train(c, tiny, [lr], [seed])[0])  # repr: nan == nan
     assert out[late[1]].diverged and out[late[1]].steps == 10
+
+
+def test_curves_of_known_trials_under_accuracy(tiny):
+    slow, good, wild = train(cfg(), tiny, [1e-4, 0.3, 1e4], [0, 0, 0])
+    assert slow.curve_steps == tuple(range(20, 201, 20))  # every evaluation, to the budget
+    assert len(slow.curve_acc) == len(slow.curve_loss) == 10
+    assert max(slow.curve_acc) < 0.75 and slow.curve_acc[-1] == slow.final_acc
+    assert good.curve_steps == tuple(range(20, good.steps + 1, 20))  # ends where it stopped
+    assert good.curve_acc[-1] == good.final_acc >= 0.75 > max(good.curve_acc[:-1], default=0)
+    assert good.curve_loss[-1] == good.final_loss and good.peak_acc == max(good.curve_acc)
+    assert wild.curve_steps == (20,) and wild.curve_acc == (None,)  # diverged: not evaluated
+    assert wild.curve_loss == (wild.final_loss,)
+    assert all(o.max_loss is None and o.max_loss_step is None for o in (slow, good, wild))
+
+
+def test_curves_and_largest_loss_under_stable_and_the_step_check(tiny):
+    c = cfg(criterion="stable", threshold=None, divergence_check="step")
+    ok, wild = train(c, tiny, [0.3, 1e4], [0, 0])
+    assert ok.success and ok.curve_steps == tuple(range(20, 201, 20))
+    assert ok.curve_acc == (None,) * 10  # stable evaluates nothing
+    assert ok.max_loss >= max(ok.curve_loss) and 1 <= ok.max_loss_step <= 200
+    assert wild.diverged and wild.steps == 10 and wild.curve_steps == ()  # before any point
+    assert 1 <= wild.max_loss_step <= 10 and wild.max_loss > 10 * ok.max_loss
+    strict = train(cfg(divergence_check="step"), tiny, [1e4], [0])[0]
+    assert strict.max_loss == wild.max_loss and strict.max_loss_step == wild.max_loss_step

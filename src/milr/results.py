@@ -29,6 +29,13 @@ class Trial:
     peak_acc: float
     final_loss: float
     cancelled: bool  # stopped early because a larger rate of its seed succeeded: no verdict
+    # Its curves and largest loss, as `train.Outcome` records them (empty / None in trials
+    # logs written before milr recorded them).
+    curve_steps: tuple[int, ...] = ()
+    curve_acc: tuple[float | None, ...] = ()
+    curve_loss: tuple[float, ...] = ()
+    max_loss: float | None = None
+    max_loss_step: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ stacked tensors.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -32,6 +32,17 @@ class Outcome:
     peak_acc: float | None  # None: never evaluated (criterion stable never looks at accuracy)
     final_loss: float  # training loss of the last step run
     cancelled: bool = False  # stopped unfinished: a larger rate of the same seed had succeeded
+    # The curves: one point per evaluation (criterion stable evaluates nothing: one per check at
+    # or after each multiple of eval_every, and the end of the budget), its step, the validation
+    # accuracy there (None: not evaluated, as when diverged or under stable) and the training
+    # loss of that step's batch (before its update).
+    curve_steps: tuple[int, ...] = ()
+    curve_acc: tuple[float | None, ...] = ()
+    curve_loss: tuple[float, ...] = ()
+    # criterion stable or divergence_check step (where any step's loss decides): the largest
+    # training loss of any step run (a NaN counts as inf) and that step; None otherwise.
+    max_loss: float | None = None
+    max_loss_step: int | None = None
 
 
 @dataclass
@@ -43,6 +54,7 @@ class _Member:
     peak: float | None = None
     acc: float | None = None  # validation accuracy at its last evaluation
     outcome: Outcome | None = None
+    curve: list[tuple[int, float | None, float]] = field(default_factory=list)  # see Outcome
 
 
 class BatchedTrainer:
@@ -87,6 +99,7 @@ class BatchedTrainer:
         self.sched = torch.empty(0, cfg.steps + 1, self.batch, dtype=torch.long,
                                  device=self.device)
         self.loss_floor = cfg.initial_loss_floor * zero_output_loss(cfg.loss, data.classes)
+        self.track_max = cfg.criterion == "stable" or cfg.divergence_check == "step"
         self.next_key = 0
         self.warm = False  # a first step has run eagerly (CUDA graphs need warmed-up libraries)
         self._empty()
@@ -100,6 +113,8 @@ class BatchedTrainer:
         # above the limit
         self.bad = torch.empty(0, dtype=torch.bool, device=dev)
         self.limit = torch.empty(0, device=dev)  # row -> divergence limit (inf before step 1)
+        self.max_loss = torch.empty(0, device=dev)  # row -> largest loss (see Outcome.max_loss)
+        self.max_step = torch.empty(0, dtype=torch.long, device=dev)  # row -> its step
         self.lr = torch.empty(0, 1, 1, device=dev)
         self._rebuilt()
 
@@ -132,6 +147,8 @@ class BatchedTrainer:
         self.t = torch.cat([self.t, torch.zeros(k, dtype=torch.long, device=dev)])
         self.bad = torch.cat([self.bad, torch.zeros(k, dtype=torch.bool, device=dev)])
         self.limit = torch.cat([self.limit, torch.full((k,), math.inf, device=dev)])
+        self.max_loss = torch.cat([self.max_loss, torch.full((k,), -math.inf, device=dev)])
+        self.max_step = torch.cat([self.max_step, torch.zeros(k, dtype=torch.long, device=dev)])
         self.lr = torch.cat([self.lr, torch.tensor(lrs, dtype=torch.float32,
                                                    device=dev).view(k, 1, 1)])
         self.members += new
@@ -150,6 +167,11 @@ class BatchedTrainer:
         self.bad |= ~torch.isfinite(loss)  # an infinite first loss makes an infinite limit
         if cfg.divergence_check == "step":
             self.bad |= loss > self.limit
+        if self.track_max:  # in place: a CUDA graph replays on these very tensors
+            seen = torch.nan_to_num(loss, nan=math.inf, posinf=math.inf)
+            higher = seen > self.max_loss
+            self.max_loss.copy_(torch.where(higher, seen, self.max_loss))
+            self.max_step.copy_(torch.where(higher, self.t + 1, self.max_step))
         self.t += 1
         return loss
 
@@ -213,7 +235,16 @@ class BatchedTrainer:
 
     def _finish(self, m: _Member, loss: float, **verdict) -> None:
         m.outcome = Outcome(m.lr, m.seed, steps=m.steps_run, final_acc=m.acc, peak_acc=m.peak,
-                            final_loss=loss, **{"success": False, "diverged": False, **verdict})
+                            final_loss=loss, **{"success": False, "diverged": False, **verdict},
+                            curve_steps=tuple(p[0] for p in m.curve),
+                            curve_acc=tuple(p[1] for p in m.curve),
+                            curve_loss=tuple(p[2] for p in m.curve))
+
+    def _point_due(self, m: _Member) -> bool:
+        """Under stable (no evaluations): whether this check is m's first at or after its next
+        multiple of eval_every, where its loss curve takes a point."""
+        last = m.curve[-1][0] if m.curve else 0
+        return m.steps_run // self.cfg.eval_every > last // self.cfg.eval_every
 
     def _check(self, loss: torch.Tensor) -> list[_Member]:
         """Verdicts of the members at a stop (see _next_stop); the others stop only if they
@@ -242,6 +273,9 @@ class BatchedTrainer:
         for r, m in enumerate(self.members):
             if m.outcome is not None:
                 continue
+            if cfg.criterion == "stable" and not stepped_bad[r] and (at_stop[r]
+                                                                     or self._point_due(m)):
+                m.curve.append((m.steps_run, None, loss_l[r]))
             if at_stop[r] and cfg.criterion == "stable":
                 ok = not bad[r] and math.isfinite(after[r]) and after[r] <= limit[r]
                 self._finish(m, loss_l[r] if after[r] is None else after[r], success=ok,
@@ -250,6 +284,7 @@ class BatchedTrainer:
                 diverged = bad[r] or finite[r] is False
                 m.acc = None if diverged else acc[r]
                 m.peak = m.peak if m.acc is None else max(m.peak or 0.0, m.acc)
+                m.curve.append((m.steps_run, m.acc, loss_l[r]))
                 ok = not diverged and acc[r] >= cfg.threshold
                 if diverged or ok or m.steps_run >= cfg.steps:
                     self._finish(m, loss_l[r], success=ok, diverged=diverged)
@@ -265,6 +300,12 @@ class BatchedTrainer:
                 if m.outcome is None and m.lr < self.best.get(m.seed, 0.0):
                     self._finish(m, loss_l[r], cancelled=True)
                     finished.append(m)
+        if self.track_max and finished:  # one transfer, only when someone finished
+            top, at = self.max_loss.tolist(), self.max_step.tolist()
+            row = {id(m): r for r, m in enumerate(self.members)}
+            for m in finished:
+                m.outcome = replace(m.outcome, max_loss=top[row[id(m)]],
+                                    max_loss_step=at[row[id(m)]])
         return finished
 
     def _drop_finished(self) -> None:
@@ -280,6 +321,7 @@ class BatchedTrainer:
             self.net = self.net.select(idx)
             self.which, self.t, self.bad = self.which[idx], self.t[idx], self.bad[idx]
             self.limit, self.lr = self.limit[idx], self.lr[idx]
+            self.max_loss, self.max_step = self.max_loss[idx], self.max_step[idx]
             self.members = [self.members[r] for r in keep]
             self._rebuilt()
         elif gone:
