@@ -26,6 +26,7 @@ BAD = {
     ("estimate", "criterion"): ["loss"],
     ("estimate", "threshold"): ["0", "1", "1.5", "-0.2", *NUMBER_JUNK],
     ("estimate", "steps"): ["0", "-5", *INT_JUNK, "1000000000000"],
+    ("estimate", "also_steps"): ["-50", "1000", "5000", "75", *INT_JUNK],
     ("estimate", "batch_size"): ["0", "-1", *INT_JUNK, "100000"],
     ("estimate", "eval_every"): ["0", "-1", *INT_JUNK, "5000"],
     ("estimate", "seeds"): ["0", "-1", *INT_JUNK, "100000000"],

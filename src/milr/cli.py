@@ -88,6 +88,7 @@ def estimate_cmd(
     criterion: Annotated[str, option(EstimateConfig, "criterion")] = E.criterion,
     threshold: Annotated[float | None, option(EstimateConfig, "threshold")] = E.threshold,
     steps: Annotated[int, option(EstimateConfig, "steps")] = E.steps,
+    also_steps: Annotated[int, option(EstimateConfig, "also_steps")] = E.also_steps,
     batch_size: Annotated[int, option(EstimateConfig, "batch_size")] = E.batch_size,
     eval_every: Annotated[int, option(EstimateConfig, "eval_every")] = E.eval_every,
     seeds: Annotated[int, option(EstimateConfig, "seeds")] = E.seeds,

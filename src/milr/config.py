@@ -49,7 +49,11 @@ class EstimateConfig:
                                      "its initial value; no threshold).")
     threshold: float | None = opt(None, "Validation accuracy that counts as trained "
                                         "[default: per dataset; none under stable].")
-    steps: int = opt(1000, "SGD step budget per run.")
+    steps: int = opt(1000, "Step budget per run.")
+    also_steps: int = opt(0, "Also report each seed's η* at this smaller budget, found from "
+                             "the same runs (a run's verdict at any smaller budget follows "
+                             "from where it stopped), refined to rtol with more runs if "
+                             "needed; a multiple of eval_every below steps (0: off).")
     batch_size: int = opt(128, "Minibatch size.")
     eval_every: int = opt(50, "Steps between validation checks (a run stops at its first "
                               "success).")
@@ -127,6 +131,12 @@ class EstimateConfig:
         if self.criterion == "accuracy" and self.eval_every > self.steps:
             raise ValueError(f"eval_every ({self.eval_every}) must not exceed steps "
                              f"({self.steps}): no run would ever be evaluated")
+        if not isinstance(self.also_steps, int) or isinstance(self.also_steps, bool) \
+                or not 0 <= self.also_steps < self.steps \
+                or self.also_steps % self.eval_every:
+            raise ValueError(f"also_steps must be 0 (off) or a multiple of eval_every "
+                             f"({self.eval_every}) below steps ({self.steps}), got "
+                             f"{self.also_steps!r}")
         if not RTOL_RANGE[0] <= self.rtol <= RTOL_RANGE[1]:
             raise ValueError(f"rtol must lie in [{RTOL_RANGE[0]:g}, {RTOL_RANGE[1]:g}], "
                              f"got {self.rtol!r}")

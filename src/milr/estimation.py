@@ -33,7 +33,8 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     data = data.to(device)
     start = time.perf_counter()
     eval_cost = eval_cost_in_steps(cfg, len(data.x_train), len(data.x_eval))
-    trainer = trainer or BatchedTrainer(cfg, data, device, cancel_dominated=True)
+    # the search at also_steps probes below successes of the full budget: none is dominated
+    trainer = trainer or BatchedTrainer(cfg, data, device, cancel_dominated=not cfg.also_steps)
     seeds, trials, rounds = search(cfg, trainer, probes, on_round, eval_cost,
                                    pipeline=device.type == "cuda")
     synchronize(device)

@@ -28,6 +28,8 @@ def render_estimate(e: Estimate) -> None:
     table = Table(title=f"η* of depth {c.depth} × width {c.width} on {c.dataset} "
                         f"({protocol_line(c)})")
     cols = ["seed", "status", "η*", "bracket [lo, hi]", "trials", "non-monotone"]
+    if c.also_steps:
+        cols += [f"η* at {c.also_steps} steps", "its status"]
     if e.lambda1 is not None:
         cols += ["λ1", "c = η*·λ1"]
     for col in cols:
@@ -36,6 +38,8 @@ def render_estimate(e: Estimate) -> None:
         star = f"{s.lr_star:.4g}" if s.lr_star is not None else "-"
         bracket = f"[{_g(s.lo)}, {_g(s.hi)}]"
         row = [str(s.seed), s.status, star, bracket, str(s.trials), str(s.nonmonotone)]
+        if c.also_steps:
+            row += [_g(s.also_lr_star) if s.also_lr_star is not None else "-", s.also_status]
         if e.lambda1 is not None:
             lam = e.lambda1.get(s.seed)
             row += ["[red]not converged[/]" if lam is None else f"{lam:.4g}",
@@ -55,6 +59,15 @@ def render_estimate(e: Estimate) -> None:
             n = sum(s.status == status for s in e.seeds)
             if status != "ok" and n:
                 console.print(f"[yellow]{n} seed(s) {status}: {STATUSES[status]}[/]")
+    also = [s.also_lr_star for s in e.seeds if s.also_status == "ok"]
+    if c.also_steps and also:
+        console.print(f"η* at {c.also_steps} steps = [bold]{statistics.median(also):.4g}[/] "
+                      f"(median of {len(also)} seed(s); range {min(also):.4g}–{max(also):.4g}; "
+                      f"{statistics.median(also) / e.median if e.median else float('nan'):.3g}"
+                      f" × η* at {c.steps})")
+    elif c.also_steps:
+        console.print(f"[bold red]no seed gave an η* at {c.also_steps} steps[/]: see its "
+                      "status column")
     if e.c:
         vals = list(e.c.values())
         console.print(f"c = η*·λ1 = [bold]{e.c_median:.4g}[/] (median of {len(vals)} seed(s); "

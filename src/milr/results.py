@@ -47,6 +47,11 @@ class SeedResult:
     hi: float | None  # smallest learning rate above lo that failed
     trials: int  # training runs for this seed, cancelled ones included
     nonmonotone: int  # failures lying between two successes (a ragged boundary)
+    # The same at the shorter budget also_steps (config), when asked for; None otherwise.
+    also_status: str | None = None
+    also_lr_star: float | None = None
+    also_lo: float | None = None
+    also_hi: float | None = None
 
 
 @dataclass

@@ -41,7 +41,16 @@ class SeedSearch:
         self.tried: dict[float, bool] = {}  # lr -> success
         self.costs: dict[float, float] = {}  # lr -> what its trial cost, in training steps
         self.bracket: tuple[float, float] | None = None  # (lo, hi) when refinement began
+        self.steps: dict[float, int] = {}  # lr -> the step its trial stopped at
         self.status: str | None = None
+        # also_steps: the trials the budget's own search had made, and the shorter budget's end
+        self.primary: dict[float, bool] | None = None
+        self.also_status: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not None and (not self.cfg.also_steps
+                                            or self.also_status is not None)
 
     def lo(self) -> float | None:
         ok = [lr for lr, s in self.tried.items() if s]
@@ -57,7 +66,21 @@ class SeedSearch:
         return self.cfg.lr_max / self.factor**i
 
     def next_probes(self, cost_ratio: float | None = None) -> list[float]:
-        """Learning rates for the next round; [] once finished (self.status is then set).
+        """Learning rates for the next round; [] once finished (`finished` is then true).
+
+        With `also_steps` the search at the shorter budget follows the budget's own once that
+        has ended, so the budget's η* is the same with or without it.
+        """
+        if self.status is None:
+            probes = self._budget_probes(cost_ratio)
+            if probes or not self.cfg.also_steps:
+                return probes
+            self.primary = dict(self.tried)
+        return [] if self.also_status is not None else self._also_probes()
+
+    def _budget_probes(self, cost_ratio: float | None = None) -> list[float]:
+        """The search at the full budget: learning rates for its next round; [] once it has
+        ended (self.status is then set).
 
         `cost_ratio`: what a failure costs against a success (for `midpoint="weighted"`); by
         default this seed's own measurement (`cost_ratio()`), so that its probes depend on its
@@ -132,9 +155,53 @@ class SeedSearch:
     def _grid_index(self, lr: float) -> int:
         return round(self._grid_position(lr))
 
-    def record(self, lr: float, success: bool, cost: float = 1.0) -> None:
+    def record(self, lr: float, success: bool, cost: float = 1.0, steps: int = 0) -> None:
         self.tried[lr] = success
         self.costs[lr] = cost
+        self.steps[lr] = steps
+
+    def also_verdicts(self) -> dict[float, bool]:
+        """Every trial's verdict at the budget also_steps, exactly, from where it stopped: under
+        accuracy a run stops at its first success, so it succeeds within also_steps iff it
+        succeeded by then; under stable it fails within also_steps iff it diverged by then (the
+        loss is checked at every step)."""
+        b = self.cfg.also_steps
+        if self.cfg.criterion == "stable":
+            return {lr: ok or self.steps[lr] > b for lr, ok in self.tried.items()}
+        return {lr: ok and self.steps[lr] <= b for lr, ok in self.tried.items()}
+
+    def also_bracket(self) -> tuple[float | None, float | None]:
+        verdicts = self.also_verdicts()
+        ok = [lr for lr, s in verdicts.items() if s]
+        lo = max(ok) if ok else None
+        bad = [lr for lr, s in verdicts.items() if not s and (lo is None or lr > lo)]
+        return lo, (min(bad) if bad else None)
+
+    def _also_probes(self) -> list[float]:
+        """The search at also_steps, on the verdicts `also_verdicts` gives every trial: on down
+        the scan grid below the lowest rate tried while nothing succeeds, up above the highest
+        while everything does, then bisection in log η (several probes: evenly spaced)."""
+        lo, hi = self.also_bracket()
+        k = self.probes
+        if lo is None:
+            i0 = math.floor(self._grid_position(min(self.tried)) + 1e-9) + 1
+            probes = [self.grid(i) for i in range(i0, i0 + k)
+                      if self.grid(i) >= self.floor * 0.999]
+            if not probes:
+                self.also_status = "below_range"
+            return probes
+        if hi is None:
+            i0 = math.ceil(self._grid_position(max(self.tried)) - 1e-9) - 1
+            probes = [self.grid(i) for i in range(i0, i0 - k, -1)
+                      if self.grid(i) <= self.ceiling * 1.001]
+            if not probes:
+                self.also_status = "above_range"
+            return probes
+        if self.converged(lo, hi):
+            self.also_status = "ok"
+            return []
+        step = (hi / lo) ** (1 / (k + 1))
+        return [lo * step**j for j in range(1, k + 1)]
 
     def cost_ratio(self) -> float:
         """Mean cost of a failure over mean cost of a success, over this seed's trials inside
@@ -156,18 +223,29 @@ class SeedSearch:
             return 1.0
         return min(100.0, max(0.01, statistics.fmean(bad) / statistics.fmean(ok)))
 
+    def _star(self, lo: float, hi: float) -> float:
+        return (lo + hi) / 2 if self.cfg.midpoint == "arithmetic" else math.sqrt(lo * hi)
+
     def result(self, trials: int) -> SeedResult:
-        lo, hi = self.lo(), self.hi()
-        star = None
-        if self.status == "ok":
-            star = (lo + hi) / 2 if self.cfg.midpoint == "arithmetic" else math.sqrt(lo * hi)
-        ordered = sorted(self.tried.items())
+        tried = self.primary if self.primary is not None else self.tried
+        ok = [lr for lr, s in tried.items() if s]
+        lo = max(ok) if ok else None
+        bad = [lr for lr, s in tried.items() if not s and (lo is None or lr > lo)]
+        hi = min(bad) if bad else None
+        star = self._star(lo, hi) if self.status == "ok" else None
+        ordered = sorted(tried.items())
         succ = [lr for lr, s in ordered if s]
         sandwiched = sum(
             1 for lr, s in ordered if not s and succ and succ[0] < lr < succ[-1]
         )
+        also = {}
+        if self.cfg.also_steps:
+            a_lo, a_hi = self.also_bracket()
+            a_status = self.also_status or "unfinished"
+            also = dict(also_status=a_status, also_lo=a_lo, also_hi=a_hi,
+                        also_lr_star=self._star(a_lo, a_hi) if a_status == "ok" else None)
         return SeedResult(self.seed, self.status or "unfinished", star,
-                          lo, hi, trials, sandwiched)
+                          lo, hi, trials, sandwiched, **also)
 
 
 def depends_on(cfg: EstimateConfig) -> str:
@@ -285,7 +363,7 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
         for st in states:
             if pending and not (pipeline and probes == 1):
                 break
-            if st.status is not None or rounds[st.seed] >= cfg.max_rounds:
+            if st.finished or rounds[st.seed] >= cfg.max_rounds:
                 continue
             if any(owner is st for owner, _ in pending.values()):
                 continue
@@ -296,13 +374,14 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
             keys = trainer.admit([lr for _, lr in batch], [st.seed for st, _ in batch])
             pending.update(zip(keys, batch, strict=True))
             if on_round is not None:
-                on_round(max(rounds.values()), len(batch), sum(st.status is None for st in states))
+                on_round(max(rounds.values()), len(batch), sum(not st.finished for st in states))
         if not pending:
             break
         for key, out in trainer.advance():
             st, lr = pending.pop(key)
             if not out.cancelled:
-                st.record(lr, out.success, trial_cost(out.steps, eval_cost, cfg.eval_every))
+                st.record(lr, out.success, trial_cost(out.steps, eval_cost, cfg.eval_every),
+                          out.steps)
             trials.append(Trial(rounds[st.seed], **asdict(out)))
     counts = {st.seed: sum(t.seed == st.seed for t in trials) for st in states}
     return [st.result(counts[st.seed]) for st in states], trials, max(rounds.values())

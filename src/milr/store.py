@@ -31,7 +31,8 @@ from .grid import FIXED_FIELDS, Grid
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples
 RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "probes_used",
-                 "midpoint_used", "depends_on", "rounds", "cell_wall_time", *LAMBDA1_FIELDS, "device_name",
+                 "midpoint_used", "depends_on", "rounds", "cell_wall_time",
+                 "also_lr_star", "also_lo", "also_hi", "also_status", *LAMBDA1_FIELDS, "device_name",
                  "milr_version", "torch_version", "finished_at")
 COLUMNS = (*EstimateConfig.field_names(), *RESULT_FIELDS)
 # Columns that older milr versions did not write, with the value their rows implicitly had
@@ -40,7 +41,12 @@ LEGACY_VALUES = {
     "loss": "ce", "criterion": "accuracy", "output_init": "fan-in", "divergence_check": "eval",
     "initial_loss_floor": "1.0", "nonfinite_every": "10", "max_rounds": "64",
     "cuda_layer_flops": "5000000000.0", "lr_start": "", "midpoint_used": "",
+    "also_steps": "0", "also_lr_star": "", "also_lo": "", "also_hi": "", "also_status": "",
     "depends_on": "",  # before 0.2 a seed's probes also depended on the other seeds of its run
+    # before the optimizers: plain SGD in the standard parametrisation, no warm-up
+    "optimizer": "sgd", "momentum": "", "beta1": "", "beta2": "", "eps": "",
+    "weight_decay": "0.0", "warmup_steps": "0", "parametrization": "sp", "base_width": "",
+    "output_lr_scale": "1.0",
 }
 LOCK_SUFFIX = ".lock"
 
