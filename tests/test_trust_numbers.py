@@ -2,6 +2,10 @@
 sections 2 and 4): each test here failed on the code before its fix."""
 
 import json
+import math
+
+import numpy as np
+import pytest
 
 from milr import table
 
@@ -41,3 +45,139 @@ def test_a_table_whose_only_row_is_torn_is_refused(tmp_path, run_milr):
     path.write_text("depth,width,seed,status,lr_star\n1,16,0,ok,0.7")
     code, _, err = run_milr(["fit", str(path)])
     assert code == 2 and "no complete data rows (line 2: no line end" in err
+
+
+# --- standardisation of inputs at any magnitude ------------------------------------------------
+
+
+def _npz(path, scale, dim=8, n=400):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim))
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(path, x=(x * scale).astype(np.float32), y=y)
+    return path
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_inputs_of_any_float32_magnitude_are_standardised_as_at_scale_one(tmp_path, scale):
+    """float32's sum of squares overflows at 1e20 (every input became -0.0) and underflows at
+    1e-30 (std 0, inputs left at 1e-30): the standardised inputs must equal those at scale 1."""
+    from milr.data import load_npz
+
+    ref = load_npz(_npz(tmp_path / "one.npz", 1.0))
+    got = load_npz(_npz(tmp_path / "scaled.npz", scale))
+    assert float(got.x_train.std()) == pytest.approx(1.0, rel=1e-3)
+    np.testing.assert_allclose(got.x_train.numpy(), ref.x_train.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.x_eval.numpy(), ref.x_eval.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_published_inputs_keep_their_float32_standardisation():
+    """Data that float32 standardises well are standardised exactly as before (bit for bit)."""
+    from milr.data import gaussians
+
+    ds = gaussians(seed=1, dim=16, n_train=300, n_eval=100)
+    rng = np.random.default_rng(1)
+    u = rng.standard_normal(16)
+    u /= np.linalg.norm(u)
+    y = np.repeat([0, 1], 300)
+    x = rng.standard_normal((600, 16)) + np.outer(2 * y - 1, u)
+    x = x[rng.permutation(600)].astype(np.float32)
+    mean, std = float(x.mean()), float(x.std())
+    assert np.array_equal(ds.x_train.numpy(), ((x - mean) / std).astype(np.float32))
+
+
+def test_an_eval_set_beyond_float32_after_standardising_is_refused(tmp_path):
+    from milr.data import DataError, load_npz
+
+    x = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32) * 1e-30
+    xe = x[:20].copy()
+    xe[0, 0] = 3e38
+    y = np.arange(100) % 2
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_eval=xe, y_eval=y[:20])
+    with pytest.raises(DataError, match=r"d.npz \[x_eval\].*leave float32's range"):
+        load_npz(tmp_path / "d.npz")
+
+
+def test_an_npz_with_zero_features_is_refused_in_one_line(tmp_path, run_milr):
+    """Shape (100, 0) ended in ZeroDivisionError in init_weights."""
+    np.savez(tmp_path / "z.npz", x=np.zeros((100, 0), np.float32), y=np.arange(100) % 2)
+    code, _, err = run_milr(["sharpness", "--depth", "1", "--width", "4", "--seeds", "1",
+                             "--samples", "16", "--device", "cpu", "--dataset",
+                             str(tmp_path / "z.npz")])
+    assert code == 2 and "0 features per example" in err and len(err.splitlines()) == 1, err
+
+
+# --- one protocol per fit ----------------------------------------------------------------------
+
+
+def test_fit_refuses_rows_of_different_protocols_naming_field_and_lines(tmp_path, run_milr):
+    """Rows with steps 100 and 400 were fitted together; a sweep refuses exactly this."""
+    body = "".join(f"{d},{w},0,ok,{v},{100 if d < 4 else 400}\n" for d, w, v in LAW)
+    path = tmp_path / "r.csv"
+    path.write_text("depth,width,seed,status,lr_star,steps\n" + body)
+    code, out, err = run_milr(["fit", str(path)])
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "steps=100 (lines 2-7) and steps=400 (lines 8-10)" in err
+    # the same setting written two ways is one protocol
+    path.write_text("depth,width,seed,status,lr_star,steps\n" + body.replace(",400\n", ",100\n")
+                    .replace(",100\n", ",100.0\n", 2))
+    assert run_milr(["fit", str(path)])[0] == 0
+
+
+# --- flat data, values at the ends of the float range -----------------------------------------
+
+
+def test_flat_data_is_refused_instead_of_r2_nan(tmp_path, run_milr):
+    path = tmp_path / "r.csv"
+    path.write_text(law_csv([(d, w, 0.5) for d, w, _ in LAW]))
+    code, out, err = run_milr(["fit", str(path)])
+    assert code == 2 and "nan" not in out + err and len(err.splitlines()) == 1, err
+    assert "all 9 cells have the same value (0.5" in err
+
+
+@pytest.mark.parametrize("values", [
+    [10.0 ** e for e in (-300, 300, -100, 100, -300, 300, 100, -100, 300)],
+    [1e-250 * (d * w / 16) ** 100 for d, w, _ in LAW],  # C = e^-863 underflows to 0
+])
+def test_values_far_from_one_end_in_one_line_never_overflow(tmp_path, run_milr, values):
+    path = tmp_path / "r.csv"
+    path.write_text(law_csv([(d, w, v) for (d, w, _), v in zip(LAW, values, strict=True)]))
+    code, _, err = run_milr(["fit", str(path)])
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "beyond the range of floating-point numbers" in err
+
+
+def test_a_prediction_beyond_the_float_range_is_refused(tmp_path, run_milr):
+    path = tmp_path / "r.csv"
+    path.write_text(law_csv([(d, w, 1e-250 * (d * w) ** -8) for d, w, _ in LAW]))
+    code, _, err = run_milr(["fit", str(path), "--predict", "1", "1000000000"])
+    assert code == 2 and "the prediction at depth 1, width 1000000000" in err, err
+
+
+# --- strict JSON --------------------------------------------------------------------------------
+
+
+def _strict(text):
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json_when_a_value_is_nan(tmp_path, run_milr):
+    """A diverged trial's final loss is NaN: `--json` printed the token NaN, which is not JSON."""
+    code, out, err = run_milr(["estimate", "--depth", "1", "--width", "4", "--seeds", "1",
+                               "--steps", "20", "--eval-every", "10", "--device", "cpu",
+                               "--lr-max", "1e6", "--lr-min", "1e4", "--widen", "1",
+                               "--max-rounds", "2", "--json"])
+    assert code == 0, err
+    doc = _strict(out)
+    assert any(t["final_loss"] is None for t in doc["trials"])
+
+
+def test_the_trials_log_is_strict_json(tmp_path):
+    from milr.store import TrialsLog
+
+    log = TrialsLog(tmp_path / "t.jsonl")
+    log.append([{"depth": 1, "width": 4, "seed": 0, "final_loss": math.nan, "x": [math.inf]}])
+    assert _strict((tmp_path / "t.jsonl").read_text()) == {
+        "depth": 1, "width": 4, "seed": 0, "final_loss": None, "x": [None]}

@@ -75,7 +75,9 @@ def _config(cls, values: dict):
 
 
 def _dump(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    from .results import json_safe
+
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 @app.command("estimate")

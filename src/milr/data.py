@@ -10,6 +10,7 @@ instead of giving a plausible wrong η*. The synthetic Gaussian set needs no fil
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import tokenize
@@ -138,16 +139,46 @@ def _standardised(name, x_train, y_train, x_eval, y_eval, classes=None, where=No
     classes = _classes(y_train, y_eval, classes, where)
     # float32 accumulation (numpy's pairwise sum) as in every result published so far: a
     # float64 mean moves the inputs by an ulp, enough to flip a run at the edge of η*.
-    mean, std = float(x_train.mean()), float(x_train.std())
-    std = std if std > 0 else 1.0
+    mean, std = _moments(x_train)
+    x_train, x_eval = (_scaled(x, mean, std, where[k])
+                       for x, k in ((x_train, "x_train"), (x_eval, "x_eval")))
     return Dataset(
         name,
-        torch.from_numpy(((x_train - mean) / std).astype(np.float32)),
+        torch.from_numpy(x_train),
         torch.from_numpy(y_train.astype(np.int64)),
-        torch.from_numpy(((x_eval - mean) / std).astype(np.float32)),
+        torch.from_numpy(x_eval),
         torch.from_numpy(y_eval.astype(np.int64)),
         classes,
     )
+
+
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    """Mean and std of the training inputs: float32 as published, float64 where float32 fails.
+
+    At large magnitudes (1e20) float32's sum of squares overflows to inf, at small ones (1e-30)
+    it underflows to 0: both would turn every input into 0. Then the float64 moments are used.
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        mean, std = float(x.mean()), float(x.std())
+    mean64 = float(x.mean(dtype=np.float64))  # accumulated in float64 without a copy of x
+    rows = max(1, 2**22 // max(1, x[0].size))  # blocks of about 4M values: no float64 copy
+    ss = sum(float(((x[i:i + rows].astype(np.float64) - mean64) ** 2).sum())
+             for i in range(0, len(x), rows))
+    std64 = math.sqrt(ss / x.size)
+    if not (math.isfinite(mean) and math.isfinite(std) and abs(std - std64) <= 1e-3 * std64
+            and abs(mean - mean64) <= 1e-3 * std64):
+        mean, std = mean64, std64
+    return mean, (std if std > 0 else 1.0)
+
+
+def _scaled(x: np.ndarray, mean: float, std: float, what: str) -> np.ndarray:
+    """(x - mean) / std as float32; a value that leaves float32's range is refused by name."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = ((x - mean) / std).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{what}: standardised with the training set's mean {mean:.4g} and std "
+                        f"{std:.4g}, some inputs leave float32's range; rescale the data")
+    return out
 
 
 def _rows(a, what: str) -> np.ndarray:
@@ -165,6 +196,9 @@ def _rows(a, what: str) -> np.ndarray:
 def _inputs(x, what: str) -> np.ndarray:
     """Inputs as (N, features) float32, refusing NaN and inf (one would turn every loss to NaN)."""
     x = _rows(x, what)
+    if x[0].size == 0:
+        raise DataError(f"{what} has shape {x.shape}: 0 features per example; expected at "
+                        "least one input")
     with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused below
         x = x.reshape(len(x), -1).astype(np.float32)
     if x.dtype.kind == "f":

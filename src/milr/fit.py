@@ -100,7 +100,9 @@ class PowerLaw:
         s2 = float(f.residuals @ f.residuals) / f.dof
         spread = math.sqrt(s2 + x0 @ f.cov @ x0)  # cov = s2 (X'X)^-1: new noise + fit error
         t = stats.t.ppf(0.5 + CONF / 2, f.dof)
-        return math.exp(y0), math.exp(y0 - t * spread), math.exp(y0 + t * spread)
+        what = f"the prediction at depth {depth}, width {width}"
+        return (_exp(y0, what), _exp(y0 - t * spread, what + " (its interval)"),
+                _exp(y0 + t * spread, what + " (its interval)"))
 
     def band(self, dw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fitted line and its 95% confidence band (for the mean) at products d·w."""
@@ -143,6 +145,10 @@ def fit_power_law(cells: list[Cell], bootstrap: int = 0, seed: int = 0) -> Power
                        f"({products[0]}): a slope in d·w cannot be fitted; include cells of "
                        "other sizes")
     y = np.log([c.value for c in cells])
+    if np.ptp(y) <= 1e-9:
+        raise FitError(f"all {len(cells)} cells have the same value ({cells[0].value:.6g}, to "
+                       "1 part in 1e9): there is no variation to fit, so α = 0 and every "
+                       "interval, R² and test would come from rounding alone; nothing is fitted")
     one = least_squares(_design(cells), y)
     x2 = np.column_stack([np.ones(len(cells)), np.log([c.depth for c in cells]),
                           np.log([c.width for c in cells])])
@@ -160,7 +166,8 @@ def fit_power_law(cells: list[Cell], bootstrap: int = 0, seed: int = 0) -> Power
     b_lo, b_hi = two.ci(2)
     law = PowerLaw(
         cells=cells, alpha=-float(one.beta[1]), alpha_se=float(one.se[1]),
-        alpha_ci=(-hi_a, -lo_a), c=math.exp(one.beta[0]), c_ci=(math.exp(lo_c), math.exp(hi_c)),
+        alpha_ci=(-hi_a, -lo_a), c=_exp(one.beta[0], "C"), c_ci=(_exp(lo_c, "C's 95% CI"),
+                                                                 _exp(hi_c, "C's 95% CI")),
         r2=one.r2, adj_r2=one.adj_r2, rmse=one.rmse, aic=one.aic,
         residuals=[float(r) for r in one.residuals],
         a=-float(two.beta[1]), a_ci=(-a_hi, -a_lo), b=-float(two.beta[2]), b_ci=(-b_hi, -b_lo),
@@ -185,7 +192,21 @@ def _bootstrap(cells: list[Cell], n: int, seed: int) -> dict:
     q = [50 * (1 - CONF), 50 * (1 + CONF)]
     return {"resamples": len(alphas), "seed": seed,
             "alpha_ci95": tuple(float(v) for v in np.percentile(alphas, q)),
-            "C_ci95": tuple(float(math.exp(v)) for v in np.percentile(logcs, q))}
+            "C_ci95": tuple(_exp(v, "C's bootstrap CI") for v in np.percentile(logcs, q))}
+
+
+def _exp(v: float, what: str) -> float:
+    """e^v, refused by name when it leaves the range of floating-point numbers (never inf or 0:
+    values near 1e±300, or exponents far from 1, can push C or a prediction beyond it)."""
+    try:
+        out = math.exp(v)
+    except OverflowError:
+        out = math.inf
+    if not (math.isfinite(out) and out >= 2.2250738585072014e-308):
+        raise FitError(f"{what} = e^{float(v):.6g} lies beyond the range of floating-point "
+                       "numbers: the values span too many orders of magnitude (rescale the "
+                       "column, or fit a narrower range of cells)")
+    return float(out)
 
 
 @dataclass(frozen=True)
@@ -253,6 +274,10 @@ def dimensionless_c(rows: list[dict], col: str, keep: set[tuple[int, int]],
     lam, _ = usable(rows, col, source)
     per_seed = [Usable(u.line, u.depth, u.width, u.seed, eta[u.line] * u.value) for u in lam
                 if u.line in eta and (u.depth, u.width) in keep]
+    for u in per_seed:
+        if not (math.isfinite(u.value) and u.value > 0):
+            raise FitError(f"{source} line {u.line}: lr_star × {col} = {u.value!r} lies beyond "
+                           "the range of floating-point numbers")
     cells = aggregate(per_seed, rows)
     values = [u.value for u in per_seed]
     out = {"seeds": len(values),

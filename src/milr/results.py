@@ -17,6 +17,19 @@ STATUSES = {
 }
 
 
+def json_safe(obj):
+    """`obj` as strict JSON can hold it: a NaN or infinite number (a diverged run's final loss,
+    an undefined R²) becomes null, which every JSON parser reads; Python's NaN token is not JSON."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) or (hasattr(obj, "dtype") and getattr(obj, "ndim", 1) == 0
+                                  and obj.dtype.kind == "f"):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
+
+
 @dataclass(frozen=True)
 class Trial:
     round: int

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .config import EstimateConfig
 from .grid import FIXED_FIELDS, Grid
+from .results import json_safe
 
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples
@@ -327,7 +328,8 @@ class TrialsLog:
     def append(self, records: list[dict]) -> None:
         """Append records as JSON lines in one write, then fsync."""
         if records:
-            _append_durably(self.path, "".join(json.dumps(r) + "\n" for r in records).encode())
+            _append_durably(self.path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
+                                               for r in records).encode())
 
 
 def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .expr import compile_filter
+from .grid import FIXED_FIELDS
 from .results import STATUSES
 from .store import complete_lines
 
@@ -202,11 +203,51 @@ def cells_from_rows(rows: list[dict], column: str = "lr_star", source: str = "re
     """
     if how not in ("median", "mean"):
         raise FitError(f"aggregation must be median or mean, got {how!r}")
+    one_protocol(rows, source)
     values, excluded = usable(rows, column, source)
     if not values:
         raise FitError(f"{source}: no row has a usable {column}: {_why(excluded)}")
     excluded = sorted([*getattr(rows, "left_out", []), *excluded], key=lambda e: e["line"])
     return aggregate(values, rows, how), excluded
+
+
+def one_protocol(rows: list[dict], source: str = "results") -> None:
+    """Refuse rows measured under different protocols (any field a sweep keeps fixed, e.g.
+    steps 100 and 400): their η* are different quantities, and a sweep refuses to mix them."""
+    for name in FIXED_FIELDS:
+        if not rows or name not in rows[0]:
+            continue
+        lines: dict[object, list[int]] = {}
+        text: dict[object, str] = {}  # each setting as first written
+        for n, r in enumerate(rows, start=2):
+            lines.setdefault(_setting(r[name]), []).append(getattr(r, "line", 0) or n)
+            text.setdefault(_setting(r[name]), r[name] or "None")
+        if len(lines) > 1:
+            shown = " and ".join(f"{name}={text[v]} (line{'s' * (len(ls) > 1)} {_spans(ls)})"
+                                 for v, ls in list(lines.items())[:4])
+            raise FitError(f"{source}: rows measured under different protocols: {shown}; fit "
+                           f"one {name} at a time (keep its rows in a file of their own)")
+
+
+def _setting(text):
+    """A field's value as a setting: '1' and '1.0' are the same."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _spans(lines: list[int], most: int = 4) -> str:
+    """'2-10, 12, 15-16' (at most `most` spans, then how many more lines)."""
+    spans: list[list[int]] = []
+    for n in sorted(lines):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans[:most])
+    rest = sum(b - a + 1 for a, b in spans[most:])
+    return text + (f" and {rest} more" if rest else "")
 
 
 def aggregate(values: list[Usable], rows: list[dict], how: str = "median") -> list[Cell]:
