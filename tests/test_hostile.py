@@ -44,7 +44,7 @@ BAD = {
     ("estimate", "grid_per_decade"): ["0", "-1", *INT_JUNK],
     ("estimate", "rtol"): ["0", "-0.1", "1e-9", "5", *NUMBER_JUNK],
     ("estimate", "max_rounds"): ["0", "-1", *INT_JUNK],
-    ("estimate", "probes"): ["-1", *INT_JUNK],
+    ("estimate", "probes"): ["-1", *INT_JUNK, "930"],  # 930: OverflowError in search.grid
     ("estimate", "midpoint"): ["middle"],
     ("estimate", "cuda_layer_flops"): ["0", "-1", *NUMBER_JUNK],
     ("estimate", "device"): ["tpu", "cuda"],  # this machine has no CUDA device

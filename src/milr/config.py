@@ -27,6 +27,9 @@ OUTPUT_INITS = ("fan-in", "he", "zero")
 # not a bracket at all.
 RTOL_RANGE = (1e-4, 1.0)
 MAX_SEEDS = 10_000  # far beyond any spread worth measuring; a typo such as 1e8 fails at once
+# Probes per seed and round: 8 times what auto gives a GPU, and far below the hundreds of scan
+# points at which lr_max / 10^(i / grid_per_decade) leaves the range of floats.
+MAX_PROBES = 64
 AGGREGATES = ("median", "mean")
 
 
@@ -100,6 +103,8 @@ class EstimateConfig:
             raise ValueError(f"seeds must be at most {MAX_SEEDS}, got {self.seeds}")
         if not isinstance(self.probes, int) or self.probes < 0:
             raise ValueError(f"probes must be 0 (auto) or a positive integer, got {self.probes!r}")
+        if self.probes > MAX_PROBES:
+            raise ValueError(f"probes must be at most {MAX_PROBES}, got {self.probes}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.dataset not in DATASETS and not str(self.dataset).endswith(".npz"):
