@@ -1,8 +1,13 @@
 """Numbers milr must never produce, and edges that must end in one clear line (issue 19,
 sections 2 and 4): each test here failed on the code before its fix."""
 
+import hashlib
 import json
 import math
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -181,3 +186,133 @@ def test_the_trials_log_is_strict_json(tmp_path):
     log.append([{"depth": 1, "width": 4, "seed": 0, "final_loss": math.nan, "x": [math.inf]}])
     assert _strict((tmp_path / "t.jsonl").read_text()) == {
         "depth": 1, "width": 4, "seed": 0, "final_loss": None, "x": [None]}
+
+
+# --- milr data fetch: wrong sizes, trickles, stale parts, redirect loops (127.0.0.1 only) ------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves `files`; "/loop" redirects to itself; "/trickle/..." sends a byte at a time."""
+
+    files: dict = {}
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/loop/f.gz":
+            self.send_response(302)
+            self.send_header("Location", "/loop/f.gz")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self.files[self.path.rsplit("/", 1)[-1]]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path.startswith("/trickle/"):
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+        else:
+            self.wfile.write(body)
+
+
+@pytest.fixture
+def http(monkeypatch):
+    from milr import fetch
+
+    monkeypatch.setattr(fetch, "BACKOFF", 0.0)
+    monkeypatch.setattr(fetch, "TIMEOUT", 5.0)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+def _remote(body: bytes, name="f.gz"):
+    from milr.fetch import Remote
+
+    return Remote(name, len(body), hashlib.sha256(body).hexdigest())
+
+
+def test_a_complete_but_short_file_is_the_wrong_size_and_not_kept(http, tmp_path, monkeypatch):
+    """A 200 with a consistent Content-Length but too few bytes was retried 4 times, reported as
+    IncompleteRead with '(offline? use --mirror URL …)' and left a .part."""
+    from milr import fetch
+
+    body = bytes(range(256)) * 40
+    _Handler.files = {"f.gz": body[:1000]}
+    calls = []
+    real = fetch._transfer
+    monkeypatch.setattr(fetch, "_transfer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with pytest.raises(fetch.FetchError) as e:
+        fetch.download(f"{http}/f.gz", tmp_path / "f.gz", _remote(body), mirror=True)
+    msg = str(e.value)
+    assert "wrong size: 1000 bytes, but the published f.gz has 10240" in msg
+    assert "--mirror" not in msg and "\n" not in msg and len(calls) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_short_file_mirror_is_refused_by_size(tmp_path):
+    from milr import fetch
+
+    body = b"x" * 5000
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "f.gz").write_bytes(body[:10])
+    with pytest.raises(fetch.FetchError, match="wrong size: 10 bytes"):
+        fetch.download((tmp_path / "m" / "f.gz").as_uri(), tmp_path / "f.gz", _remote(body),
+                       mirror=True)
+    assert not (tmp_path / "f.gz.part").exists()
+
+
+def test_a_failing_mirror_is_not_told_to_use_a_mirror(tmp_path, monkeypatch):
+    from milr import fetch
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(fetch, "RETRIES", 1)
+    with pytest.raises(fetch.FetchError) as e:
+        fetch.download(f"http://127.0.0.1:{port}/f.gz", tmp_path / "f.gz", _remote(b"x"),
+                       mirror=True)
+    assert "use --mirror" not in str(e.value) and "the mirror down?" in str(e.value)
+
+
+def test_a_trickling_server_is_given_up_on(http, tmp_path, monkeypatch):
+    """One byte every 0.05 s never trips the 5 s socket timeout: the overall deadline must."""
+    from milr import fetch
+
+    monkeypatch.setattr(fetch, "GRACE", 0.5)
+    monkeypatch.setattr(fetch, "MIN_RATE", 10**9)
+    body = b"y" * 400  # 20 s at this rate
+    _Handler.files = {"f.gz": body}
+    start = time.monotonic()
+    with pytest.raises(fetch.FetchError, match=r"gave up on .*slower than"):
+        fetch.download(f"{http}/trickle/f.gz", tmp_path / "f.gz", _remote(body))
+    assert time.monotonic() - start < 5
+
+
+def test_a_stale_full_size_part_is_downloaded_again(http, tmp_path):
+    """A .part of full size but other content was reported as a checksum mismatch of a
+    download that never happened."""
+    from milr import fetch
+
+    body = b"z" * 3000
+    _Handler.files = {"f.gz": body}
+    (tmp_path / "f.gz.part").write_bytes(b"q" * 3000)
+    fetch.download(f"{http}/f.gz", tmp_path / "f.gz", _remote(body))
+    assert (tmp_path / "f.gz").read_bytes() == body and not (tmp_path / "f.gz.part").exists()
+
+
+def test_a_redirect_loop_is_one_line(http, tmp_path):
+    from milr import fetch
+
+    with pytest.raises(fetch.FetchError) as e:
+        fetch.download(f"{http}/loop/f.gz", tmp_path / "f.gz", _remote(b"x"))
+    assert "\n" not in str(e.value) and "redirects in a loop" in str(e.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import tarfile
 import tempfile
@@ -100,6 +101,10 @@ MANIFEST = "milr-sha256.txt"  # SHA-256 of the batches extracted from the verifi
 RETRIES = 4  # attempts per file for transient network errors
 BACKOFF = 1.0  # seconds before the 2nd attempt, doubled for each later one
 TIMEOUT = 30.0  # seconds without data before a connection counts as dropped
+# A server that trickles (a byte every few seconds, never TIMEOUT without data) is given up on
+# once a file has taken GRACE seconds plus its size at MIN_RATE bytes/s (CIFAR-10: about 5 h).
+GRACE = 60.0
+MIN_RATE = 10_000
 CHUNK = 1 << 16
 
 Progress = Callable[[str, int, int], None]  # (file, bytes so far, bytes in all)
@@ -154,7 +159,7 @@ def fetch(name: str, to: str | os.PathLike | None = None, mirror: str | None = N
         if path.is_file() and path.stat().st_size == r.size and sha256(path) == r.sha256:
             result.present.append(r.file)
             continue
-        download(base + r.file, path, r, progress)
+        download(base + r.file, path, r, progress, mirror=mirror is not None)
         result.downloaded.append(r.file)
     if name == "cifar10":
         result.where = extract_cifar(dest / CIFAR10.files[0].file, root)
@@ -178,28 +183,36 @@ def _prepare(dest: Path) -> None:
 _TRANSIENT = (OSError, http.client.HTTPException)
 
 
-def download(url: str, path: Path, remote: Remote, progress: Progress | None = None) -> None:
-    """Fetch `url` into `path` through `path.part`, with retries; verify, then rename."""
+def download(url: str, path: Path, remote: Remote, progress: Progress | None = None,
+             mirror: bool = False) -> None:
+    """Fetch `url` into `path` through `path.part`, with retries; verify, then rename.
+
+    `mirror`: `url` is the user's mirror (a failure then does not suggest --mirror)."""
     part = path.with_name(path.name + ".part")
     last: Exception | None = None
+    deadline = time.monotonic() + GRACE + remote.size / MIN_RATE
     for attempt in range(1, RETRIES + 1):
         try:
-            _transfer(url, part, remote, progress)
+            _transfer(url, part, remote, progress, deadline)
             break
         except urllib.error.HTTPError as e:
             if e.code == 416:  # our .part does not fit the server's file: start it again
                 part.unlink(missing_ok=True)
+            elif 300 <= e.code < 400:  # urllib follows redirects; one it returns is a loop
+                raise FetchError(f"cannot download {url}: HTTP {e.code}: the server redirects "
+                                 "in a loop") from None
             elif e.code < 500 and e.code not in (408, 429):
-                raise FetchError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+                raise FetchError(f"cannot download {url}: HTTP {e.code} "
+                                 f"{_one_line(e.reason)}") from None
             last = e
         except _TRANSIENT as e:
             last = e
         if attempt < RETRIES:
             time.sleep(BACKOFF * 2 ** (attempt - 1))
     else:
+        hint = "the mirror down?" if mirror else "use --mirror URL,"
         raise FetchError(f"cannot download {url} after {RETRIES} attempts: {_reason(last)} "
-                         f"(offline? use --mirror URL, or copy {remote.file} into "
-                         f"{path.parent})") from None
+                         f"(offline? {hint} or copy {remote.file} into {path.parent})") from None
     got = sha256(part)
     if got != remote.sha256:
         part.unlink(missing_ok=True)
@@ -210,27 +223,55 @@ def download(url: str, path: Path, remote: Remote, progress: Progress | None = N
 
 
 def _reason(e: Exception) -> str:
-    """The innermost reason of a network error, in a few words."""
+    """The innermost reason of a network error, in a few words (one line)."""
     reason = getattr(e, "reason", None) or e
-    return f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
+    return _one_line(f"{type(reason).__name__}: {reason}" if not isinstance(reason, str)
+                     else reason)
 
 
-def _transfer(url: str, part: Path, remote: Remote, progress: Progress | None) -> None:
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _declared_size(resp, have: int) -> int | None:
+    """The whole file's size as the server states it (Content-Range, else Content-Length)."""
+    rng = resp.headers.get("Content-Range") or ""
+    if "/" in rng and rng.rsplit("/", 1)[1].strip().isdigit():
+        return int(rng.rsplit("/", 1)[1])
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.strip().isdigit():
+        return int(length) + have
+    return None
+
+
+def _transfer(url: str, part: Path, remote: Remote, progress: Progress | None,
+              deadline: float = math.inf) -> None:
     """Append the rest of `url` to `part` (Range request), or restart it if refused."""
     have = part.stat().st_size if part.exists() else 0
-    if have > remote.size:
+    if have == remote.size and sha256(part) == remote.sha256:
+        return  # a finished download that was not renamed yet
+    if have >= remote.size:  # too long, or a stale .part of full size: not a download to resume
         part.unlink()
         have = 0
-    if have == remote.size:
-        return
     headers = {"User-Agent": "milr (data fetch)"} | ({"Range": f"bytes={have}-"} if have else {})
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
                                 timeout=TIMEOUT) as resp:
-        if have and resp.status != 206:
+        if have and getattr(resp, "status", 200) != 206:
             have = 0  # the server ignored the range: start again
+        size = _declared_size(resp, have)
+        if size is not None and size != remote.size:  # complete, but not the published file
+            part.unlink(missing_ok=True)
+            raise FetchError(f"{url} has the wrong size: {size} bytes, but the published "
+                             f"{remote.file} has {remote.size}; not the file milr expects, "
+                             "nothing was kept")
         done = have
+        read = getattr(resp, "read1", resp.read)  # whatever has arrived: a trickle is seen
         with _local(part, "ab" if have else "wb") as f:
-            while chunk := resp.read(CHUNK):
+            while chunk := read(CHUNK):
+                if time.monotonic() > deadline:
+                    raise FetchError(f"gave up on {url}: {done} of {remote.size} bytes after "
+                                     f"{GRACE + remote.size / MIN_RATE:.0f} s (slower than "
+                                     f"{MIN_RATE} bytes/s); rerun to resume {part.name}")
                 done += len(chunk)
                 if done > remote.size:
                     raise _write_error(part, f"{url} sent more than the published "
