@@ -24,7 +24,8 @@ BAD = {
     ("estimate", "data_dir"): ["/nonexistent"],
     ("estimate", "loss"): ["l1", ""],
     ("estimate", "criterion"): ["loss"],
-    ("estimate", "threshold"): ["0", "1", "1.5", "-0.2", *NUMBER_JUNK],
+    ("estimate", "threshold"): ["0", "1", "1.5", "-0.2", *NUMBER_JUNK,
+                                "0.99"],  # above the Gaussians' Bayes accuracy 0.841
     ("estimate", "steps"): ["0", "-5", *INT_JUNK, "1000000000000"],
     ("estimate", "also_steps"): ["-50", "1000", "5000", "75", *INT_JUNK],
     ("estimate", "batch_size"): ["0", "-1", *INT_JUNK, "100000"],

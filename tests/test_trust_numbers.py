@@ -316,3 +316,19 @@ def test_a_redirect_loop_is_one_line(http, tmp_path):
     with pytest.raises(fetch.FetchError) as e:
         fetch.download(f"{http}/loop/f.gz", tmp_path / "f.gz", _remote(b"x"))
     assert "\n" not in str(e.value) and "redirects in a loop" in str(e.value)
+
+
+# --- messages that say what is wrong ---------------------------------------------------------
+
+
+def test_the_gaussians_ceiling_is_their_bayes_accuracy(run_milr):
+    """--threshold 0.99 ended below_range advising --lr-min or --steps, which cannot help."""
+    from milr.config import ACCURACY_CEILINGS, EstimateConfig
+    from milr.data import GAUSS_DELTA
+
+    assert ACCURACY_CEILINGS["gaussians"] == pytest.approx(
+        0.5 * (1 + math.erf(GAUSS_DELTA / 2 / math.sqrt(2))), abs=1e-12)
+    EstimateConfig(depth=1, width=4, threshold=0.84)  # below the ceiling: allowed
+    code, _, err = run_milr(["estimate", "--depth", "1", "--width", "4", "--threshold", "0.9",
+                             "--seeds", "1", "--steps", "20", "--eval-every", "10"])
+    assert code == 2 and "above what gaussians allows: its Bayes accuracy is 0.841" in err

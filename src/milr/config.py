@@ -15,6 +15,9 @@ DATASETS = ("gaussians", "fashion-mnist", "mnist", "cifar10")
 # Thresholds on validation accuracy. MNIST and CIFAR-10 are the paper's; the other two are ours,
 # chosen so that a good learning rate meets them well inside the default budget (docs/protocol.md).
 DEFAULT_THRESHOLDS = {"mnist": 0.925, "cifar10": 0.34, "fashion-mnist": 0.80, "gaussians": 0.80}
+# The best accuracy any classifier reaches in expectation, where milr knows it: the Gaussians'
+# Bayes accuracy Φ(δ/2) with δ = data.GAUSS_DELTA = 2.0 (a threshold above it can never be met).
+ACCURACY_CEILINGS = {"gaussians": 0.5 * (1 + math.erf(1 / math.sqrt(2)))}
 MIDPOINTS = ("weighted", "geometric", "arithmetic")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32")
@@ -131,6 +134,11 @@ class EstimateConfig:
         if self.criterion == "accuracy" and not (_finite(self.threshold)
                                                  and 0 < self.threshold < 1):
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
+        ceiling = ACCURACY_CEILINGS.get(self.dataset)
+        if self.criterion == "accuracy" and ceiling is not None and self.threshold > ceiling:
+            raise ValueError(f"threshold {self.threshold!r} is above what {self.dataset} allows: "
+                             f"its Bayes accuracy is {ceiling:.3f}, so no learning rate or "
+                             "budget can reach it")
         _positive_float(self, "input_lr_scale", "lr_min", "lr_max", "rtol", "initial_loss_floor",
                         "cuda_layer_flops")
         if self.criterion == "accuracy" and self.eval_every > self.steps:
