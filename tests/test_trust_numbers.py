@@ -332,3 +332,92 @@ def test_the_gaussians_ceiling_is_their_bayes_accuracy(run_milr):
     code, _, err = run_milr(["estimate", "--depth", "1", "--width", "4", "--threshold", "0.9",
                              "--seeds", "1", "--steps", "20", "--eval-every", "10"])
     assert code == 2 and "above what gaussians allows: its Bayes accuracy is 0.841" in err
+
+
+def test_a_full_disk_names_the_file():
+    """[Errno 28] No space left on device, without the file's name, was all a sweep said."""
+    from milr.store import TrialsLog
+
+    with pytest.raises(OSError) as e:
+        TrialsLog("/dev/full").append([{"depth": 1, "width": 4, "seed": 0}])
+    assert e.value.errno == 28 and e.value.filename == "/dev/full"
+
+
+def test_fit_of_a_sweep_without_lambda1_says_not_measured(tmp_path, run_milr):
+    """`--column lambda1` on rows whose λ1 columns are empty said 'λ1 did not converge'."""
+    path = tmp_path / "r.csv"
+    path.write_text(law_csv(extra=",,", columns="depth,width,seed,status,lr_star,lambda1,"
+                                                "lambda1_converged"))
+    code, _, err = run_milr(["fit", str(path), "--column", "lambda1"])
+    assert code == 2 and "9 lambda1 not measured" in err and "converge" not in err, err
+
+
+def test_an_unreadable_npz_is_not_called_corrupt(tmp_path, monkeypatch):
+    """A permission error is not 'truncated or corrupt' (root ignores chmod: simulated)."""
+    import builtins
+    import io
+
+    from milr.data import DataError, read_npz
+
+    path = _npz(tmp_path / "d.npz", 1.0)
+    real = builtins.open
+
+    def deny(file, *a, **k):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    monkeypatch.setattr(io, "open", deny)  # what zipfile opens with
+    with pytest.raises(DataError) as e:
+        read_npz(path)
+    assert str(e.value) == f"cannot read {path}: Permission denied"
+
+
+def test_an_unreadable_root_does_not_hide_a_data_set_found_elsewhere(tmp_path, monkeypatch):
+    """~/.keras/datasets unreadable aborted `milr estimate` and `milr data list` although the
+    data set lay in a later directory (root ignores chmod: the permission error is simulated)."""
+    import gzip
+    import struct
+    from pathlib import Path
+
+    from milr import data, fetch
+
+    keras, system = tmp_path / "keras", tmp_path / "system"
+    keras.mkdir()
+    system.mkdir()
+    rng = np.random.default_rng(0)
+    for stem, arr in zip(data.IDX_FILES.values(),
+                         [rng.integers(0, 256, (40, 4, 4)), np.arange(40) % 10,
+                          rng.integers(0, 256, (20, 4, 4)), np.arange(20) % 10], strict=True):
+        raw = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+        (system / f"{stem}.gz").write_bytes(gzip.compress(raw + arr.astype(np.uint8).tobytes()))
+    monkeypatch.setattr(data, "default_roots", lambda: [keras])
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": [system]})
+    monkeypatch.setattr(data, "_CACHE", {})
+    monkeypatch.delenv("MILR_DATA", raising=False)
+    real = Path.is_file
+
+    def is_file(self):
+        if str(self).startswith(str(keras)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert data.locate("mnist").where == system
+    assert data.load("mnist").x_train.shape == (40, 16)
+    assert {e.name: e for e in fetch.survey()}["mnist"].found
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": []})
+    with pytest.raises(data.DataError, match=r"could not search .*keras \(Permission denied\)"):
+        data.locate("mnist")
+
+
+def test_data_dir_that_is_a_file_and_dataset_that_is_a_directory(tmp_path, run_milr):
+    (tmp_path / "f").write_text("")
+    (tmp_path / "d.npz").mkdir()
+    quick = ["estimate", "--depth", "1", "--width", "4", "--seeds", "1", "--steps", "20",
+             "--eval-every", "10", "--device", "cpu"]
+    code, _, err = run_milr([*quick, "--data-dir", str(tmp_path / "f")])
+    assert code == 2 and f"data directory {tmp_path / 'f'} is not a directory" in err, err
+    code, _, err = run_milr([*quick, "--dataset", str(tmp_path / "d.npz"), "--threshold", "0.6"])
+    assert code == 2 and f"{tmp_path / 'd.npz'} is a directory, not a .npz file" in err, err

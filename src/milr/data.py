@@ -388,10 +388,17 @@ def _npz_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of a .npz, without pickles, with one-line errors for any corruption."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a .npz file")
     if not path.is_file():
         raise DataError(f"no such .npz file: {path}")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty (0 bytes), not a .npz file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:  # permissions: the file may be fine, it cannot be read
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
@@ -500,18 +507,25 @@ def locate(name: str, data_dir: str | os.PathLike | None = None,
     dirs = search_dirs(name, data_dir) if dirs is None else dirs
     partial: tuple[Path, str] | None = None  # the first directory holding some of the files
     pickled: Path | None = None  # the first CIFAR-10 python version seen
+    unreadable: list[str] = []  # directories that could not be searched, and why
     for d in dirs:
-        files = _cifar_files(d) if name == "cifar10" else _idx_files(d)
-        if all(files.values()):
-            return Found(name, "cifar-bin" if name == "cifar10" else "idx", files)
-        npz = d / KERAS_NPZ.get(name, "")
-        if name in KERAS_NPZ and npz.is_file():
-            return Found(name, "keras-npz", {"npz": npz})
-        if any(files.values()) and partial is None:
-            partial = (d, next(k for k, p in files.items() if p is None))
-        if name == "cifar10" and pickled is None and (d / CIFAR_PY_DIR).is_dir():
-            pickled = d / CIFAR_PY_DIR
-    raise _not_found(name, dirs, partial, pickled)
+        try:
+            files = _cifar_files(d) if name == "cifar10" else _idx_files(d)
+            if all(files.values()):
+                return Found(name, "cifar-bin" if name == "cifar10" else "idx", files)
+            npz = d / KERAS_NPZ.get(name, "")
+            if name in KERAS_NPZ and npz.is_file():
+                return Found(name, "keras-npz", {"npz": npz})
+            if any(files.values()) and partial is None:
+                partial = (d, next(k for k, p in files.items() if p is None))
+            if name == "cifar10" and pickled is None and (d / CIFAR_PY_DIR).is_dir():
+                pickled = d / CIFAR_PY_DIR
+        except OSError as e:  # an unreadable root (~/.keras/datasets) must not hide the others
+            unreadable.append(f"{d} ({e.strerror or e})")
+    error = _not_found(name, dirs, partial, pickled)
+    if unreadable:
+        error = DataError(f"{error}; could not search {', '.join(unreadable)}")
+    raise error
 
 
 def _not_found(name: str, dirs: list[Path], partial: tuple[Path, str] | None,
@@ -554,8 +568,8 @@ _CACHE: dict[tuple, Dataset] = {}
 
 def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Load a data set by name (see DATASETS) or from a .npz path; cached per process."""
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise DataError(f"data directory {data_dir} does not exist")
+    if data_dir is not None:
+        roots(data_dir)  # refuses a data_dir that is missing or is not a directory, saying which
     key = (name, str(data_dir), os.environ.get("MILR_DATA"))
     if key not in _CACHE:
         if name == "gaussians":

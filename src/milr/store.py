@@ -114,10 +114,15 @@ def fsync_dir(path: Path) -> None:
 def _append_durably(path: Path, data: bytes) -> None:
     """Append in one write, flush, fsync; fsync the directory when the file is new."""
     new = not path.exists()
-    with open(path, "ab") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk's [Errno 28] comes without the file's name
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     if new:
         fsync_dir(path)
 

@@ -186,6 +186,8 @@ def _exclusion(r: dict, column: str) -> str:
             return f"{status}: {STATUSES[status]}"
         return f"status {status!r} is not one of {', '.join(STATUSES)}"
     if column.startswith("lambda1"):
+        if r.get(column) in ("", None) and not str(r.get("lambda1_converged") or "").strip():
+            return f"{column} not measured (the sweep had no lambda1_samples)"
         if "lambda1_converged" not in r:
             return "no lambda1_converged column: λ1 not known to have converged"
         if str(r["lambda1_converged"]).strip().lower() not in TRUE:
