@@ -1,11 +1,14 @@
 """The yardstick and the textbook: η* measured the way a careful user would write it from the paper.
 
-nn.Sequential, a DataLoader, torch.optim.SGD with autograd, one learning rate and one seed at a
-time. Same protocol as milr (He init drawn from the same seed, same input-layer scale, same
-budget, evaluation interval, threshold and divergence rule, written out below from the
-documentation rather than from milr's engine) and the same search logic done sequentially: scan a
-log grid down from lr_max until a rate trains, then bisect in log η between the largest success
-and the failure above it to the same relative tolerance.
+nn.Sequential, a DataLoader, torch.optim (SGD, SGD with momentum or Nesterov, Adam, AdamW, and a
+LambdaLR warm-up) with autograd, one learning rate and one seed at a time; under
+`parametrization: mup` Microsoft's `mup` package itself (MuReadout, set_base_shapes, MuSGD,
+MuAdam), under `ntk` a linear layer with a constant multiplier written here. Same protocol as
+milr (He init drawn from the same seed, same input-layer scale, same budget, evaluation
+interval, threshold and divergence rule, written out below from the documentation rather than
+from milr's engine) and the same search logic done sequentially: scan a log grid down from lr_max
+until a rate trains, then bisect in log η between the largest success and the failure above it
+to the same relative tolerance.
 
 `run_one` is also the textbook that tests/test_textbook.py holds milr's engine to, verdict and
 stopping step alike, so it must never call milr's Ensemble or trainer.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812 - torch's own name
 from torch.utils.data import DataLoader, TensorDataset
 
 from milr.config import EstimateConfig
@@ -84,28 +88,119 @@ def batch_size(cfg: EstimateConfig, data: Dataset) -> int:
     return min(cfg.batch_size, len(data.x_train))
 
 
-def make_net(cfg: EstimateConfig, data: Dataset, seed: int) -> nn.Sequential:
-    """The textbook MLP at milr's initial weights for `seed` (nn.Linear holds them transposed)."""
+class ScaledLinear(nn.Linear):
+    """The NTK parametrisation's layer: x ↦ √(gain / fan_in) · x Wᵀ + b, W holding N(0, 1)
+    draws (`draw`: what turns a draw of variance gain / fan_in into one of variance 1)."""
+
+    def __init__(self, fan_in: int, fan_out: int, gain: float):
+        super().__init__(fan_in, fan_out)
+        self.multiplier, self.draw = math.sqrt(gain / fan_in), math.sqrt(fan_in / gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight) * self.multiplier + self.bias
+
+
+GAINS = {"fan-in": 1.0, "he": 2.0, "zero": 0.0}  # output-layer variance × fan-in (protocol.md)
+
+
+def _layers(cfg: EstimateConfig, n_in: int, width: int, classes: int) -> list[nn.Module]:
+    """The network's modules at `width` (nn.Linear's own init; make_net sets the weights)."""
+    dims = [n_in] + [width] * cfg.depth + [classes]
+    par = getattr(cfg, "parametrization", "sp")
     layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        output = i == cfg.depth
+        if par == "ntk":
+            gain = GAINS[cfg.output_init] if output else 2.0
+            layers.append(ScaledLinear(fan_in, fan_out, gain))
+        elif par == "mup" and output:
+            from mup import MuReadout
+
+            layers.append(MuReadout(fan_in, fan_out))
+        else:
+            layers.append(nn.Linear(fan_in, fan_out))
+        if not output:
+            layers.append(nn.ReLU())
+    return layers
+
+
+def make_net(cfg: EstimateConfig, data: Dataset, seed: int) -> nn.Sequential:
+    """The textbook MLP at milr's initial weights for `seed` (nn.Linear holds them transposed),
+    in cfg's parametrisation: sp as drawn; ntk with the N(0, 1) draws behind them (the drawn
+    weight × √(fan_in / gain)); mup by `mup.set_base_shapes` against a network of
+    width base_width (and a delta network of twice that width, so that width is the width
+    dimension even at width == base_width), which rescales the readout as the package does."""
     extra = {"output_init": cfg.output_init} if hasattr(cfg, "output_init") else {}
     weights = init_weights(seed, data.n_inputs, cfg.depth, cfg.width, data.classes, **extra)
-    for i, w in enumerate(weights):
-        lin = nn.Linear(w.shape[0], w.shape[1])
+    net = nn.Sequential(*_layers(cfg, data.n_inputs, cfg.width, data.classes))
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for lin, w in zip(linears, weights, strict=True):
         with torch.no_grad():
-            lin.weight.copy_(w.T)
+            lin.weight.copy_(w.T * getattr(lin, "draw", 1.0))
             lin.bias.zero_()
-        layers.append(lin)
-        if i < len(weights) - 1:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    if getattr(cfg, "parametrization", "sp") == "mup":
+        from mup import set_base_shapes
+
+        def at(width: int) -> nn.Sequential:
+            return nn.Sequential(*_layers(cfg, data.n_inputs, width, data.classes))
+
+        set_base_shapes(net, at(cfg.base_width), delta=at(2 * cfg.base_width))
+    return net
 
 
-def optimiser(cfg: EstimateConfig, net: nn.Sequential, lr: float) -> torch.optim.SGD:
-    """Plain SGD, the input layer in its own group at lr * input_lr_scale (condition (ii))."""
-    first = list(net[0].parameters())
-    rest = [p for m in list(net)[1:] for p in m.parameters()]
-    return torch.optim.SGD([{"params": first, "lr": lr * cfg.input_lr_scale},
-                            {"params": rest, "lr": lr}], lr=lr)
+def optimiser(cfg: EstimateConfig, net: nn.Sequential, lr: float) -> torch.optim.Optimizer:
+    """cfg's torch.optim optimizer, in three param groups: the input layer at lr ·
+    input_lr_scale (condition (ii)), the hidden layers at lr, the output layer at lr ·
+    output_lr_scale; under mup the package's MuSGD or MuAdam splits them further."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    groups = [{"params": list(linears[0].parameters()), "lr": lr * cfg.input_lr_scale},
+              {"params": [p for m in linears[1:-1] for p in m.parameters()], "lr": lr},
+              {"params": list(linears[-1].parameters()),
+               "lr": lr * getattr(cfg, "output_lr_scale", 1.0)}]
+    groups = [g for g in groups if g["params"]]
+    name = getattr(cfg, "optimizer", "sgd")
+    kw = {"lr": lr, "weight_decay": getattr(cfg, "weight_decay", 0.0)}
+    if name in ("sgd", "momentum", "nesterov"):
+        if name != "sgd":
+            kw.update(momentum=cfg.momentum, nesterov=name == "nesterov")
+        impl = torch.optim.SGD
+    else:
+        kw.update(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        impl = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    if getattr(cfg, "parametrization", "sp") == "mup":
+        from mup import MuAdam, MuSGD
+
+        return MuSGD(groups, impl=impl, **kw) if impl is torch.optim.SGD else \
+            MuAdam(groups, impl=impl, **kw)
+    return impl(groups, **kw)
+
+
+def warmup(cfg: EstimateConfig, opt: torch.optim.Optimizer):
+    """The linear warm-up as a LambdaLR (stepped after every optimizer step): step t = 1, 2, ...
+    runs at lr · min(1, t / warmup_steps); None without warm-up."""
+    n = getattr(cfg, "warmup_steps", 0)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: min(1.0, (e + 1) / n)) if n else None
+
+
+def train_losses(cfg: EstimateConfig, data: Dataset, lr: float, seed: int, steps: int,
+                 dtype: torch.dtype = torch.float64) -> list[float]:
+    """The training loss before each of the first `steps` steps of the textbook run, in
+    `dtype` (data included): what tests/test_optimizers.py compares milr's engine with."""
+    net = make_net(cfg, data, seed).to(dtype)
+    opt = optimiser(cfg, net, lr)
+    sched = warmup(cfg, opt)
+    loss_fn, out = nn.CrossEntropyLoss(), []
+    for step, (xb, yb) in enumerate(loader(cfg, data, seed), start=1):
+        loss = loss_fn(net(xb.to(dtype)), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        out.append(loss.item())
+        if step == steps:
+            return out
+    raise AssertionError("the schedule ended before the steps asked for")
 
 
 def loader(cfg: EstimateConfig, data: Dataset, seed: int) -> DataLoader:
@@ -127,6 +222,7 @@ def run_one(cfg: EstimateConfig, data: Dataset, lr: float, seed: int,
     device = torch.device(device)
     net = make_net(cfg, data, seed).to(device)
     opt = optimiser(cfg, net, lr)
+    sched = warmup(cfg, opt)
     x_eval, y_eval = data.x_eval.to(device), data.y_eval.to(device)
     loss_fn, every = nn.CrossEntropyLoss(), nonfinite_every(cfg)
     limit, nonfinite = None, torch.zeros((), dtype=torch.bool, device=device)
@@ -136,6 +232,8 @@ def run_one(cfg: EstimateConfig, data: Dataset, lr: float, seed: int,
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         last = loss.detach()
         nonfinite |= ~torch.isfinite(last)  # on the device: no host sync per step
         if limit is None:

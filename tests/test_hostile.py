@@ -41,6 +41,16 @@ BAD = {
     ("estimate", "lr_min"): ["0", "-1", "20", *NUMBER_JUNK],
     ("estimate", "lr_max"): ["0", "-1", "1e-4", *NUMBER_JUNK],
     ("estimate", "lr_start"): ["0", "-1", *NUMBER_JUNK],
+    ("estimate", "output_lr_scale"): ["0", "-1", *NUMBER_JUNK],
+    ("estimate", "optimizer"): ["rmsprop", ""],
+    ("estimate", "momentum"): ["-0.1", "0", "1", "1.5", *NUMBER_JUNK],  # sgd has none
+    ("estimate", "beta1"): ["-0.1", "1", "0.9", *NUMBER_JUNK],  # a valid one: sgd has no β
+    ("estimate", "beta2"): ["-0.1", "1", "1.01", *NUMBER_JUNK],
+    ("estimate", "eps"): ["0", "-1e-8", "1e-8", *NUMBER_JUNK],
+    ("estimate", "weight_decay"): ["-0.1", *NUMBER_JUNK],
+    ("estimate", "warmup_steps"): ["-1", "21", "1000", *INT_JUNK],  # the budget here is 20
+    ("estimate", "parametrization"): ["mup", "muP", "ntk2"],  # mup needs a base width
+    ("estimate", "base_width"): ["0", "-4", "64", *INT_JUNK],  # 64: sp has no base width
     ("estimate", "widen"): ["0.5", "-1", *NUMBER_JUNK],
     ("estimate", "grid_per_decade"): ["0", "-1", *INT_JUNK],
     ("estimate", "rtol"): ["0", "-0.1", "1e-9", "5", *NUMBER_JUNK],
@@ -68,6 +78,10 @@ BAD = {
     ("sharpness", "solver"): ["power"],
     ("sharpness", "device"): ["tpu", "cuda"],
     ("sharpness", "as_json"): [],  # a flag
+    ("sharpness", "output_lr_scale"): ["0", "-1", *NUMBER_JUNK],
+    ("sharpness", "parametrization"): ["mup", "ntk2"],
+    ("sharpness", "base_width"): ["0", "-4", "64", *INT_JUNK],
+    ("sharpness", "optimizer"): ["rmsprop"],
     ("fit", "results"): ["missing.csv", "/", "EXTRA_FIELDS"],
     ("fit", "where"): ["import os", "width / (depth - depth)", "width ** 10 ** 10", "depth >"],
     ("fit", "min_depth"): ["0", "-1", *INT_JUNK],

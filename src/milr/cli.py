@@ -106,8 +106,20 @@ def estimate_cmd(
                                   ] = E.initial_loss_floor,
     nonfinite_every: Annotated[int, option(EstimateConfig, "nonfinite_every")
                                ] = E.nonfinite_every,
-    lr_min: Annotated[float, option(EstimateConfig, "lr_min")] = E.lr_min,
-    lr_max: Annotated[float, option(EstimateConfig, "lr_max")] = E.lr_max,
+    output_lr_scale: Annotated[float, option(EstimateConfig, "output_lr_scale")
+                               ] = E.output_lr_scale,
+    optimizer: Annotated[str, option(EstimateConfig, "optimizer")] = E.optimizer,
+    momentum: Annotated[float | None, option(EstimateConfig, "momentum")] = E.momentum,
+    beta1: Annotated[float | None, option(EstimateConfig, "beta1")] = E.beta1,
+    beta2: Annotated[float | None, option(EstimateConfig, "beta2")] = E.beta2,
+    eps: Annotated[float | None, option(EstimateConfig, "eps")] = E.eps,
+    weight_decay: Annotated[float, option(EstimateConfig, "weight_decay")] = E.weight_decay,
+    warmup_steps: Annotated[int, option(EstimateConfig, "warmup_steps")] = E.warmup_steps,
+    parametrization: Annotated[str, option(EstimateConfig, "parametrization")
+                               ] = E.parametrization,
+    base_width: Annotated[int | None, option(EstimateConfig, "base_width")] = E.base_width,
+    lr_min: Annotated[float | None, option(EstimateConfig, "lr_min")] = E.lr_min,
+    lr_max: Annotated[float | None, option(EstimateConfig, "lr_max")] = E.lr_max,
     lr_start: Annotated[float | None, option(EstimateConfig, "lr_start")] = E.lr_start,
     widen: Annotated[float, option(EstimateConfig, "widen")] = E.widen,
     grid_per_decade: Annotated[int, option(EstimateConfig, "grid_per_decade")
@@ -168,6 +180,12 @@ def sharpness_cmd(
     solver: Annotated[str, option(SharpnessConfig, "solver")] = S.solver,
     device: Annotated[str, option(EstimateConfig, "device")] = E.device,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    output_lr_scale: Annotated[float, option(EstimateConfig, "output_lr_scale")
+                               ] = E.output_lr_scale,
+    parametrization: Annotated[str, option(EstimateConfig, "parametrization")
+                               ] = E.parametrization,
+    base_width: Annotated[int | None, option(EstimateConfig, "base_width")] = E.base_width,
+    optimizer: Annotated[str, option(EstimateConfig, "optimizer")] = E.optimizer,
 ) -> None:
     """λ1, the top Hessian eigenvalue at initialisation, per seed, with its residual."""
     from dataclasses import asdict
@@ -178,7 +196,9 @@ def sharpness_cmd(
         # λ1 needs no threshold: the stable criterion keeps any data set (a .npz too) valid.
         cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, data_dir=data_dir,
                              seeds=seeds, seed=seed, input_lr_scale=input_lr_scale, loss=loss,
-                             output_init=output_init, criterion="stable", device=device)
+                             output_init=output_init, criterion="stable", device=device,
+                             output_lr_scale=output_lr_scale, parametrization=parametrization,
+                             base_width=base_width, optimizer=optimizer)
         scfg = SharpnessConfig(samples=samples, preconditioned=preconditioned, tol=tol,
                                max_hvps=max_hvps, solver=solver)
         results = sharpness_seeds(cfg, scfg)

@@ -26,6 +26,20 @@ LOSSES = ("ce", "mse")
 CRITERIA = ("accuracy", "stable")
 DIVERGENCE_CHECKS = ("auto", "eval", "step")
 OUTPUT_INITS = ("fan-in", "he", "zero")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+# Per-member state tensors of the size of the weights each optimizer keeps (the memory check).
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}
+# Default search bracket (lr_min, lr_max) per optimizer: Adam's η* lies decades below SGD's and
+# momentum β multiplies the step by about 1 / (1 - β), so SGD's bracket would put the floor of a
+# small-rate optimizer too high (a seed would end below_range because of it) and waste the scan.
+LR_RANGES = {"sgd": (1e-3, 10.0), "momentum": (1e-4, 1.0), "nesterov": (1e-4, 1.0),
+             "adam": (1e-5, 0.1), "adamw": (1e-5, 0.1)}
+# The hyper-parameters an optimizer uses, with their defaults (torch.optim's); the others must
+# stay unset (None) under it.
+OPTIMIZER_PARAMS = {"momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9},
+                    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+                    "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}
+PARAMETRIZATIONS = ("sp", "ntk", "mup")
 # An rtol finer than this resolves nothing a run's own noise does not swamp; coarser than 1 is
 # not a bracket at all.
 RTOL_RANGE = (1e-4, 1.0)
@@ -66,6 +80,28 @@ class EstimateConfig:
     input_lr_scale: float = opt(0.1, "Input-layer lr = lr * this (the paper's condition (ii)).")
     output_init: str = opt("fan-in", "Output-layer weight variance: fan-in (1/fan_in), he "
                                      "(2/fan_in) or zero.")
+    output_lr_scale: float = opt(1.0, "Output-layer lr (weights and bias) = lr * this.")
+    optimizer: str = opt("sgd", "sgd, momentum (heavy ball), nesterov, adam or adamw, each with "
+                                "torch.optim's semantics.")
+    momentum: float | None = opt(None, "Momentum of optimizer momentum and nesterov (dampening "
+                                       "0; the buffer starts at the first gradient) [default: "
+                                       "0.9 there; unset for the others].")
+    beta1: float | None = opt(None, "Adam's β1 [default: 0.9 under adam and adamw; unset for "
+                                    "the others].")
+    beta2: float | None = opt(None, "Adam's β2 [default: 0.999 under adam and adamw; unset for "
+                                    "the others].")
+    eps: float | None = opt(None, "Adam's ε, added to the bias-corrected √v [default: 1e-8 "
+                                  "under adam and adamw; unset for the others].")
+    weight_decay: float = opt(0.0, "Weight decay: λ·w added to the gradient (sgd, momentum, "
+                                   "nesterov, adam; L2) or w ← w·(1 − lr·λ) before the step "
+                                   "(adamw; decoupled).")
+    warmup_steps: int = opt(0, "Linear warm-up: the rate at step t = 1, 2, ... is lr · min(1, "
+                               "t / this), so η* is the peak rate (0: constant).")
+    parametrization: str = opt("sp", "sp (standard), ntk (weights N(0, 1), each layer's output "
+                                     "× gain/√fan_in) or mup (μP relative to base_width, the "
+                                     "rules of Microsoft's mup package; docs/protocol.md).")
+    base_width: int | None = opt(None, "Width at which mup equals sp (required by mup, unset "
+                                       "otherwise).")
     divergence_factor: float = opt(10.0, "A loss above this times the initial loss at an "
                                          "evaluation counts as divergence.")
     divergence_check: str = opt("auto", "Where the factor rule applies: eval (at evaluations "
@@ -80,8 +116,12 @@ class EstimateConfig:
                                    "stops within this many steps.")
     seeds: int = opt(5, "Number of seeds (seed, seed + 1, ...).")
     seed: int = opt(0, "First seed.")
-    lr_min: float = opt(1e-3, "Bottom of the search bracket (widened by --widen if needed).")
-    lr_max: float = opt(10.0, "Top of the search bracket (widened by --widen if needed).")
+    lr_min: float | None = opt(None, "Bottom of the search bracket (widened by --widen if "
+                                     "needed) [default: per optimizer: 1e-3 sgd, 1e-4 momentum "
+                                     "and nesterov, 1e-5 adam and adamw].")
+    lr_max: float | None = opt(None, "Top of the search bracket (widened by --widen if needed) "
+                                     "[default: per optimizer: 10 sgd, 1 momentum and nesterov, "
+                                     "0.1 adam and adamw].")
     lr_start: float | None = opt(None, "Where the scan starts (the nearest point of its grid); "
                                        "none: lr_max. A warm-started sweep predicts it from "
                                        "the cells done.")
@@ -139,8 +179,10 @@ class EstimateConfig:
             raise ValueError(f"threshold {self.threshold!r} is above what {self.dataset} allows: "
                              f"its Bayes accuracy is {ceiling:.3f}, so no learning rate or "
                              "budget can reach it")
+        self._check_optimizer()
+        self._check_parametrization()
         _positive_float(self, "input_lr_scale", "lr_min", "lr_max", "rtol", "initial_loss_floor",
-                        "cuda_layer_flops")
+                        "cuda_layer_flops", "output_lr_scale")
         if self.criterion == "accuracy" and self.eval_every > self.steps:
             raise ValueError(f"eval_every ({self.eval_every}) must not exceed steps "
                              f"({self.steps}): no run would ever be evaluated")
@@ -170,10 +212,56 @@ class EstimateConfig:
         _choice(self, "device", DEVICES)
         _choice(self, "precision", PRECISIONS)
 
-    @property
-    def layer_lr_scales(self) -> list[float]:
-        """Each layer's learning rate as a multiple of η: the input layer's is input_lr_scale."""
-        return [self.input_lr_scale] + [1.0] * self.depth
+    def _check_optimizer(self) -> None:
+        """The optimizer, its hyper-parameters (torch.optim's defaults where unset; those it
+        does not use must stay unset), warm-up, and the search bracket's defaults for it."""
+        _choice(self, "optimizer", OPTIMIZERS)
+        used = OPTIMIZER_PARAMS.get(self.optimizer, {})
+        for name in ("momentum", "beta1", "beta2", "eps"):
+            v = getattr(self, name)
+            if v is not None and not _finite(v):
+                raise ValueError(f"{name} must be a number, got {v!r}")
+            if name == "momentum" and v is not None and not 0 < v < 1:
+                raise ValueError(f"momentum must lie in (0, 1), got {v!r} (0 is optimizer sgd)")
+            if name in ("beta1", "beta2") and v is not None and not 0 <= v < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {v!r}")
+            if name == "eps" and v is not None and not v > 0:
+                raise ValueError(f"eps must be a positive number, got {v!r}")
+            if v is not None and name not in used:
+                users = [o for o in OPTIMIZERS if name in OPTIMIZER_PARAMS.get(o, {})]
+                raise ValueError(f"{name} applies to optimizer {' and '.join(users)} only, "
+                                 f"not {self.optimizer}: leave it unset")
+            if v is None and name in used:
+                object.__setattr__(self, name, used[name])
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a non-negative number, got "
+                             f"{self.weight_decay!r}")
+        w = self.warmup_steps
+        if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {w!r}")
+        if w > self.steps:
+            raise ValueError(f"warmup_steps ({w}) must not exceed steps ({self.steps}): the "
+                             "peak rate would never be reached")
+        lo, hi = LR_RANGES[self.optimizer]
+        if self.lr_min is None:
+            object.__setattr__(self, "lr_min", lo)
+        if self.lr_max is None:
+            object.__setattr__(self, "lr_max", hi)
+
+    def _check_parametrization(self) -> None:
+        _choice(self, "parametrization", PARAMETRIZATIONS)
+        b = self.base_width
+        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
+            raise ValueError(f"base_width must be a positive integer, got {b!r}")
+        if self.parametrization == "mup" and b is None:
+            raise ValueError("parametrization mup needs base_width (the width at which it "
+                             "equals sp)")
+        if self.parametrization != "mup" and b is not None:
+            raise ValueError(f"base_width applies to parametrization mup only, not "
+                             f"{self.parametrization}: leave it unset")
+        if self.parametrization == "ntk" and self.output_init == "zero":
+            raise ValueError("parametrization ntk multiplies the output layer by its gain, 0 "
+                             "under output_init zero: the network could never train")
 
     def row(self) -> dict:
         """The config as a flat record (one CSV column per field)."""
@@ -189,7 +277,10 @@ class SharpnessConfig:
     """How λ1 at initialisation is computed (the network and data come from an EstimateConfig)."""
 
     samples: int = opt(1024, "Training examples in the fixed batch.")
-    preconditioned: bool = opt(False, "λ1 of S^½HS^½, S = per-layer lr scales (what SGD sees).")
+    preconditioned: bool = opt(False, "λ1 of S^½HS^½, S = each tensor's lr scale (input_lr_scale, "
+                                      "output_lr_scale and the parametrisation's per-layer "
+                                      "rates, which under mup are MuSGD's or MuAdam's as "
+                                      "--optimizer says): what SGD sees.")
     tol: float = opt(1e-3, "Relative residual that counts as converged.")
     max_hvps: int = opt(100, "Hessian-vector products at most per seed.")
     solver: str = opt("lanczos", "lanczos (torch, on the model's device) or arpack (scipy).")

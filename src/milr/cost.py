@@ -3,7 +3,7 @@ cost, and the bound a sweep's dry run shows."""
 
 from __future__ import annotations
 
-from .config import EstimateConfig
+from .config import OPTIMIZER_SLOTS, EstimateConfig
 
 # (inputs, classes) of the named data sets, for cost bounds without loading any data.
 SHAPES = {"gaussians": (64, 2), "fashion-mnist": (784, 10), "mnist": (784, 10),
@@ -49,11 +49,14 @@ def search_bound_tflop(cfg: EstimateConfig) -> float:
 
 def memory_bytes(cfg: EstimateConfig, n_in: int, classes: int, members: int) -> float:
     """A lower bound on the memory `members` training members need: weights (and the cached
-    initial weights of each seed), activations of a step, and each seed's batch schedule."""
+    initial weights of each seed) with the optimizer's state beside them (momentum: one copy,
+    Adam: two), activations of a step, and each seed's batch schedule."""
     weights = n_in * cfg.width + (cfg.depth - 1) * cfg.width**2 + cfg.width * classes
     activations = cfg.batch_size * (n_in + cfg.depth * cfg.width + classes)
     schedule = cfg.seeds * (cfg.steps + 1) * cfg.batch_size * 8
-    return 4.0 * (members + cfg.seeds) * weights + 4.0 * 2 * members * activations + schedule
+    state = OPTIMIZER_SLOTS[cfg.optimizer] * members * weights
+    return (4.0 * ((members + cfg.seeds) * weights + state) + 4.0 * 2 * members * activations
+            + schedule)
 
 
 def check_memory(cfg: EstimateConfig, n_in: int, classes: int, members: int,
@@ -62,5 +65,6 @@ def check_memory(cfg: EstimateConfig, n_in: int, classes: int, members: int,
     need = memory_bytes(cfg, n_in, classes, members)
     if need > available:
         raise ValueError(f"depth {cfg.depth} x width {cfg.width} with {cfg.seeds} seed(s), "
-                         f"{cfg.steps} steps and {members} members in training needs at least "
+                         f"{cfg.steps} steps and {members} members in training under "
+                         f"{cfg.optimizer} needs at least "
                          f"{need / 2**30:.3g} GiB; {available / 2**30:.3g} GiB are available")

@@ -5,7 +5,10 @@ gives the same run whichever other members share the batch. The forward pass is 
 (`Ensemble.forward`): training, evaluation and λ1 (`milr.sharpness`, with K = 1 and autograd)
 all run it. The SGD step computes gradients by hand and folds each member's learning rate into
 the weight update (one `baddbmm_` per layer): no autograd graph, no optimiser object, no
-per-member Python loop.
+per-member Python loop. The other optimizers (`Optim`: momentum, Nesterov, Adam, AdamW, weight
+decay) follow torch.optim's update rules on the same hand-computed gradients, their state stacked
+beside the weights (`Ensemble.state`). A parametrisation (`Layout`: sp, ntk, mup) sets each
+layer's forward multiplier, the scale of its stored initial weights and its learning rates.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -42,14 +46,117 @@ def init_weights(seed: int, n_in: int, depth: int, width: int, classes: int,
     return ws
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a parametrisation makes of each layer l = 0 (input) ... depth (output): layer l
+    computes h ↦ multipliers[l] · (h W_l) + b_l; W_l starts at init_weights' draw × init_scales[l]
+    (biases at 0); W_l trains at η · weight_lr[l] with weight decay λ · weight_wd[l], b_l at
+    η · bias_lr[l] with λ · bias_wd[l]. docs/protocol.md has the table."""
+
+    multipliers: tuple[float, ...]
+    init_scales: tuple[float, ...]
+    weight_lr: tuple[float, ...]
+    bias_lr: tuple[float, ...]
+    weight_wd: tuple[float, ...]
+    bias_wd: tuple[float, ...]
+
+    @classmethod
+    def sp(cls, depth: int, lr_scales: list[float] | None = None) -> Layout:
+        """The standard parametrisation with per-layer rates `lr_scales` (default all 1)."""
+        ones = (1.0,) * (depth + 1)
+        lr = tuple(lr_scales) if lr_scales is not None else ones
+        return cls(ones, ones, lr, lr, ones, ones)
+
+    @classmethod
+    def of(cls, cfg, n_in: int) -> Layout:
+        """The layout of cfg's network (an EstimateConfig: depth, width, output_init,
+        parametrization, base_width, optimizer, input_lr_scale, output_lr_scale).
+
+        ntk: W ~ N(0, 1) and multiplier √(gain / fan_in) (gain 2 on hidden layers, the
+        output_init gain on the output layer): the same function as sp at initialisation.
+        mup: Microsoft's mup package for an MLP whose width is its only width dimension, with
+        m = width / base_width: the output layer is a MuReadout (input ÷ m, weights × √m as
+        set_base_shapes rescales them); MuSGD multiplies the rate of every parameter with one
+        width dimension by m (input weights, hidden and input biases, output weights) and its
+        weight decay by 1/m, MuAdam divides the rate of the hidden weights (two width
+        dimensions) by m and multiplies their weight decay by m; everything else × 1.
+        input_lr_scale and output_lr_scale then multiply the rates of the input and the output
+        layer (as param groups do before MuSGD or MuAdam splits them).
+        """
+        depth = last = cfg.depth
+        user = [cfg.input_lr_scale] + [1.0] * (depth - 1) + [cfg.output_lr_scale]
+        mult = [1.0] * (depth + 1)
+        init = [1.0] * (depth + 1)
+        mup_w = [1.0] * (depth + 1)
+        mup_b = [1.0] * (depth + 1)
+        if cfg.parametrization == "ntk":
+            fans = [n_in] + [cfg.width] * depth
+            gains = [2.0] * depth + [OUTPUT_GAINS[cfg.output_init]]
+            mult = [math.sqrt(g / f) for g, f in zip(gains, fans, strict=True)]
+            init = [math.sqrt(f / g) for g, f in zip(gains, fans, strict=True)]
+        elif cfg.parametrization == "mup":
+            m = cfg.width / cfg.base_width
+            mult[last], init[last] = 1.0 / m, math.sqrt(m)
+            if cfg.optimizer in ("adam", "adamw"):
+                mup_w = [1.0] + [1.0 / m] * (depth - 1) + [1.0]  # hidden weights only
+            else:
+                mup_w = [m] + [1.0] * (depth - 1) + [m]  # one width dimension: input, output
+                mup_b = [m] * depth + [1.0]  # the output bias has none
+        return cls(tuple(mult), tuple(init),
+                   tuple(u * s for u, s in zip(user, mup_w, strict=True)),
+                   tuple(u * s for u, s in zip(user, mup_b, strict=True)),
+                   tuple(1.0 / s for s in mup_w), tuple(1.0 / s for s in mup_b))
+
+    def parameter_lr_scales(self) -> list[float]:
+        """The rate multiple of each tensor of `Ensemble.parameters()` (W0, b0, W1, b1, ...)."""
+        return [s for pair in zip(self.weight_lr, self.bias_lr, strict=True) for s in pair]
+
+
+@dataclass(frozen=True)
+class Optim:
+    """An optimizer's update rule, torch.optim's: sgd (SGD), momentum (SGD with momentum,
+    dampening 0), nesterov (SGD, nesterov=True), adam (Adam), adamw (AdamW); never amsgrad."""
+
+    name: str = "sgd"
+    momentum: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    @classmethod
+    def of(cls, cfg) -> Optim:
+        """cfg's optimizer (an EstimateConfig; unset hyper-parameters are not used by it)."""
+        kw = {k: getattr(cfg, k) for k in ("momentum", "beta1", "beta2", "eps")
+              if getattr(cfg, k) is not None}
+        return cls(cfg.optimizer, weight_decay=cfg.weight_decay, **kw)
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """Names of the per-parameter state tensors it keeps (each the size of its parameter)."""
+        if self.name in ("momentum", "nesterov"):
+            return ("momentum_buffer",)
+        if self.name in ("adam", "adamw"):
+            return ("exp_avg", "exp_avg_sq")
+        return ()
+
+    @property
+    def plain(self) -> bool:
+        """Plain SGD without weight decay: the fused step (`Ensemble.sgd_step`) applies."""
+        return self.name == "sgd" and self.weight_decay == 0
+
+
 @lru_cache(maxsize=16)
 def _initial(seed: int, n_in: int, depth: int, width: int, classes: int, output_init: str,
-             device: torch.device) -> tuple[torch.Tensor, ...]:
-    """init_weights already on `device`, kept for reuse: every round of a search starts members
-    from the same few seeds, and drawing a wide cell's weights costs more than a round of training
-    on a GPU. Callers must copy, never modify."""
-    return tuple(w.to(device) for w in init_weights(seed, n_in, depth, width, classes,
-                                                    output_init))
+             device: torch.device, scales: tuple[float, ...] | None = None
+             ) -> tuple[torch.Tensor, ...]:
+    """init_weights already on `device` (each layer × its scale, if given), kept for reuse:
+    every round of a search starts members from the same few seeds, and drawing a wide cell's
+    weights costs more than a round of training on a GPU. Callers must copy, never modify."""
+    ws = init_weights(seed, n_in, depth, width, classes, output_init)
+    if scales is not None:
+        ws = [w if s == 1.0 else w * s for w, s in zip(ws, scales, strict=True)]
+    return tuple(w.to(device) for w in ws)
 
 
 def zero_output_loss(loss: str, classes: int) -> float:
@@ -93,28 +200,42 @@ def loss_and_grad(logits: torch.Tensor, y: torch.Tensor, loss: str
 class Ensemble:
     """Stacked parameters of K members.
 
-    weights[l] (K, fan_in, fan_out), biases[l] (K, 1, fan_out).
+    weights[l] (K, fan_in, fan_out), biases[l] (K, 1, fan_out); multipliers[l] the forward
+    multiplier of layer l (see `Layout`); state[name] an optimizer's per-member state, one tensor
+    per tensor of `parameters()` and of its shape (e.g. Adam's exp_avg).
     """
 
-    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                 multipliers: tuple[float, ...] | None = None,
+                 state: dict[str, list[torch.Tensor]] | None = None):
         assert len(weights) == len(biases) >= 2
         self.weights = weights
         self.biases = biases
+        self.multipliers = tuple(multipliers or (1.0,) * len(weights))
+        self.state = state or {}
 
     @classmethod
     def create(cls, seeds: list[int], n_in: int, depth: int, width: int, classes: int,
-               device: torch.device | str = "cpu", output_init: str = "fan-in") -> Ensemble:
-        """One member per seed, at its initialisation."""
+               device: torch.device | str = "cpu", output_init: str = "fan-in",
+               layout: Layout | None = None, slots: tuple[str, ...] = (),
+               dtype: torch.dtype = torch.float32) -> Ensemble:
+        """One member per seed, at its initialisation (under `layout`, default sp), with the
+        optimizer state `slots` at zero; in `dtype` (the engine's is float32)."""
         device = torch.device(device)
+        scales = layout.init_scales if layout is not None else None
         uniq = list(dict.fromkeys(seeds))
         with ThreadPoolExecutor(max(1, min(len(uniq), os.cpu_count() or 1))) as pool:
             # Drawing is the slow part of a large cell's first round; torch releases the GIL.
             per_seed = dict(zip(uniq, pool.map(
-                lambda s: _initial(s, n_in, depth, width, classes, output_init, device), uniq),
-                strict=True))
-        weights = [torch.stack([per_seed[s][layer] for s in seeds]) for layer in range(depth + 1)]
-        biases = [torch.zeros(len(seeds), 1, w.shape[2], device=device) for w in weights]
-        return cls(weights, biases)
+                lambda s: _initial(s, n_in, depth, width, classes, output_init, device, scales),
+                uniq), strict=True))
+        weights = [torch.stack([per_seed[s][layer] for s in seeds]).to(dtype)
+                   for layer in range(depth + 1)]
+        biases = [torch.zeros(len(seeds), 1, w.shape[2], device=device, dtype=dtype)
+                  for w in weights]
+        net = cls(weights, biases, layout.multipliers if layout is not None else None)
+        net.state = {name: [torch.zeros_like(p) for p in net.parameters()] for name in slots}
+        return net
 
     @property
     def size(self) -> int:
@@ -123,12 +244,20 @@ class Ensemble:
     @staticmethod
     def cat(parts: list[Ensemble]) -> Ensemble:
         """The members of all parts, in order (new members joining a running ensemble)."""
+        assert len({p.multipliers for p in parts}) == 1 and \
+            len({tuple(p.state) for p in parts}) == 1, "members of different networks"
         return Ensemble([torch.cat(ws) for ws in zip(*(p.weights for p in parts), strict=True)],
-                        [torch.cat(bs) for bs in zip(*(p.biases for p in parts), strict=True)])
+                        [torch.cat(bs) for bs in zip(*(p.biases for p in parts), strict=True)],
+                        parts[0].multipliers,
+                        {name: [torch.cat(ts) for ts in zip(*(p.state[name] for p in parts),
+                                                            strict=True)]
+                         for name in parts[0].state})
 
     def select(self, keep: torch.Tensor) -> Ensemble:
         """The members at indices `keep` (compaction: finished members stop costing work)."""
-        return Ensemble([w[keep] for w in self.weights], [b[keep] for b in self.biases])
+        return Ensemble([w[keep] for w in self.weights], [b[keep] for b in self.biases],
+                        self.multipliers,
+                        {name: [t[keep] for t in ts] for name, ts in self.state.items()})
 
     def parameters(self) -> list[torch.Tensor]:
         """[W0, b0, W1, b1, ...]: the tensors a loss is differentiated against (milr.sharpness)."""
@@ -142,10 +271,14 @@ class Ensemble:
         """
         h = x
         last = len(self.weights) - 1
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        for layer, (w, b, m) in enumerate(zip(self.weights, self.biases, self.multipliers,
+                                              strict=True)):
             if inputs is not None:
                 inputs.append(h)
-            h = torch.matmul(h, w) + b if h.dim() == 2 else torch.baddbmm(b, h, w)
+            if h.dim() == 2:
+                h = (torch.matmul(h, w) if m == 1.0 else torch.matmul(h, w) * m) + b
+            else:
+                h = torch.baddbmm(b, h, w) if m == 1.0 else torch.baddbmm(b, h, w, alpha=m)
             if layer < last:
                 h = torch.relu(h) if h.requires_grad else torch.relu_(h)
         return h
@@ -169,20 +302,83 @@ class Ensemble:
 
     @torch.no_grad()
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor],
-                 loss: str = "ce") -> torch.Tensor:
+                 loss: str = "ce", bias_lrs: list[torch.Tensor] | None = None) -> torch.Tensor:
         """One SGD step on `loss` (see loss_value) for each member; returns the loss before it
         (K,).
 
-        x (K, B, n_in), y (K, B), lrs[l] (K, 1, 1): the learning rate of layer l per member.
+        x (K, B, n_in), y (K, B), lrs[l] (K, 1, 1): the learning rate of layer l per member;
+        bias_lrs[l] that of its bias where it differs (μP), else lrs[l].
         """
         inputs: list[torch.Tensor] = []
         value, g = loss_and_grad(self.forward(x, inputs), y, loss)  # (K,), (K, B, C)
         for layer in range(len(self.weights) - 1, -1, -1):
-            w, a = self.weights[layer], inputs[layer]
+            w, a, m = self.weights[layer], inputs[layer], self.multipliers[layer]
             g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
-            g.mul_(lrs[layer])
-            w.baddbmm_(a.transpose(1, 2), g, alpha=-1.0)
-            self.biases[layer].sub_(g.sum(1, keepdim=True))
+            if bias_lrs is not None and bias_lrs[layer] is not lrs[layer]:
+                self.biases[layer].sub_(g.sum(1, keepdim=True).mul_(bias_lrs[layer]))
+                g.mul_(lrs[layer])
+            else:
+                g.mul_(lrs[layer])
+                self.biases[layer].sub_(g.sum(1, keepdim=True))
+            w.baddbmm_(a.transpose(1, 2), g, alpha=-m)  # d loss / d W = m a^T g
             if g_in is not None:
-                g = g_in.mul_(a > 0)  # ReLU derivative, a = relu(z)
+                g = (g_in if m == 1.0 else g_in.mul_(m)).mul_(a > 0)  # ReLU', a = relu(z)
         return value
+
+    @torch.no_grad()
+    def opt_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor],
+                 steps_done: torch.Tensor, opt: Optim, decay: list[float] | None = None,
+                 loss: str = "ce") -> torch.Tensor:
+        """One step of `opt` (torch.optim's update rule) on `loss` for each member; returns the
+        loss before it (K,).
+
+        lrs[j] (K, 1, 1): the learning rate of tensor j of `parameters()` (W0, b0, W1, ...) per
+        member; decay[j]: its weight decay (default opt.weight_decay); steps_done (K,): steps
+        each member has taken before this one (Adam's bias correction). The state tensors in
+        `self.state` (opt.slots) are updated in place, as torch.optim's per-parameter state.
+        """
+        inputs: list[torch.Tensor] = []
+        value, g = loss_and_grad(self.forward(x, inputs), y, loss)  # (K,), (K, B, C)
+        decay = decay if decay is not None else [opt.weight_decay] * (2 * len(self.weights))
+        corrections = None
+        if opt.name in ("adam", "adamw"):
+            step = (steps_done + 1).to(g.dtype).view(-1, 1, 1)
+            corrections = (1 - torch.pow(opt.beta1, step),
+                           (1 - torch.pow(opt.beta2, step)).sqrt_())
+        for layer in range(len(self.weights) - 1, -1, -1):
+            w, a, m = self.weights[layer], inputs[layer], self.multipliers[layer]
+            g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
+            gw = torch.bmm(a.transpose(1, 2), g)
+            if m != 1.0:
+                gw.mul_(m)
+            gb = g.sum(1, keepdim=True)
+            for j, p, grad in ((2 * layer, w, gw), (2 * layer + 1, self.biases[layer], gb)):
+                self._update(j, p, grad, lrs[j], decay[j], opt, corrections)
+            if g_in is not None:
+                g = (g_in if m == 1.0 else g_in.mul_(m)).mul_(a > 0)  # ReLU', a = relu(z)
+        return value
+
+    def _update(self, j: int, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor,
+                decay: float, opt: Optim, corrections) -> None:
+        """torch.optim's update of parameter tensor j (its gradient `grad` is ours to change)."""
+        if opt.name in ("adam", "adamw"):
+            exp_avg, exp_avg_sq = self.state["exp_avg"][j], self.state["exp_avg_sq"][j]
+            if decay and opt.name == "adamw":
+                p.mul_(1 - lr * decay)  # decoupled
+            elif decay:
+                grad.add_(p, alpha=decay)
+            exp_avg.lerp_(grad, 1 - opt.beta1)
+            exp_avg_sq.mul_(opt.beta2).addcmul_(grad, grad, value=1 - opt.beta2)
+            bias1, bias2_sqrt = corrections
+            denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(opt.eps)
+            p.sub_(exp_avg.div(denom).mul_(lr / bias1))
+            return
+        if decay:
+            grad.add_(p, alpha=decay)
+        if opt.name in ("momentum", "nesterov"):
+            # A zero buffer times momentum plus the first gradient is that gradient exactly:
+            # torch.optim's buffer that starts as a copy of it.
+            buf = self.state["momentum_buffer"][j]
+            buf.mul_(opt.momentum).add_(grad)
+            grad = grad.add_(buf, alpha=opt.momentum) if opt.name == "nesterov" else buf
+        p.addcmul_(grad, lr, value=-1.0)

@@ -20,7 +20,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .config import EstimateConfig, SharpnessConfig
 from .data import Dataset
-from .model import Ensemble, loss_value
+from .model import Ensemble, Layout, loss_value
 from .seeding import START_VECTOR, batch_schedule, member_seed
 
 
@@ -38,18 +38,22 @@ class Sharpness:
 
 def network(cfg: EstimateConfig, data: Dataset, seed: int,
             dtype: torch.dtype = torch.float32) -> Ensemble:
-    """Seed `seed`'s network at initialisation as the engine builds it (K = 1), with gradients."""
+    """Seed `seed`'s network at initialisation as the engine builds it (K = 1), with gradients:
+    under cfg's parametrisation (its stored weights and forward multipliers)."""
+    layout = Layout.of(cfg, data.n_inputs)
     net = Ensemble.create([seed], data.n_inputs, cfg.depth, cfg.width, data.classes,
-                          data.x_train.device, cfg.output_init)
+                          data.x_train.device, cfg.output_init, layout)
     return Ensemble([w.to(dtype).requires_grad_() for w in net.weights],
-                    [b.to(dtype).requires_grad_() for b in net.biases])
+                    [b.to(dtype).requires_grad_() for b in net.biases], net.multipliers)
 
 
 def network_loss(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                 loss: str = "ce") -> torch.Tensor:
+                 loss: str = "ce", multipliers: tuple[float, ...] | None = None
+                 ) -> torch.Tensor:
     """The training loss of one member given as [W0, b0, W1, b1, ...] (an Ensemble's
-    `parameters()`, K = 1) on the batch x (B, n_in), y (B,): the engine's forward pass."""
-    net = Ensemble(params[0::2], params[1::2])
+    `parameters()`, K = 1) on the batch x (B, n_in), y (B,): the engine's forward pass, with
+    the parametrisation's forward multipliers (default 1)."""
+    net = Ensemble(params[0::2], params[1::2], multipliers)
     return loss_value(net.forward(x), y.unsqueeze(0), loss)[0]
 
 
@@ -120,16 +124,39 @@ def lanczos(matvec, n: int, like: torch.Tensor, seed: int, tol: float = 1e-3,
     return theta, residual, residual <= tol, len(alphas)
 
 
+class _Spent(Exception):
+    """The budget of Hessian-vector products is spent."""
+
+
 def top_eigenvalue(op: LinearOperator, count: list[int], seed: int, tol: float = 1e-3,
                    max_hvps: int = 300) -> tuple[float, float, bool, str]:
-    """Largest algebraic eigenvalue: ARPACK's Lanczos first, then a shifted power iteration."""
+    """Largest algebraic eigenvalue: ARPACK's Lanczos first, then a shifted power iteration, in
+    at most `max_hvps` products all told. ARPACK's `maxiter` counts restarts (each up to `ncv`
+    products), so the products are counted here: ARPACK is stopped one short of the budget (the
+    last one checks its residual); if it gives up earlier, the power iteration gets what is
+    left. A run out of budget is returned as not converged."""
     rng = np.random.default_rng(member_seed(seed, START_VECTOR))
     v0 = rng.standard_normal(op.shape[0])
+    start = count[0]
+
+    def capped(limit: int) -> LinearOperator:
+        def matvec(v: np.ndarray) -> np.ndarray:
+            if count[0] - start >= limit:
+                raise _Spent
+            return op.matvec(v)
+        return LinearOperator(op.shape, matvec=matvec, dtype=np.float64)
+
     try:
-        vals, vecs = eigsh(op, k=1, which="LA", v0=v0, tol=tol / 10, maxiter=max_hvps,
-                           ncv=min(op.shape[0], 20))
-    except ArpackNoConvergence:
-        lam, residual, certified = _power(op, v0, max_hvps, tol)
+        vals, vecs = eigsh(capped(max(1, max_hvps - 1)), k=1, which="LA", v0=v0,
+                           tol=tol / 10, maxiter=max_hvps, ncv=min(op.shape[0], 20))
+    except (ArpackNoConvergence, _Spent):
+        left = max_hvps - (count[0] - start)
+        if left < 4:  # nothing a power iteration could certify
+            return math.nan, math.inf, False, "arpack"
+        try:
+            lam, residual, certified = _power(capped(max_hvps), v0, left - 1, tol)
+        except _Spent:
+            return math.nan, math.inf, False, "power"
         return lam, residual, certified and residual <= tol, "power"
     lam, v = float(vals[0]), vecs[:, 0] / np.linalg.norm(vecs[:, 0])
     residual = float(np.linalg.norm(op.matvec(v) - lam * v) / max(abs(lam), 1e-30))
@@ -175,11 +202,12 @@ def sharpness(cfg: EstimateConfig, data: Dataset, seed: int,
     device = data.x_train.device
     order = batch_schedule(seed, len(data.x_train), 1, samples)[0].to(device)
     x, y = data.x_train[order].to(dtype), data.y_train[order]
-    params = network(cfg, data, seed, dtype).parameters()
+    net = network(cfg, data, seed, dtype)
+    params = net.parameters()
     scale = None
-    if scfg.preconditioned:
-        scale = [s for s in cfg.layer_lr_scales for _ in range(2)]  # a weight and a bias each
-    loss = lambda p: network_loss(p, x, y, cfg.loss)  # noqa: E731
+    if scfg.preconditioned:  # every tensor's rate multiple (the parametrisation's and cfg's)
+        scale = Layout.of(cfg, data.n_inputs).parameter_lr_scales()
+    loss = lambda p: network_loss(p, x, y, cfg.loss, net.multipliers)  # noqa: E731
     if scfg.solver == "lanczos":
         matvec, n, count = hvp_function(loss, params, scale)
         lam, residual, converged, _ = lanczos(matvec, n, params[0], seed, scfg.tol,

@@ -17,7 +17,7 @@ import torch
 from .config import EstimateConfig
 from .data import Dataset
 from .device import matmul_precision
-from .model import Ensemble, loss_value, zero_output_loss
+from .model import Ensemble, Layout, Optim, loss_value, zero_output_loss
 from .seeding import batch_schedule
 
 
@@ -77,12 +77,15 @@ class BatchedTrainer:
     members are compacted away only once they make up a quarter of the rows; until then their
     learning rate is zero and their results are ignored. A new graph is captured whenever
     members join. Neither option changes any outcome.
+
+    `dtype`: of the weights, optimizer state and rates (float32; the tests run float64 against
+    torch.optim, on data of that dtype).
     """
 
     def __init__(self, cfg: EstimateConfig, data: Dataset, device: torch.device | None = None,
                  cancel_dominated: bool = False, graphs: bool | None = None,
-                 retire_in_place: bool | None = None):
-        self.cfg, self.data, self.cancel = cfg, data, cancel_dominated
+                 retire_in_place: bool | None = None, dtype: torch.dtype = torch.float32):
+        self.cfg, self.data, self.cancel, self.dtype = cfg, data, cancel_dominated, dtype
         self.device = device or data.x_train.device
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.graphs and self.device.type != "cuda":
@@ -99,6 +102,11 @@ class BatchedTrainer:
         self.sched = torch.empty(0, cfg.steps + 1, self.batch, dtype=torch.long,
                                  device=self.device)
         self.loss_floor = cfg.initial_loss_floor * zero_output_loss(cfg.loss, data.classes)
+        self.layout = Layout.of(cfg, data.n_inputs)
+        self.optim = Optim.of(cfg)
+        self.decay = [cfg.weight_decay * s for pair in zip(self.layout.weight_wd,
+                                                           self.layout.bias_wd, strict=True)
+                      for s in pair]
         self.track_max = cfg.criterion == "stable" or cfg.divergence_check == "step"
         self.next_key = 0
         self.warm = False  # a first step has run eagerly (CUDA graphs need warmed-up libraries)
@@ -115,12 +123,14 @@ class BatchedTrainer:
         self.limit = torch.empty(0, device=dev)  # row -> divergence limit (inf before step 1)
         self.max_loss = torch.empty(0, device=dev)  # row -> largest loss (see Outcome.max_loss)
         self.max_step = torch.empty(0, dtype=torch.long, device=dev)  # row -> its step
-        self.lr = torch.empty(0, 1, 1, device=dev)
+        self.lr = torch.empty(0, 1, 1, device=dev, dtype=self.dtype)
         self._rebuilt()
 
     def _rebuilt(self) -> None:
-        """After the rows changed: per-layer learning rates anew, and no graph for them yet."""
-        self.lrs = [self.lr * s for s in self.cfg.layer_lr_scales]
+        """After the rows changed: per-tensor learning rates anew (W0, b0, W1, ...; a bias
+        shares its weight's tensor where their scales agree), and no graph for them yet."""
+        lay, by_scale = self.layout, {}
+        self.lrs = [by_scale.setdefault(s, self.lr * s) for s in lay.parameter_lr_scales()]
         self.graph: torch.cuda.CUDAGraph | None = None
 
     @property
@@ -139,7 +149,8 @@ class BatchedTrainer:
                 sched = batch_schedule(s, len(self.data.x_train), cfg.steps + 1, self.batch)
                 self.sched = torch.cat([self.sched, sched.to(dev)[None]])
         net = Ensemble.create(list(seeds), self.data.n_inputs, cfg.depth, cfg.width,
-                              self.data.classes, dev, cfg.output_init)
+                              self.data.classes, dev, cfg.output_init, self.layout,
+                              self.optim.slots, self.dtype)
         k = len(new)
         self.net = net if self.net is None else Ensemble.cat([self.net, net])
         self.which = torch.cat([self.which, torch.tensor([self.schedule_row[s] for s in seeds],
@@ -149,7 +160,7 @@ class BatchedTrainer:
         self.limit = torch.cat([self.limit, torch.full((k,), math.inf, device=dev)])
         self.max_loss = torch.cat([self.max_loss, torch.full((k,), -math.inf, device=dev)])
         self.max_step = torch.cat([self.max_step, torch.zeros(k, dtype=torch.long, device=dev)])
-        self.lr = torch.cat([self.lr, torch.tensor(lrs, dtype=torch.float32,
+        self.lr = torch.cat([self.lr, torch.tensor(lrs, dtype=self.dtype,
                                                    device=dev).view(k, 1, 1)])
         self.members += new
         self._rebuilt()
@@ -158,8 +169,19 @@ class BatchedTrainer:
     def _step(self) -> torch.Tensor:
         cfg = self.cfg
         idx = self.sched[self.which, self.t.clamp(max=cfg.steps - 1)]  # (K, B)
-        loss = self.net.sgd_step(self.data.x_train[idx], self.data.y_train[idx], self.lrs,
-                                 cfg.loss)
+        x, y, lrs = self.data.x_train[idx], self.data.y_train[idx], self.lrs
+        if cfg.warmup_steps:  # step t = 1, 2, ... runs at lr · min(1, t / warmup_steps)
+            warm = ((self.t + 1).to(self.lr.dtype) / cfg.warmup_steps).clamp_(max=1.0)
+            warm = warm.view(-1, 1, 1)
+            by_id: dict[int, torch.Tensor] = {}
+            lrs = [by_id.setdefault(id(r), r * warm) for r in lrs]
+        if self.optim.plain:
+            # The fused SGD step; the bias rates are passed only where they differ (μP).
+            shared = all(lrs[2 * i + 1] is lrs[2 * i] for i in range(cfg.depth + 1))
+            extra = {} if shared else {"bias_lrs": lrs[1::2]}
+            loss = self.net.sgd_step(x, y, lrs[0::2], cfg.loss, **extra)
+        else:
+            loss = self.net.opt_step(x, y, lrs, self.t, self.optim, self.decay, cfg.loss)
         # The first step's loss fixes each member's divergence limit; all on the device, no
         # host sync per step.
         first = cfg.divergence_factor * loss.clamp(min=self.loss_floor)
@@ -327,7 +349,7 @@ class BatchedTrainer:
         elif gone:
             idx = torch.tensor([r for r, m in enumerate(self.members) if m.outcome is not None],
                                device=self.device)
-            for lr in [self.lr, *self.lrs]:
+            for lr in {id(r): r for r in [self.lr, *self.lrs]}.values():
                 lr.index_fill_(0, idx, 0.0)
 
 
