@@ -421,3 +421,40 @@ def test_data_dir_that_is_a_file_and_dataset_that_is_a_directory(tmp_path, run_m
     assert code == 2 and f"data directory {tmp_path / 'f'} is not a directory" in err, err
     code, _, err = run_milr([*quick, "--dataset", str(tmp_path / "d.npz"), "--threshold", "0.6"])
     assert code == 2 and f"{tmp_path / 'd.npz'} is a directory, not a .npz file" in err, err
+
+
+# --- from the review ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [10, 100])
+def test_arpack_spends_at_most_max_hvps_products(budget):
+    """ARPACK's maxiter counts restarts: a budget of 100 spent 302 products here (791 in the
+    review). A clustered top of the spectrum needs more than the budget: not converged."""
+    from scipy.sparse.linalg import LinearOperator
+
+    from milr.sharpness import top_eigenvalue
+
+    diag = np.concatenate([np.linspace(0, 1, 2999), [1.0001]])
+    count = [0]
+
+    def matvec(v):
+        count[0] += 1
+        return diag * np.ravel(v)
+
+    op = LinearOperator((3000, 3000), matvec=matvec, dtype=np.float64)
+    lam, _, converged, _ = top_eigenvalue(op, count, 0, tol=1e-4, max_hvps=budget)
+    assert count[0] <= budget and not converged
+    count[0] = 0
+    lam, _, converged, _ = top_eigenvalue(op, count, 0, tol=1e-4, max_hvps=400)
+    assert converged and lam == pytest.approx(1.0001, rel=1e-6) and count[0] <= 400
+
+
+def test_arpack_on_a_network_reports_the_products_it_spent(tiny):
+    from milr.config import EstimateConfig, SharpnessConfig
+    from milr.sharpness import sharpness
+
+    cfg = EstimateConfig(depth=2, width=16, criterion="stable")
+    for budget in (3, 30):
+        got = sharpness(cfg, tiny, 0, SharpnessConfig(samples=64, solver="arpack",
+                                                      max_hvps=budget, tol=1e-6))
+        assert got.hvps <= budget, got
