@@ -458,3 +458,28 @@ def test_arpack_on_a_network_reports_the_products_it_spent(tiny):
         got = sharpness(cfg, tiny, 0, SharpnessConfig(samples=64, solver="arpack",
                                                       max_hvps=budget, tol=1e-6))
         assert got.hvps <= budget, got
+
+
+def test_aggregate_mean_is_applied_to_lambda1_and_c(tmp_path, run_milr):
+    """`--aggregate mean` aggregated η* by the mean but λ1 and c still by the median."""
+    lines = ["depth,width,seed,status,lr_star,lambda1,lambda1_converged"]
+    lam: dict = {}
+    for d, w, v in LAW:
+        for s, f in enumerate((1.0, 1.1, 1.0 + d)):  # skewed, more so deeper: mean ≠ median
+            lines.append(f"{d},{w},{s},ok,{v * f},{4 * (d * w) ** 0.5 * f ** 2},True")
+            lam.setdefault((d, w), []).append(4 * (d * w) ** 0.5 * f ** 2)
+    path = tmp_path / "r.csv"
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = run_milr(["fit", str(path), "--aggregate", "mean", "--json"])
+    assert code == 0, err
+    rel = json.loads(out)["sharpness"]["lambda1"]
+    per_cell = {(p["depth"], p["width"]): p for p in rel["c"]["per_cell"]}
+    d, w, v = LAW[0]
+    assert per_cell[(d, w)]["mean"] == pytest.approx(
+        np.mean([v * f * 4 * (d * w) ** 0.5 * f ** 2 for f in (1.0, 1.1, 1.0 + d)]))
+    dw = np.log([d * w for d, w, _ in LAW])
+    slope = np.polyfit(dw, np.log([np.mean(lam[d, w]) for d, w, _ in LAW]), 1)[0]
+    median = np.polyfit(dw, np.log([np.median(lam[d, w]) for d, w, _ in LAW]), 1)[0]
+    assert rel["vs_depth_width"]["slope"] == pytest.approx(slope) != pytest.approx(median)
+    code, out, _ = run_milr(["fit", str(path), "--aggregate", "mean"])
+    assert code == 0 and "mean c" in out

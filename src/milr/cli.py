@@ -249,7 +249,8 @@ def fit_cmd(
         notes = table.select_excluded(notes, list(fcfg.where), min_depth, max_depth,
                                       min_width, max_width)
         law = ft.fit_power_law(cells, bootstrap, seed)
-        relations = ft.sharpness_relations(rows, cells, results) if column == "lr_star" else {}
+        relations = (ft.sharpness_relations(rows, cells, results, aggregate)
+                     if column == "lr_star" else {})
         prediction = law.predict(*predict) if predict else None
         if plot:
             from .plot import plot_fit

@@ -229,9 +229,11 @@ def relation(xs: list[float], ys: list[float]) -> Relation:
     return Relation(float(f.beta[1]), (lo, hi), float(f.beta[0]), f.r2, len(xs))
 
 
-def sharpness_relations(rows: list[dict], cells: list[Cell], source: str = "results") -> dict:
+def sharpness_relations(rows: list[dict], cells: list[Cell], source: str = "results",
+                        how: str = "median") -> dict:
     """λ1 against d·w, η* against λ1 (plain and input-lr preconditioned), and c = η*·λ1, on the
-    fitted cells. Only converged λ1 values are used.
+    fitted cells, seeds aggregated per cell by `how` (as η* was). Only converged λ1 values are
+    used.
 
     Returns {} when the table has no converged λ1 (a sweep without lambda1_samples).
     """
@@ -245,8 +247,8 @@ def sharpness_relations(rows: list[dict], cells: list[Cell], source: str = "resu
         values = [u for u in values if (u.depth, u.width) in keep]
         if not values:
             continue
-        lam = aggregate(values, rows)
-        rel = {"c": dimensionless_c(rows, col, keep, source)}
+        lam = aggregate(values, rows, how)
+        rel = {"c": dimensionless_c(rows, col, keep, source, how)}
         if len(lam) >= 3:
             rel.update(_lambda_relations(lam, eta))
         out[col] = rel
@@ -267,9 +269,10 @@ def _lambda_relations(lam: list[Cell], eta: dict) -> dict:
 
 
 def dimensionless_c(rows: list[dict], col: str, keep: set[tuple[int, int]],
-                    source: str = "results") -> dict:
-    """c = η*·λ1 per seed (one row: its own η* and λ1), its median and range per cell, and its
-    exponent against d·w: c constant across cells would mean η* = c / λ1 at every size."""
+                    source: str = "results", how: str = "median") -> dict:
+    """c = η*·λ1 per seed (one row: its own η* and λ1), its median (or mean: `how`) and range
+    per cell, and its exponent against d·w: c constant across cells would mean η* = c / λ1 at
+    every size."""
     eta = {u.line: u.value for u in usable(rows, "lr_star", source)[0]}
     lam, _ = usable(rows, col, source)
     per_seed = [Usable(u.line, u.depth, u.width, u.seed, eta[u.line] * u.value) for u in lam
@@ -278,13 +281,13 @@ def dimensionless_c(rows: list[dict], col: str, keep: set[tuple[int, int]],
         if not (math.isfinite(u.value) and u.value > 0):
             raise FitError(f"{source} line {u.line}: lr_star × {col} = {u.value!r} lies beyond "
                            "the range of floating-point numbers")
-    cells = aggregate(per_seed, rows)
+    cells = aggregate(per_seed, rows, how)
     values = [u.value for u in per_seed]
-    out = {"seeds": len(values),
+    out = {"seeds": len(values), "aggregate": how,
            "median": statistics.median(values) if values else None,
            "min": min(values, default=None), "max": max(values, default=None),
            "per_cell": [{"depth": c.depth, "width": c.width, "seeds": c.seeds, "rows": c.rows,
-                         "median": c.value, "min": c.low, "max": c.high} for c in cells],
+                         how: c.value, "min": c.low, "max": c.high} for c in cells],
            "vs_depth_width": None}
     if len(cells) >= 3 and len({c.depth * c.width for c in cells}) >= 2:
         out["vs_depth_width"] = relation([c.depth * c.width for c in cells],

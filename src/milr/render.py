@@ -183,11 +183,12 @@ def _render_relation(col: str, rel: dict) -> None:
                  f"{fit['slope_ci'][1]:.3f}] (R² {fit['r2']:.3f})")
     p(line)
     table = Table(title=f"{name} per cell")
-    for head in ("depth", "width", "seeds", "median c", "range"):
+    how = c.get("aggregate", "median")
+    for head in ("depth", "width", "seeds", f"{how} c", "range"):
         table.add_column(head, justify="right")
     for cell in c["per_cell"]:
         table.add_row(str(cell["depth"]), str(cell["width"]), f"{cell['seeds']}/{cell['rows']}",
-                      f"{cell['median']:.4g}", f"{cell['min']:.4g}–{cell['max']:.4g}")
+                      f"{cell[how]:.4g}", f"{cell['min']:.4g}–{cell['max']:.4g}")
     console.print(table)
 
 
