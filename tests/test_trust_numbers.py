@@ -483,3 +483,21 @@ def test_aggregate_mean_is_applied_to_lambda1_and_c(tmp_path, run_milr):
     assert rel["vs_depth_width"]["slope"] == pytest.approx(slope) != pytest.approx(median)
     code, out, _ = run_milr(["fit", str(path), "--aggregate", "mean"])
     assert code == 0 and "mean c" in out
+
+
+def test_the_initial_weights_cache_holds_what_the_memory_check_counts():
+    """The cache kept up to 16 seeds of earlier (larger) cells of a sweep on the device, which
+    the memory check of the next cell did not count; now it holds the current cell's seeds."""
+    from milr import model
+    from milr.config import EstimateConfig
+    from milr.cost import memory_bytes
+
+    big = EstimateConfig(depth=4, width=256, seeds=8)
+    small = EstimateConfig(depth=1, width=8, seeds=2)
+    for cfg in (big, small):
+        model.Ensemble.create(list(range(cfg.seeds)) * 2, 64, cfg.depth, cfg.width, 2)
+    weights = 64 * 8 + 8 * 2  # the small cell's
+    assert model.initial_cache_bytes() == 4 * small.seeds * weights
+    # what memory_bytes counts for them: one copy per seed beside the members' own
+    assert memory_bytes(small, 64, 2, 4) - memory_bytes(
+        EstimateConfig(depth=1, width=8, seeds=1), 64, 2, 4) >= 4 * weights

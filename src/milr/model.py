@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
@@ -146,17 +146,41 @@ class Optim:
         return self.name == "sgd" and self.weight_decay == 0
 
 
-@lru_cache(maxsize=16)
+# The initial weights of one cell's seeds, kept on the device (see _initial).
+_CACHE: dict = {"cell": None, "seeds": {}}
+_CACHE_LOCK = threading.Lock()
+
+
 def _initial(seed: int, n_in: int, depth: int, width: int, classes: int, output_init: str,
              device: torch.device, scales: tuple[float, ...] | None = None
              ) -> tuple[torch.Tensor, ...]:
     """init_weights already on `device` (each layer × its scale, if given), kept for reuse:
     every round of a search starts members from the same few seeds, and drawing a wide cell's
-    weights costs more than a round of training on a GPU. Callers must copy, never modify."""
+    weights costs more than a round of training on a GPU. Callers must copy, never modify.
+
+    Only one cell's seeds are kept: the first call for another cell drops the previous cell's
+    weights, so the cache holds what the memory check counts (a copy per seed of this cell,
+    `cost.memory_bytes`), never up to 16 seeds of earlier, larger cells of a sweep."""
+    cell = (n_in, depth, width, classes, output_init, device, scales)
+    with _CACHE_LOCK:
+        if _CACHE["cell"] != cell:
+            _CACHE["cell"], _CACHE["seeds"] = cell, {}
+        if seed in _CACHE["seeds"]:
+            return _CACHE["seeds"][seed]
     ws = init_weights(seed, n_in, depth, width, classes, output_init)
     if scales is not None:
         ws = [w if s == 1.0 else w * s for w, s in zip(ws, scales, strict=True)]
-    return tuple(w.to(device) for w in ws)
+    out = tuple(w.to(device) for w in ws)
+    with _CACHE_LOCK:
+        if _CACHE["cell"] == cell:
+            _CACHE["seeds"].setdefault(seed, out)
+    return out
+
+
+def initial_cache_bytes() -> int:
+    """Bytes of initial weights the cache holds now (one cell's seeds)."""
+    with _CACHE_LOCK:
+        return sum(w.numel() * w.element_size() for ws in _CACHE["seeds"].values() for w in ws)
 
 
 def zero_output_loss(loss: str, classes: int) -> float:
