@@ -501,3 +501,14 @@ def test_the_initial_weights_cache_holds_what_the_memory_check_counts():
     # what memory_bytes counts for them: one copy per seed beside the members' own
     assert memory_bytes(small, 64, 2, 4) - memory_bytes(
         EstimateConfig(depth=1, width=8, seeds=1), 64, 2, 4) >= 4 * weights
+
+
+def test_fit_and_the_store_key_rows_alike():
+    """table.latest keyed rows by their text, store.latest by integers: a rerun written as
+    '01' (or ' 1') counted as another seed in `milr fit` but replaced the row in a sweep."""
+    from milr import store
+
+    rows = [{"depth": "1", "width": "16", "seed": "0", "status": "unfinished", "lr_star": ""},
+            {"depth": "01", "width": "16", "seed": " 0", "status": "ok", "lr_star": "0.5"}]
+    assert len(table.latest(rows)) == len(store.latest(rows)) == 1
+    assert table.latest(rows)[0] is store.latest(rows)[(1, 16, 0)]

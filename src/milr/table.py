@@ -15,7 +15,7 @@ from pathlib import Path
 from .expr import compile_filter
 from .grid import FIXED_FIELDS
 from .results import STATUSES
-from .store import complete_lines
+from .store import complete_lines, row_key
 
 
 class FitError(ValueError):
@@ -120,8 +120,17 @@ def latest(rows: list[dict]) -> list[dict]:
     appending its new row, never by editing the file. Tables without a seed column are kept."""
     if not rows or "seed" not in rows[0]:
         return rows
-    last = {(r["depth"], r["width"], r["seed"]): i for i, r in enumerate(rows)}
-    return [r for i, r in enumerate(rows) if last[(r["depth"], r["width"], r["seed"])] == i]
+    last = {_key(r): i for i, r in enumerate(rows)}
+    return [r for i, r in enumerate(rows) if last[_key(r)] == i]
+
+
+def _key(r: dict) -> tuple:
+    """(depth, width, seed) as the store keys rows (`store.row_key`: integers, so "1" and "01"
+    are one seed); a field that is not an integer is kept as written, refused later by line."""
+    try:
+        return row_key(r)
+    except (TypeError, ValueError):
+        return r["depth"], r["width"], r["seed"]
 
 
 def usable(rows: list[dict], column: str = "lr_star", source: str = "results"
