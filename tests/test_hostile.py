@@ -62,6 +62,7 @@ BAD = {
     ("estimate", "precision"): ["fp16"],
     ("estimate", "lambda1_samples"): ["-1", *INT_JUNK],
     ("estimate", "as_json"): [],  # a flag: no value to get wrong
+    ("estimate", "plot"): ["/nonexistent/dir/s.png", "s.txt", "/"],  # refused before training
     ("sharpness", "depth"): ["0", "-1", *INT_JUNK, "100000000"],
     ("sharpness", "width"): ["0", "-3", *INT_JUNK, "1000000000"],
     ("sharpness", "dataset"): ["imagenet", "missing.npz"],
@@ -102,6 +103,13 @@ BAD = {
     ("sweep", "ray"): [],  # an address: a wrong one is Ray's to report (see test_sweep)
     ("sweep", "gpus_per_cell"): ["0", "2", "-0.5", *NUMBER_JUNK],
     ("sweep", "dry_run"): [],  # a flag
+    ("plot search", "trials"): ["missing.jsonl", "/", "EXTRA_FIELDS"],
+    ("plot search", "cell"): ["0 4", "9 9", "a b"],  # 9 9: no such cell in the log
+    ("plot search", "results"): ["missing.csv", "EXTRA_FIELDS"],
+    ("plot search", "out"): ["/nonexistent/dir/s.png", "s.txt", "/"],
+    ("plot sweep", "results"): ["missing.csv", "/", "EXTRA_FIELDS"],
+    ("plot sweep", "out"): ["/nonexistent/dir/m.png", "m.csv", "/"],
+    ("plot sweep", "compare"): ["missing.csv", "EXTRA_FIELDS"],
 }
 
 LAW_CSV = "depth,width,lr_star,status\n" + "".join(
@@ -111,7 +119,8 @@ GRID = "depths: [1]\nwidths: [4]\nseeds: 1\nsteps: 20\neval_every: 10\ndevice: c
 
 def commands():
     root = typer.main.get_command(app)
-    return {name: cmd for name, cmd in root.commands.items() if name != "data"}
+    out = {name: cmd for name, cmd in root.commands.items() if name not in ("data", "plot")}
+    return out | {f"plot {n}": c for n, c in root.commands["plot"].commands.items()}
 
 
 def test_the_table_covers_every_option():
@@ -129,6 +138,14 @@ def base_args(command, tmp_path):
         csv = tmp_path / "r.csv"
         csv.write_text(LAW_CSV)
         return ["fit", str(csv)]
+    if command == "plot search":
+        log = tmp_path / "t.jsonl"
+        log.write_text('{"depth": 1, "width": 4, "seed": 0, "lr": 0.5, "success": true, '
+                       '"diverged": false, "steps": 20}\n')
+        return ["plot", "search", str(log), "--cell", "1", "4", "--out", str(tmp_path / "s.png")]
+    if command == "plot sweep":
+        (tmp_path / "r.csv").write_text(LAW_CSV)
+        return ["plot", "sweep", str(tmp_path / "r.csv"), "--out", str(tmp_path / "m.png")]
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID)
     return ["sweep", str(grid), "--out", str(tmp_path / "r.csv"), "--dry-run"]
@@ -148,7 +165,9 @@ def test_bad_value_is_one_line_and_exit_nonzero(command, option, value, tmp_path
         (tmp_path / "extra.csv").write_text("a\n1,2\n")
     if value == "SAME_AS_OUT":
         value = args[args.index("--out") + 1]
-    if param.param_type_name == "argument":
+    if param.param_type_name == "argument" and command.startswith("plot"):
+        args = [*command.split(), value, *args[3:]]
+    elif param.param_type_name == "argument":
         args = [command, value] if command != "sweep" else [command, value,
                                                             *args[2:]]
     else:

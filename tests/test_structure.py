@@ -61,8 +61,8 @@ def test_lambda1_network_is_the_engines_network(tiny):
 # The package's modules, each importing only from those before it (README: Development).
 LAYERS = ["version", "seeding", "expr", "config", "cost", "data", "device", "results", "model",
           "train", "search", "sharpness", "estimation", "grid", "store", "cell", "executors",
-          "sweep", "table", "fit", "render", "plot", "fetch", "datacmd", "cli", "__init__",
-          "__main__"]
+          "sweep", "table", "fit", "render", "plot", "fetch", "datacmd", "plotcmd", "cli",
+          "__init__", "__main__"]
 
 
 def test_imports_run_one_way():

@@ -11,6 +11,7 @@ import typer
 
 from .config import EstimateConfig, FitConfig, SharpnessConfig, defaults, help_for
 from .datacmd import data_app
+from .plotcmd import plot_app
 from .render import (
     err,
     render_dry_run,
@@ -39,6 +40,7 @@ app = typer.Typer(
 
 
 app.add_typer(data_app, name="data")
+app.add_typer(plot_app, name="plot")
 
 
 @app.callback()
@@ -137,9 +139,17 @@ def estimate_cmd(
                                                       "c = η*·λ1 (0: off).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: config, per-seed "
                                                          "results and every trial.")] = False,
+    plot: Annotated[str | None, typer.Option(help="Also draw the search to this file (PNG; "
+                                                  "the extension chooses SVG or PDF): every "
+                                                  "trial by verdict, brackets, η*, and the "
+                                                  "deciding trials' curves.")] = None,
 ) -> None:
     """Search η* of one constant-width ReLU MLP over several seeds."""
     try:
+        if plot is not None:  # matplotlib, extension and directory: before any training
+            from .plot import figure_path
+
+            plot = figure_path(plot, "--plot")
         from .estimation import estimate  # torch loads here: Ctrl-C is handled below
 
         cfg = _config(EstimateConfig, locals())
@@ -154,10 +164,22 @@ def estimate_cmd(
         _fail(e)
     except KeyboardInterrupt:
         _interrupted()
+    failed = None  # a figure that cannot be written must not lose the measurement
+    if plot is not None:
+        try:
+            from .plot import save, search_figure, search_view_of
+
+            plot = save(search_figure(search_view_of(result)), plot)
+        except (ValueError, OSError) as e:
+            failed, plot = e, None
     if as_json:
-        _dump(result.to_dict())
+        _dump({**result.to_dict(), "plot": plot})
     else:
         render_estimate(result)
+    if failed is not None:
+        _fail(failed)
+    if plot is not None:
+        err.print(f"figure written to {plot}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("sharpness")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,517 @@ def output_path(path: str, formats: dict) -> tuple[str, str]:
     if ext in formats:
         return path, ext
     return f"{path}.png", "png"
+
+
+# --- Searches and sweeps (milr estimate --plot, milr plot search, milr plot sweep) -----------
+
+# Okabe–Ito: distinguishable under the common colour-vision deficiencies (yellow left out: it
+# vanishes on white).
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+# verdict -> (colour, marker, filled)
+VERDICTS = {"success": ("#0072B2", "o", True), "diverged": ("#D55E00", "X", True),
+            "too slow": ("#E69F00", "v", True), "cancelled": ("#777777", "s", False)}
+INSTALL = "pip install 'milr[plot]'"
+FONT = 12  # points: readable when a README shows the figure at about 900 pixels wide
+
+
+class PlotError(ValueError):
+    """Input that cannot be drawn; the message names the file, cell or path."""
+
+
+def require_matplotlib(what: str = "--plot") -> None:
+    """Fail in one line, before any work, when matplotlib is missing."""
+    from importlib.util import find_spec
+
+    if find_spec("matplotlib") is None:
+        raise PlotError(f"{what} needs matplotlib: {INSTALL}")
+
+
+def figure_path(path: str, what: str = "--out") -> str:
+    """The file a figure will go to: no extension gives PNG (".png" is appended); a format
+    matplotlib writes (png, svg, pdf, ...) is kept; any other extension, a missing directory or
+    a directory given as the file is refused."""
+    require_matplotlib(what)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(("/", "\\")):
+        raise PlotError(f"{what} {path} is a directory; give a file name such as map.png")
+    ext = p.suffix.lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in formats:
+        raise PlotError(f"{what} {path}: unknown extension .{ext} (use .png, .svg or .pdf)")
+    if not p.resolve().parent.is_dir():
+        raise PlotError(f"cannot write {what} {path}: directory {p.parent} does not exist")
+    return path if ext else f"{path}.png"
+
+
+def _pyplot():
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": FONT, "axes.titlesize": FONT + 1, "legend.fontsize":
+                         FONT - 1, "xtick.labelsize": FONT - 1, "ytick.labelsize": FONT - 1})
+    return plt
+
+
+def save(fig, path: str) -> str:
+    """Write `fig` to `path` (see figure_path) and close it; returns the path written."""
+    path = figure_path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def verdict(t: dict) -> str:
+    """success, diverged, too slow (the budget ran out below the threshold) or cancelled."""
+    if t.get("cancelled"):
+        return "cancelled"
+    return "success" if t["success"] else "diverged" if t["diverged"] else "too slow"
+
+
+@dataclass
+class SeedView:
+    seed: int
+    status: str | None = None  # None: not known (a trials log read without its results)
+    lr_star: float | None = None
+    lo: float | None = None  # largest success
+    hi: float | None = None  # smallest failure above lo
+
+
+@dataclass
+class SearchView:
+    """What a search figure shows: every trial (dicts as the trials log stores them), each
+    seed's verdict where known, and the protocol's threshold where known."""
+
+    title: str
+    trials: list[dict]
+    seeds: list[SeedView]
+    threshold: float | None = None
+    criterion: str | None = None
+    notes: list[str] = field(default_factory=list)  # shown under the figure
+
+    @property
+    def known(self) -> bool:
+        """Whether the seeds' statuses (and so their η*) are known."""
+        return all(s.status is not None for s in self.seeds)
+
+
+def bracket(trials: list[dict]) -> tuple[float | None, float | None]:
+    """The search's own rule over one seed's trials: lo is the largest success, hi the smallest
+    failure above it (cancelled runs have no verdict)."""
+    done = [t for t in trials if not t.get("cancelled")]
+    ok = [t["lr"] for t in done if t["success"]]
+    lo = max(ok) if ok else None
+    bad = [t["lr"] for t in done if not t["success"] and (lo is None or t["lr"] > lo)]
+    return lo, (min(bad) if bad else None)
+
+
+def search_view_of(est) -> SearchView:
+    """The view of an `Estimate` (milr estimate --plot)."""
+    from dataclasses import asdict
+
+    from .render import protocol_line
+
+    c = est.config
+    seeds = [SeedView(s.seed, s.status, s.lr_star, s.lo, s.hi) for s in est.seeds]
+    return SearchView(f"η* search of depth {c.depth} × width {c.width} on {c.dataset}\n"
+                      f"{protocol_line(c)}", [asdict(t) for t in est.trials], seeds,
+                      c.threshold if c.criterion == "accuracy" else None, c.criterion)
+
+
+TRIAL_KEYS = ("depth", "width", "seed", "lr", "success", "diverged", "steps")
+
+
+def read_trials(path: str) -> tuple[list[dict], list[str]]:
+    """The records of a trials log (old ones, without curves, too); a torn last line (no line
+    end: being written) is left out with a note. Anything else that is not a trial fails."""
+    import json
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise PlotError(f"cannot read trials log {path}: {e.strerror}") from None
+    notes, cut = [], raw.rfind(b"\n") + 1
+    if raw[cut:].strip():
+        notes.append(f"{path}: last line has no line end (being written?): left out")
+    records = []
+    for n, line in enumerate(raw[:cut].decode("utf-8", "replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict) or not all(k in rec for k in TRIAL_KEYS):
+            raise PlotError(f"{path} line {n} is not a milr trial record (needs "
+                            f"{', '.join(TRIAL_KEYS)})")
+        records.append(rec)
+    if not records:
+        raise PlotError(f"{path} holds no trial records")
+    return records, notes
+
+
+def search_view_from_log(path: str, depth: int, width: int, results: str | None = None
+                         ) -> SearchView:
+    """The view of one cell of a sweep's trials log; with `results` (the sweep's CSV) each
+    seed's status and η* and the threshold, without it only the brackets the trials show."""
+    if depth < 1 or width < 1:
+        raise PlotError(f"--cell needs a positive depth and width, got {depth} {width}")
+    records, notes = read_trials(path)
+    trials = [t for t in records if int(t["depth"]) == depth and int(t["width"]) == width]
+    if not trials:
+        cells = sorted({(int(t["depth"]), int(t["width"])) for t in records})
+        shown = ", ".join(f"{d} {w}" for d, w in cells[:8]) + (" ..." if len(cells) > 8 else "")
+        raise PlotError(f"--cell {depth} {width}: no trials of that cell in {path} "
+                        f"(cells there: {shown})")
+    by_seed: dict[int, list[dict]] = {}
+    for t in trials:
+        by_seed.setdefault(int(t["seed"]), []).append(t)
+    seeds = [SeedView(s, None, None, *bracket(ts)) for s, ts in sorted(by_seed.items())]
+    threshold = criterion = None
+    if results is not None:
+        rows = _cell_rows(results, depth, width)
+        row_of = {int(r["seed"]): r for r in rows}
+        for sv in seeds:
+            r = row_of.get(sv.seed)
+            if r is None:
+                notes.append(f"seed {sv.seed}: no row in {results} (its search unfinished?)")
+                continue
+            sv.status = r["status"]
+            sv.lr_star = float(r["lr_star"]) if r["status"] == "ok" and r["lr_star"] else None
+        criterion = rows[0].get("criterion") or None
+        thr = rows[0].get("threshold")
+        threshold = float(thr) if thr and criterion != "stable" else None
+    else:
+        notes.append("η* and threshold not shown: give --results (the sweep's CSV)")
+    if not any(t.get("curve_steps") for t in trials):
+        notes.append("no curves: this trials log was written before milr recorded them")
+    return SearchView(f"depth {depth} × width {width}: {Path(path).name}", trials, seeds,
+                      threshold, criterion, notes)
+
+
+def _cell_rows(results: str, depth: int, width: int) -> list[dict]:
+    from .table import read_table
+
+    rows = read_table(results)
+    need = [c for c in ("depth", "width", "seed", "status", "lr_star") if c not in rows[0]]
+    if need:
+        raise PlotError(f"{results}: missing column{'s' * (len(need) > 1)} "
+                        f"{', '.join(need)} (a milr sweep results file has them)")
+    mine = [r for r in rows if _int(r["depth"]) == depth and _int(r["width"]) == width]
+    if not mine:
+        raise PlotError(f"--cell {depth} {width}: no rows of that cell in {results}")
+    return mine
+
+
+def _int(text) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def search_figure(view: SearchView):
+    """Top: every trial of every seed on a log-η axis by verdict, each seed's bracket and η*,
+    and the median with the seed range (left: the whole range searched; right: around the
+    brackets). Bottom: loss and accuracy curves of the trials that decided each seed's
+    bracket (its largest success, solid; the smallest failure above it, dashed), with the
+    threshold. Artists carry gids ("verdict:<name>", "eta-star", "eta-median", "bracket",
+    "curve:<seed>:<lo|hi>", "threshold") so that tests read the plotted data back."""
+    plt = _pyplot()
+    fig = plt.figure(figsize=(12, 9.5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1], hspace=0.42, wspace=0.25)
+    full, zoom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    loss_ax, acc_ax = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+    seeds = view.seeds
+    rows = {s.seed: len(seeds) - i for i, s in enumerate(seeds)}  # top to bottom; median at 0
+    for ax in (full, zoom):
+        _trials_panel(ax, view, rows)
+    full.set_title("every trial")
+    edges = [x for s in seeds for x in (s.lo, s.hi) if x is not None]
+    if edges:
+        zoom.set_xlim(min(edges) / 1.15, max(edges) * 1.15)
+    zoom.set_title("around the brackets")
+    zoom.set_yticklabels([])
+    for ax in (full, zoom):
+        _plain_log_ticks(ax.xaxis)
+    handles = [plt.Line2D([], [], ls="", marker=m, ms=8, color=c, mfc=c if f else "none",
+                          label=f"{v} ({sum(verdict(t) == v for t in view.trials)})")
+               for v, (c, m, f) in VERDICTS.items()]
+    handles += [plt.Line2D([], [], color="#bbbbbb", lw=6, label="bracket [lo, hi]")]
+    if view.known:
+        handles += [plt.Line2D([], [], ls="", marker="|", ms=16, mew=2.5, color="k",
+                               label="η* of a seed"),
+                    plt.Line2D([], [], ls="-", marker="D", color="k", label="median η*, "
+                               "seed range")]
+    fig.legend(handles=handles, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.995),
+               frameon=False)
+    _curves_panels(loss_ax, acc_ax, view, plt)
+    fig.suptitle(view.title, y=1.04, fontsize=FONT + 1)
+    if view.notes:
+        fig.text(0.5, 0.005, "\n".join(view.notes), ha="center", va="top", fontsize=FONT - 1,
+                 color="#444444")
+    return fig
+
+
+def _trials_panel(ax, view: SearchView, rows: dict[int, int]) -> None:
+    for s in view.seeds:
+        if s.lo is not None and s.hi is not None:
+            ax.plot([s.lo, s.hi], [rows[s.seed]] * 2, color="#bbbbbb", lw=8, zorder=1,
+                    solid_capstyle="butt", gid="bracket")
+    for v, (colour, marker, filled) in VERDICTS.items():
+        ts = [t for t in view.trials if verdict(t) == v]
+        ax.scatter([t["lr"] for t in ts], [rows[int(t["seed"])] for t in ts], s=46,
+                   marker=marker, c=colour if filled else "none", edgecolors=colour,
+                   linewidths=1.4, zorder=3, gid=f"verdict:{v}")
+    stars = [s for s in view.seeds if s.lr_star is not None]
+    ax.scatter([s.lr_star for s in stars], [rows[s.seed] for s in stars], marker="|", s=400,
+               linewidths=2.5, c="k", zorder=4, gid="eta-star")
+    labels = [f"seed {s.seed}" + ("" if s.status in (None, "ok") else f"\n{s.status}")
+              for s in view.seeds]
+    values = [s.lr_star for s in stars]
+    if values:
+        import statistics
+
+        med = statistics.median(values)
+        ax.errorbar([med], [0], xerr=[[med - min(values)], [max(values) - med]], fmt="D",
+                    color="k", capsize=5, zorder=4, gid="eta-median")
+        ax.annotate(f"{med:.3g}", (med, 0), textcoords="offset points", xytext=(0, 9),
+                    ha="center", fontsize=FONT - 1)
+    ax.set_yticks([rows[s.seed] for s in view.seeds] + ([0] if values else []),
+                  labels + ([f"median\n({len(values)} of {len(view.seeds)})"] if values else []))
+    ax.set_ylim(-0.7 if values else 0.3, len(view.seeds) + 0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate η (log scale)")
+    ax.grid(axis="x", which="both", alpha=0.25)
+
+
+def _deciding(view: SearchView) -> list[tuple[SeedView, str, dict]]:
+    """Per seed its trial at lo (the largest success) and at hi (the smallest failure above)."""
+    out = []
+    for s in view.seeds:
+        for end, lr in (("lo", s.lo), ("hi", s.hi)):
+            t = next((t for t in view.trials if int(t["seed"]) == s.seed and t["lr"] == lr
+                      and not t.get("cancelled")), None)
+            if lr is not None and t is not None:
+                out.append((s, end, t))
+    return out
+
+
+def _finite(x) -> bool:
+    import math
+
+    return x is not None and math.isfinite(x)
+
+
+def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
+    deciding = _deciding(view)
+    colour = {s.seed: PALETTE[i % len(PALETTE)] for i, s in enumerate(view.seeds)}
+    has_curves = any(t.get("curve_steps") for _, _, t in deciding)
+    for s, end, t in deciding:
+        steps = list(t.get("curve_steps") or [])
+        loss = list(t.get("curve_loss") or [])
+        if not steps or t["steps"] > steps[-1]:  # where it stopped, after its last point
+            steps, loss = steps + [t["steps"]], loss + [t.get("final_loss")]
+        pts = [(x, y) for x, y in zip(steps, loss, strict=True) if _finite(y)]
+        style = dict(color=colour[s.seed], ls="-" if end == "lo" else "--",
+                     marker="o" if end == "lo" else "x", ms=4, lw=1.6)
+        label = f"seed {s.seed}, η {t['lr']:.3g}: {verdict(t)} at step {t['steps']}"
+        if pts:
+            loss_ax.plot(*zip(*pts, strict=True), **style, label=label,
+                         gid=f"curve:{s.seed}:{end}")
+        if _finite(t.get("max_loss")):
+            loss_ax.plot([t["max_loss_step"]], [t["max_loss"]], marker="*", ms=14,
+                         color=colour[s.seed], mfc=colour[s.seed] if end == "lo" else "white",
+                         ls="", gid=f"max-loss:{s.seed}:{end}")
+        acc = [(x, a) for x, a in zip(t.get("curve_steps") or [], t.get("curve_acc") or [],
+                                      strict=True) if a is not None]
+        if acc:
+            acc_ax.plot(*zip(*acc, strict=True), **style, gid=f"accuracy:{s.seed}:{end}")
+    loss_ax.set(xlabel="SGD step", ylabel="training loss (log scale)", yscale="log",
+                title="loss of the trials at each seed's bracket")
+    if loss_ax.lines:
+        _plain_log_ticks(loss_ax.yaxis)
+    acc_ax.set(xlabel="SGD step", ylabel="validation accuracy",
+               title="accuracy of the same trials")
+    if view.threshold is not None:
+        acc_ax.axhline(view.threshold, color="k", lw=1, ls=":", gid="threshold")
+        acc_ax.annotate(f"threshold {view.threshold:g}", (0.01, view.threshold),
+                        xycoords=("axes fraction", "data"), xytext=(0, 4),
+                        textcoords="offset points", fontsize=FONT - 1)
+    why = ("no curves recorded (a trials log from before milr recorded them)" if not has_curves
+           else "criterion stable: no accuracy is evaluated" if view.criterion == "stable"
+           else "")
+    for ax in (loss_ax, acc_ax) if not has_curves else (acc_ax,) if why else ():
+        ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center",
+                color="#444444", wrap=True)
+        if not ax.lines:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if any(_finite(t.get("max_loss")) for _, _, t in deciding):
+        loss_ax.plot([], [], marker="*", ms=14, ls="", color="#444444",
+                     label="largest loss of a trial (hollow: hi)")
+    if loss_ax.lines:
+        loss_ax.legend(loc="upper left", bbox_to_anchor=(0, -0.2), ncol=2, frameon=False,
+                       title="solid: largest success (lo); dashed: smallest failure above (hi)")
+
+
+# --- the sweep map ---------------------------------------------------------------------------
+
+@dataclass
+class SweepTable:
+    """One results file as the sweep figure shows it."""
+
+    label: str
+    cells: list  # table.Cell: median η* and seed range of every cell with an η*
+    missing: dict[tuple[int, int], dict[str, int]]  # cell -> status -> seeds without η*
+    law: object | None  # fit.PowerLaw over the cells, None when it cannot be fitted
+    why_no_fit: str = ""
+
+
+def sweep_table(path: str, label: str | None = None) -> SweepTable:
+    """Read a results CSV (depth, width, lr_star; status where present) for the sweep figure."""
+    from .fit import fit_power_law
+    from .table import FitError, cells_from_rows, read_table
+
+    rows = read_table(path)
+    need = [c for c in ("depth", "width", "lr_star") if c not in rows[0]]
+    if need:
+        raise PlotError(f"{path}: missing column{'s' * (len(need) > 1)} {', '.join(need)} "
+                        f"(columns: {', '.join(rows[0])})")
+    cells, excluded = cells_from_rows(rows, "lr_star", str(path))
+    missing: dict[tuple[int, int], dict[str, int]] = {}
+    for e in excluded:
+        if isinstance(e["depth"], int):
+            why = e["status"] or "no η*"
+            per = missing.setdefault((e["depth"], e["width"]), {})
+            per[why] = per.get(why, 0) + 1
+    law, why = None, ""
+    try:
+        law = fit_power_law(cells)
+    except FitError as e:
+        why = str(e)
+    return SweepTable(label or Path(path).stem, cells, missing, law, why)
+
+
+def sweep_figure(main: SweepTable, compare: list[SweepTable] | None = None):
+    """Left: η* over depth × width of `main` as an annotated heat map (cell median, seed range,
+    seeds without η* counted; a cell where none has one hatched). Right: η* against d·w on log
+    axes, one line per depth; with `compare`, every table's cell medians instead, each with its
+    fitted line and α. Gids: "cell:<d>:<w>" (heat-map texts), "points:<label>",
+    "depth:<d>", "fit:<label>"."""
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    compare = compare or []
+    keys = {(c.depth, c.width) for c in main.cells} | set(main.missing)
+    depths, widths = sorted({d for d, _ in keys}), sorted({w for _, w in keys})
+    fig, (hax, lax) = plt.subplots(2, 1, figsize=(11, 5 + 0.75 * len(depths) + 5.5),
+                                   gridspec_kw={"height_ratios": [0.75 * len(depths) + 0.5,
+                                                                  5.5], "hspace": 0.3})
+    values = np.full((len(depths), len(widths)), np.nan)
+    for c in main.cells:
+        values[depths.index(c.depth), widths.index(c.width)] = c.value
+    finite = values[np.isfinite(values)]
+    norm = LogNorm(vmin=finite.min(), vmax=max(finite.max(), finite.min() * 1.01))
+    cmap = plt.get_cmap("cividis").with_extremes(bad="#e8e8e8")
+    im = hax.imshow(values, cmap=cmap, norm=norm, aspect="auto")
+    bar = fig.colorbar(im, ax=hax, fraction=0.04, pad=0.02)
+    bar.set_label("η* (log scale)")
+    _plain_log_ticks(bar.ax.yaxis)
+    by_key = {(c.depth, c.width): c for c in main.cells}
+    small = FONT - 1 if len(widths) > 5 else FONT
+    for i, d in enumerate(depths):
+        for j, w in enumerate(widths):
+            c, miss = by_key.get((d, w)), main.missing.get((d, w), {})
+            lost = sum(miss.values())
+            if c is None:
+                hax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
+                                            edgecolor="#999999", lw=0))
+                text = "no η*\n" + "\n".join(f"{s.replace('_', ' ')} ×{n}"
+                                               for s, n in miss.items())
+                ink = "k"
+            else:
+                text = f"{c.value:.3g}"
+                if c.seeds > 1:
+                    text += f"\n{c.low:.2g}–{c.high:.2g}"
+                if lost:
+                    text += f"\n{lost} of {c.seeds + lost} no η*"
+                r, g, b, _ = cmap(norm(c.value))
+                ink = "k" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "w"
+            hax.text(j, i, text, ha="center", va="center", fontsize=small, color=ink,
+                     gid=f"cell:{d}:{w}")
+    hax.set_xticks(range(len(widths)), [str(w) for w in widths])
+    hax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    hax.set(xlabel="width", ylabel="depth",
+            title=f"{main.label}: η* per cell (median; seed range below)")
+    tables = [main, *compare]
+    if compare:
+        for k, t in enumerate(tables):
+            colour, marker = PALETTE[k % len(PALETTE)], "osD^vP*"[k % 7]
+            dw = [c.depth * c.width for c in t.cells]
+            lax.plot(dw, [c.value for c in t.cells], ls="", marker=marker, color=colour,
+                     ms=6, alpha=0.85, gid=f"points:{t.label}",
+                     label=_law_label(t))
+            _fit_line(lax, t, colour)
+    else:
+        for k, d in enumerate(depths):
+            cs = sorted((c for c in main.cells if c.depth == d), key=lambda c: c.width)
+            if not cs:
+                continue
+            dw = [c.depth * c.width for c in cs]
+            err = [[c.value - c.low for c in cs], [c.high - c.value for c in cs]]
+            lax.errorbar(dw, [c.value for c in cs], yerr=err, marker="o", capsize=3,
+                         color=PALETTE[k % len(PALETTE)], label=f"depth {d}", gid=f"depth:{d}")
+        _fit_line(lax, main, "#444444", label=_law_label(main))
+    lax.set(xscale="log", yscale="log", xlabel="depth × width (log scale)",
+            ylabel="η* (median over seeds; log scale)",
+            title="η* against d·w" + (": protocols compared" if compare else ""))
+    lax.grid(which="both", alpha=0.25)
+    _plain_log_ticks(lax.xaxis)
+    _plain_log_ticks(lax.yaxis)
+    lax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False,
+               ncol=1 if compare else 3)
+    return fig
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-axis labels as plain numbers (0.3, not 3×10⁻¹). Where the axis spans under two
+    decades (few major ticks) minor ticks are labelled too: all of them under one decade,
+    else those at 2 and 5."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
+    axis.axes.autoscale_view()
+    lo, hi = axis.get_view_interval()
+    span = hi / lo if lo > 0 else math.inf
+
+    def minor(v: float, _) -> str:
+        if v <= 0:
+            return ""
+        mantissa = round(v / 10 ** math.floor(math.log10(v)), 6)
+        return f"{v:g}" if span < 12 or (span < 120 and mantissa in (2, 5)) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _law_label(t: SweepTable) -> str:
+    if t.law is None:
+        return f"{t.label}: no fit ({t.why_no_fit})"
+    lo, hi = t.law.alpha_ci
+    return f"{t.label}: α = {t.law.alpha:.2f} [{lo:.2f}, {hi:.2f}], R² {t.law.r2:.2f}"
+
+
+def _fit_line(ax, t: SweepTable, colour: str, label: str | None = None) -> None:
+    if t.law is None:
+        return
+    dw = [c.depth * c.width for c in t.cells]
+    x = np.geomspace(min(dw), max(dw), 50)
+    ax.plot(x, t.law.c * x ** -t.law.alpha, color=colour, ls="--", lw=1.5, label=label,
+            gid=f"fit:{t.label}")

@@ -1,0 +1,84 @@
+"""`milr plot search` and `milr plot sweep`: read results, call milr.plot, say what was written."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .render import console, err
+
+plot_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Figures of finished measurements (needs matplotlib: pip install 'milr[plot]').",
+)
+
+
+def _fail(problem: str | Exception) -> None:
+    """One line on stderr, exit code 2 (as the other milr commands)."""
+    if isinstance(problem, OSError) and problem.filename:
+        problem = f"{problem.filename}: {problem.strerror}"
+    err.print(f"milr: error: {problem}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _written(path: str, notes: list[str] = ()) -> None:
+    for note in notes:
+        err.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"figure written to {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+@plot_app.command("search")
+def search_cmd(
+    trials: Annotated[str, typer.Argument(help="Trials log (JSON lines) of milr sweep --trials.")],
+    cell: Annotated[tuple[int, int], typer.Option(help="DEPTH WIDTH: the cell to draw.")],
+    results: Annotated[str | None, typer.Option(help="The sweep's results CSV: each seed's "
+                                                     "status and η*, and the threshold "
+                                                     "[default: brackets only].")] = None,
+    out: Annotated[str, typer.Option(help="Figure file; the extension chooses PNG, SVG or "
+                                          "PDF.")] = "search.png",
+) -> None:
+    """Every trial of one cell's search by verdict, brackets and η*, and the curves of the
+    trials that decided each seed's bracket."""
+    try:
+        from . import plot
+
+        path = plot.figure_path(out)  # before anything is read
+        view = plot.search_view_from_log(trials, cell[0], cell[1], results)
+        path = plot.save(plot.search_figure(view), path)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    _written(path, view.notes)
+
+
+@plot_app.command("sweep")
+def sweep_cmd(
+    results: Annotated[str, typer.Argument(help="Results CSV (depth, width, lr_star; status "
+                                                "where present).")],
+    out: Annotated[str, typer.Option(help="Figure file; the extension chooses PNG, SVG or "
+                                          "PDF.")] = "map.png",
+    compare: Annotated[list[str] | None, typer.Option(help="Another results CSV to overlay on "
+                                                           "the η*-against-d·w panel, with its "
+                                                           "fit (repeatable).")] = None,
+) -> None:
+    """η* over depth × width as an annotated heat map, and η* against d·w (one line per depth,
+    or with --compare one fitted line per file)."""
+    try:
+        from . import plot
+
+        path = plot.figure_path(out)
+        main = plot.sweep_table(results)
+        others = [plot.sweep_table(c) for c in compare or []]
+        labels = [t.label for t in [main, *others]]
+        if len(set(labels)) < len(labels):  # same stem twice: tell them apart by path
+            for t, p in zip([main, *others], [results, *(compare or [])], strict=True):
+                t.label = p
+        path = plot.save(plot.sweep_figure(main, others), path)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    notes = [f"{t.label}: no fitted line ({t.why_no_fit})" for t in [main, *others]
+             if t.law is None]
+    _written(path, notes)
