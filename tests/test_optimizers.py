@@ -70,9 +70,10 @@ def test_every_optimizer_follows_torch_optim_at_every_step(name, extra, warmup, 
     assert worst_relative_gap(cfg, tiny64, [lr, lr / 3], [0, 1]) < 1e-10
 
 
+@pytest.mark.parametrize("output_init", ["fan-in", "he"])
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
-def test_ntk_follows_its_textbook_at_every_step(name, tiny64):
-    cfg = config(optimizer=name, parametrization="ntk", output_init="he")
+def test_ntk_follows_its_textbook_at_every_step(name, output_init, tiny64):
+    cfg = config(optimizer=name, parametrization="ntk", output_init=output_init)
     lr = 3.0 if name in ("sgd", "momentum") else 3e-3
     assert worst_relative_gap(cfg, tiny64, [lr, lr / 3], [0, 1]) < 1e-10
 
