@@ -33,8 +33,8 @@ LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converg
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples
 RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "probes_used",
                  "midpoint_used", "depends_on", "rounds", "cell_wall_time",
-                 "also_lr_star", "also_lo", "also_hi", "also_status", *LAMBDA1_FIELDS, "device_name",
-                 "milr_version", "torch_version", "finished_at")
+                 "also_lr_star", "also_lo", "also_hi", "also_status", *LAMBDA1_FIELDS,
+                 "device_name", "milr_version", "torch_version", "finished_at")
 COLUMNS = (*EstimateConfig.field_names(), *RESULT_FIELDS)
 # Columns that older milr versions did not write, with the value their rows implicitly had
 # (the behaviour of that version; "" for unknown). Only columns in COLUMNS are used.
