@@ -30,11 +30,13 @@ def fake():
     return SyncTrainer(run)
 
 
-def on_grid(lr, lr_max=EstimateConfig(1, 1).lr_max,
-            per_decade=EstimateConfig(1, 1).grid_per_decade):
+DEFAULT = EstimateConfig(1, 1)
+
+
+def on_grid(lr):
     import math
 
-    i = math.log10(lr_max / lr) * per_decade
+    i = math.log10(DEFAULT.lr_max / lr) * DEFAULT.grid_per_decade
     return abs(i - round(i)) < 1e-9
 
 
