@@ -247,7 +247,14 @@ def search_view_from_log(path: str, depth: int, width: int, results: str | None 
         notes.append("η* and threshold not shown: give --results (the sweep's CSV)")
     if not any(t.get("curve_steps") for t in trials):
         notes.append("no curves: this trials log was written before milr recorded them")
-    return SearchView(f"depth {depth} × width {width}: {Path(path).name}", trials, seeds,
+    protocol = ""
+    if results is not None:
+        r = rows[0]
+        protocol = (f"\n{r.get('loss', '?')} loss, " + (
+            f"accuracy ≥ {threshold:g}" if threshold is not None else "stable for the budget")
+            + f", {r.get('steps', '?')} steps")
+    return SearchView(f"η* search of depth {depth} × width {width} in {Path(path).name}"
+                      f"{protocol}", trials, seeds,
                       threshold, criterion, notes)
 
 
@@ -308,10 +315,8 @@ def search_figure(view: SearchView):
     fig.legend(handles=handles, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.995),
                frameon=False)
     _curves_panels(loss_ax, acc_ax, view, plt)
-    fig.suptitle(view.title, y=1.04, fontsize=FONT + 1)
-    if view.notes:
-        fig.text(0.5, 0.005, "\n".join(view.notes), ha="center", va="top", fontsize=FONT - 1,
-                 color="#444444")
+    notes = "".join(f"\n({n})" for n in view.notes)
+    fig.suptitle(view.title + notes, y=1.04 + 0.02 * notes.count("\n"), fontsize=FONT + 1)
     return fig
 
 
@@ -381,12 +386,16 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
         if pts:
             loss_ax.plot(*zip(*pts, strict=True), **style, label=label,
                          gid=f"curve:{s.seed}:{end}")
+        else:  # listed all the same: a legend that hides no trial
+            loss_ax.plot([], [], **style, label=f"{label} (loss not finite: not drawn)")
         if _finite(t.get("max_loss")):
             loss_ax.plot([t["max_loss_step"]], [t["max_loss"]], marker="*", ms=14,
                          color=colour[s.seed], mfc=colour[s.seed] if end == "lo" else "white",
                          ls="", gid=f"max-loss:{s.seed}:{end}")
         acc = [(x, a) for x, a in zip(t.get("curve_steps") or [], t.get("curve_acc") or [],
                                       strict=True) if a is not None]
+        if t.get("final_acc") is not None and (not acc or t["steps"] > acc[-1][0]):
+            acc.append((t["steps"], t["final_acc"]))  # its last evaluation, in an old log
         if acc:
             acc_ax.plot(*zip(*acc, strict=True), **style, gid=f"accuracy:{s.seed}:{end}")
     loss_ax.set(xlabel="SGD step", ylabel="training loss (log scale)", yscale="log",
@@ -400,7 +409,8 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
         acc_ax.annotate(f"threshold {view.threshold:g}", (0.01, view.threshold),
                         xycoords=("axes fraction", "data"), xytext=(0, 4),
                         textcoords="offset points", fontsize=FONT - 1)
-    why = ("no curves recorded (a trials log from before milr recorded them)" if not has_curves
+    why = ("no curves recorded (an older trials log):\nonly where each trial stopped"
+           if not has_curves
            else "criterion stable: no accuracy is evaluated" if view.criterion == "stable"
            else "")
     for ax in (loss_ax, acc_ax) if not has_curves else (acc_ax,) if why else ():
