@@ -15,6 +15,13 @@ from milr.cli import app
 NUMBER_JUNK = ["abc", "nan", "inf"]
 INT_JUNK = ["abc", "1.5"]
 
+# grid files with one bad thing each (the sweep's grid_file row names them)
+HOSTILE_GRIDS = {
+    "BINARY_GRID": b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe\x00",
+    "EXCLUDE_TRUE_GRID": b"depths: [1, 2]\nwidths: [4]\nexclude: [[true, 4]]\n",
+    "HUGE_AXIS_GRID": b"depths: {start: 1, stop: 1000000000, step: 1}\nwidths: [4]\n",
+    "MISSING_NPZ_GRID": b"depths: [1]\nwidths: [4]\ndataset: missing.npz\nthreshold: 0.6\n",
+}
 # (command, option) -> bad values; every option of every command appears, with [] and a reason
 # only where no value can be wrong.
 BAD = {
@@ -96,12 +103,12 @@ BAD = {
     ("fit", "predict"): ["0 8", "8 -1", "a b"],
     ("fit", "plot"): ["/nonexistent/dir/fit.png"],
     ("fit", "as_json"): [],  # a flag
-    ("sweep", "grid_file"): ["missing.yaml", "/"],
+    ("sweep", "grid_file"): ["missing.yaml", "/", *HOSTILE_GRIDS],
     ("sweep", "out"): ["/nonexistent/dir/r.csv"],
     ("sweep", "trials"): ["/nonexistent/dir/t.jsonl", "SAME_AS_OUT"],
-    ("sweep", "workers"): ["0", "-1", *INT_JUNK],
+    ("sweep", "workers"): ["0", "-1", *INT_JUNK, "2 WITH_RAY"],
     ("sweep", "ray"): [],  # an address: a wrong one is Ray's to report (see test_sweep)
-    ("sweep", "gpus_per_cell"): ["0", "2", "-0.5", *NUMBER_JUNK],
+    ("sweep", "gpus_per_cell"): ["0", "2", "-0.5", *NUMBER_JUNK, "0.5"],  # 0.5: without --ray
     ("sweep", "dry_run"): [],  # a flag
     ("plot search", "trials"): ["missing.jsonl", "/", "EXTRA_FIELDS"],
     ("plot search", "cell"): ["0 4", "9 9", "a b"],  # 9 9: no such cell in the log
@@ -165,6 +172,12 @@ def test_bad_value_is_one_line_and_exit_nonzero(command, option, value, tmp_path
         (tmp_path / "extra.csv").write_text("a\n1,2\n")
     if value == "SAME_AS_OUT":
         value = args[args.index("--out") + 1]
+    if value in HOSTILE_GRIDS:
+        (tmp_path / "bad.yaml").write_bytes(HOSTILE_GRIDS[value])
+        value = str(tmp_path / "bad.yaml")
+    if value.endswith(" WITH_RAY"):  # an option that does not apply with --ray
+        value = value.split()[0]
+        args += ["--ray", "local"]
     if param.param_type_name == "argument" and command.startswith("plot"):
         args = [*command.split(), value, *args[3:]]
     elif param.param_type_name == "argument":

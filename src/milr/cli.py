@@ -7,20 +7,24 @@ import json
 import sys
 from typing import Annotated
 
-import typer
+try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not a traceback
+    import typer
 
-from .config import EstimateConfig, FitConfig, SharpnessConfig, defaults, help_for
-from .datacmd import data_app
-from .plotcmd import plot_app
-from .render import (
-    err,
-    render_dry_run,
-    render_estimate,
-    render_fit,
-    render_sharpness,
-    render_summary,
-    task_progress,
-)
+    from .config import EstimateConfig, FitConfig, SharpnessConfig, defaults, help_for
+    from .datacmd import data_app
+    from .plotcmd import plot_app
+    from .render import (
+        err,
+        render_dry_run,
+        render_estimate,
+        render_fit,
+        render_sharpness,
+        render_summary,
+        task_progress,
+    )
+except KeyboardInterrupt:
+    sys.stderr.write("milr: interrupted\n")
+    raise SystemExit(130) from None
 
 E, S, F = defaults(EstimateConfig), defaults(SharpnessConfig), defaults(FitConfig)
 
@@ -56,9 +60,13 @@ def _fail(problem: str | Exception) -> None:
     raise typer.Exit(2)
 
 
+_told: list[str] = []  # the interruption messages printed (main() prints one if none was)
+
+
 def _interrupted() -> None:
     """Ctrl-C or SIGTERM in a command that keeps nothing: one line, exit code 130."""
-    err.print("milr: interrupted")
+    _told.append("milr: interrupted")
+    err.print(_told[-1])
     raise typer.Exit(130)
 
 
@@ -310,6 +318,7 @@ def sweep_cmd(
                                                "nothing.")] = False,
 ) -> None:
     """Cover a depth × width grid, resumably: one CSV row per (cell, seed)."""
+    from importlib.util import find_spec
     from pathlib import Path
 
     try:  # torch loads here
@@ -328,23 +337,32 @@ def sweep_cmd(
             raise ValueError(f"workers must be a positive integer, got {workers}")
         if gpus_per_cell is not None and not 0 < gpus_per_cell <= 1:
             raise ValueError(f"gpus-per-cell must lie in (0, 1], got {gpus_per_cell}")
+        if gpus_per_cell is not None and ray is None:
+            raise ValueError(f"--gpus-per-cell {gpus_per_cell} needs --ray (local workers and "
+                             "this process use the device the config names)")
+        if ray is not None and workers != 1:
+            raise ValueError(f"--workers {workers} does not apply with --ray (Ray places the "
+                             "cells on its cluster's CPUs); drop one of them")
+        if ray is not None and find_spec("ray") is None:
+            raise ValueError("--ray needs Ray: pip install 'milr[ray]'")
         _writable(out, "results")
         _writable(trials, "trials log")
+        runner = ex.local_runner
+        if ray is not None and not dry_run:  # before the lock: a failure leaves nothing behind
+            runner = ex.ray_runner(None if ray == "local" else ray, gpus_per_cell)
+        elif workers > 1:
+            runner = ex.process_runner(workers)
         plan = sw.plan_sweep(grid, out, trials, lock=not dry_run)  # a run holds the lock
     except (ValueError, OSError) as e:
         _fail(e)
+    except KeyboardInterrupt:  # while the grid is expanded or the results file read
+        _interrupted()
     for note in plan.notes:
         err.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         render_dry_run(len(grid.cells), plan.tasks,
                        [sw.task_cost_tflop(grid, t) for t in plan.tasks], out, len(plan.rows))
         return
-    if ray is not None:
-        runner = ex.ray_runner(None if ray == "local" else ray, gpus_per_cell)
-    elif workers > 1:
-        runner = ex.process_runner(workers)
-    else:
-        runner = ex.local_runner
     err.print(f"{len(plan.tasks)} task(s) to run for {len(grid.cells)} cell(s); "
               f"{len(plan.rows)} row(s) already in {out}")
     try:
@@ -353,8 +371,9 @@ def sweep_cmd(
     except KeyboardInterrupt as e:
         kept = len(ResultStore(out).rows())
         why = "terminated" if isinstance(e, sw.Terminated) else "interrupted"
-        err.print(f"milr: {why}; {kept} finished row(s) are kept in {out}: "
-                  "rerun the same command to resume")
+        _told.append(f"milr: {why}; {kept} finished row(s) are kept in {out}: "
+                     "rerun the same command to resume")
+        err.print(_told[-1])
         raise typer.Exit(143 if isinstance(e, sw.Terminated) else 130) from None
     except (ValueError, OSError) as e:
         _fail(e)
@@ -382,6 +401,7 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
+    _told.clear()
     try:
         rc = app(standalone_mode=False)  # returns the code of a typer.Exit raised in a command
     except typer.Exit as e:
@@ -398,4 +418,6 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("milr: interrupted")
         raise SystemExit(130) from None
+    if rc == 130 and not _told:  # typer turns a Ctrl-C no command caught into a silent 130
+        err.print("milr: interrupted")
     raise SystemExit(rc if isinstance(rc, int) else 0)

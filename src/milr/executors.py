@@ -85,7 +85,9 @@ def _in_flight(configs, limit: int, submit):
 
 
 def process_runner(workers: int) -> Runner:
-    """`workers` processes, each with an equal share of the CPU threads; results as they finish."""
+    """`workers` processes, each with an equal share of the CPU threads; results as they finish.
+    A task that fails ends the run with its error, after the tasks then running have finished
+    and been yielded (none of their work is lost); no further task starts."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -95,11 +97,24 @@ def process_runner(workers: int) -> Runner:
         pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                       initializer=_init_worker, initargs=(threads, os.getpid()))
         finished = False
+        failed: list[BaseException] = []
+
+        def until_failure():  # after a failure no task starts; those running finish
+            for cfg in configs:
+                if failed:
+                    return
+                yield cfg
+
         try:
-            for fut in _in_flight(configs, workers,
+            for fut in _in_flight(until_failure(), workers,
                                   lambda c: pool.submit(run_task, c, lambda1_samples)):
-                yield fut.result()
+                if fut.exception() is None:
+                    yield fut.result()
+                else:
+                    failed.append(fut.exception())
             finished = True
+            if failed:  # the first failure, once every other task in flight is written
+                raise failed[0]
         finally:
             if not finished:
                 _kill_workers(pool)

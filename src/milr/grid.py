@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml
@@ -21,6 +21,9 @@ CELL_FIELDS = ("depth", "width")
 # and lr_start (where the scan starts, predicted per cell by a warm-started sweep).
 FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start")
 FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
+MAX_AXIS = 1000  # values of depths or widths, counted before a range is expanded
+MAX_CELLS = 10_000  # depths x widths before the where/exclude filters (each cell: seeds x runs)
+MAX_CHARS = 20_000  # of a grid file's text
 GRID_KEYS = ("depths", "widths", "where", "exclude", "lambda1_samples", "warm_start", "seeds",
              "seed", "max_rounds", *FIXED_FIELDS)
 
@@ -90,6 +93,11 @@ def _axis(name: str, spec, where: str) -> list[int]:
                    for v in (start, stop, inc)) or ("factor" in spec and inc < 2):
             raise GridError(f"{where}: {name} start, stop, factor (>= 2) or step must be "
                             f"positive integers, got {spec!r}")
+        # counted before it is expanded: a step range's length is known without listing it
+        count = 0 if stop < start else (stop - start) // inc + 1 if "step" in spec else None
+        if count is not None and count > MAX_AXIS:
+            raise GridError(f"{where}: {name} {spec!r} has {count} values, more than "
+                            f"{MAX_AXIS}; narrow the range or raise its step")
         values, v = [], start
         while v <= stop:
             values.append(v)
@@ -98,6 +106,8 @@ def _axis(name: str, spec, where: str) -> list[int]:
     if not isinstance(spec, list) or not spec:
         raise GridError(f"{where}: {name} must be a non-empty list of positive integers "
                         f"or a range mapping, got {spec!r}")
+    if len(spec) > MAX_AXIS:
+        raise GridError(f"{where}: {name} has {len(spec)} values, more than {MAX_AXIS}")
     for v in spec:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise GridError(f"{where}: {name} must hold positive integers, got {v!r}")
@@ -106,6 +116,9 @@ def _axis(name: str, spec, where: str) -> list[int]:
 
 def parse_grid(text: str, source: str = "grid") -> Grid:
     """Validate a grid file's text completely before anything trains."""
+    if len(text) > MAX_CHARS:  # YAML parses some 30 kB a second: bound the time it may take
+        raise GridError(f"{source}: {len(text)} characters, more than {MAX_CHARS} (a grid is a "
+                        "few lines: write a long axis as {start, stop, step})")
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except _DuplicateKey as e:
@@ -134,6 +147,10 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
             raise GridError(f"{source}: missing key {key!r}")
     depths = _axis("depths", doc["depths"], where("depths"))
     widths = _axis("widths", doc["widths"], where("widths"))
+    if len(depths) * len(widths) > MAX_CELLS:
+        raise GridError(f"{source}: {len(depths)} depths x {len(widths)} widths = "
+                        f"{len(depths) * len(widths)} cells before the where/exclude filters, "
+                        f"more than {MAX_CELLS}; narrow the axes")
 
     filters = doc.get("where", [])
     filters = [filters] if isinstance(filters, str) else filters
@@ -144,6 +161,11 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
     except ValueError as e:
         raise GridError(f"{where('where')}: {e}") from None
     exclude = doc.get("exclude", [])
+    flags = [v for p in exclude if isinstance(p, list) for v in p if isinstance(v, bool)] \
+        if isinstance(exclude, list) else []
+    if flags:  # YAML's true equals 1 in Python: it would silently exclude depth or width 1
+        raise GridError(f"{where('exclude')}: exclude holds [depth, width] pairs of integers, "
+                        f"got {str(flags[0]).lower()} (a YAML boolean) in {exclude!r}")
     if not isinstance(exclude, list) or not all(
             isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) for v in p)
             for p in exclude):
@@ -167,6 +189,12 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
     warm = doc.get("warm_start", False)
     if not isinstance(warm, bool):
         raise GridError(f"{where('warm_start')}: warm_start must be true or false, got {warm!r}")
+    numeric = {f.name for f in fields(EstimateConfig) if str(f.type).split(" |")[0] in
+               ("int", "float")}
+    for key, value in params.items():
+        if key in numeric and isinstance(value, str) and _number(value):
+            raise GridError(f"{where(key)}: {key} must be a number, got the string {value!r} "
+                            "(write it without quotes)")
     try:
         grid = Grid(cells, params, samples, warm)
         for d, w in cells:
@@ -177,10 +205,32 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
     return grid
 
 
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def load_grid(path: str | os.PathLike) -> Grid:
+    """A grid file; a relative .npz path in it is relative to the file's directory (and the rows
+    record it absolute), and must exist."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise GridError(f"cannot read grid file {path}: {e.strerror}") from None
-    return parse_grid(text, str(path))
+    except UnicodeDecodeError:
+        raise GridError(f"{path} is not a grid file (not UTF-8 text)") from None
+    grid = parse_grid(text, str(path))
+    dataset = grid.params.get("dataset", "")
+    if not str(dataset).endswith(".npz"):
+        return grid
+    line = _key_lines(text).get("dataset")
+    npz = Path(os.path.abspath(path.parent / Path(dataset).expanduser()))
+    if not npz.is_file():
+        seen = f" (relative to the grid file: {npz})" if str(npz) != dataset else ""
+        raise GridError(f"{path}{f' line {line}' if line else ''}: dataset {dataset}: "
+                        f"no such .npz file{seen}")
+    return replace(grid, params={**grid.params, "dataset": str(npz)})

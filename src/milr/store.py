@@ -4,8 +4,10 @@ resume, readable by pandas as it is.
 Rules that keep it safe:
 - Reading never writes. A file is used only if its header is a milr header; anything else is
   refused by name and never modified.
-- One writer per file: `FileLock` (an exclusive `flock` on `<file>.lock`, holding the holder's pid,
-  host and start time) is held for the whole run. Only its holder repairs a half-written last line.
+- One writer per file: `FileLock` (an exclusive `flock` on `<file>.lock` beside the file the path
+  resolves to, holding the holder's pid, host and start time, and one on the file itself once it
+  exists) is held for the whole run, so a symlink or hard link to the file cannot write it at the
+  same time. Only its holder repairs a half-written last line.
 - Rows are only appended. A seed may have several rows (an `unfinished` seed is rerun on resume);
   the last row of a (depth, width, seed) is the one that counts (`latest`).
 - Files of an older milr lack some columns (`LEGACY_VALUES`); they are read with the value that
@@ -159,11 +161,16 @@ def _complete_text(path: Path, what: str) -> tuple[str, bool]:
 
 
 class FileLock:
-    """An exclusive `flock` on `<path>.lock` for a whole run: one writer per file."""
+    """An exclusive `flock` for a whole run, one writer per file under any of its names: on
+    `<file>.lock` beside the file the path resolves to (a symlink to the file takes the same lock
+    file), and on the file itself while it exists (a hard link, whose own name has a lock file
+    of its own, meets this one on the file)."""
 
     def __init__(self, path: Path):
-        self.path = Path(f"{path}{LOCK_SUFFIX}")
+        self.target = Path(path)
+        self.path = Path(f"{os.path.realpath(path)}{LOCK_SUFFIX}")
         self.fd: int | None = None
+        self.file_fd: int | None = None  # the flock on the file itself, once it exists
 
     def _holder(self, fd: int) -> str:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
@@ -182,7 +189,7 @@ class FileLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StoreError(f"{self.path.with_suffix('')} is in use by another milr sweep "
+                raise StoreError(f"{self.target} is in use by another milr sweep "
                                  f"({held}); wait for it or use another path") from None
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             os.ftruncate(fd, 0)
@@ -195,12 +202,38 @@ class FileLock:
         if new:
             fsync_dir(self.path)
         self.fd = fd
+        try:
+            self.hold_file()
+        except BaseException:
+            self.release()
+            raise
+
+    def hold_file(self) -> None:
+        """Under the lock, also lock the file itself once it exists (its writers call this after
+        each append): another name of it (a hard link) cannot take the lock meanwhile."""
+        import fcntl
+
+        if self.fd is None or self.file_fd is not None:
+            return
+        try:
+            fd = os.open(self.target, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # a file that does not exist has no other name yet
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.target} is in use by another milr sweep through another "
+                             "name of the same file (a hard link); wait for it or use another "
+                             "path") from None
+        self.file_fd = fd
 
     def release(self) -> None:
         """Let the next writer in (the file stays: removing it would race with a new holder)."""
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
+        for name in ("file_fd", "fd"):
+            if getattr(self, name) is not None:
+                os.close(getattr(self, name))  # closing drops the flock
+                setattr(self, name, None)
 
 
 class ResultStore:
@@ -299,6 +332,7 @@ class ResultStore:
         for row in rows:
             writer.writerow([_text(row[c]) for c in self.columns])
         _append_durably(self.path, buf.getvalue().encode())
+        self.lock.hold_file()  # the file may be new: lock it under this name too
 
 
 class TrialsLog:
@@ -335,6 +369,7 @@ class TrialsLog:
         if records:
             _append_durably(self.path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
                                                for r in records).encode())
+            self.lock.hold_file()
 
 
 def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,13 +106,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while a task's rows and trials are written, so that both are."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Defer SIGINT and SIGTERM while a task's rows and trials are written, so that both are.
+
+    The handlers meanwhile only note a signal; it is raised again after the block, under the
+    handlers of before. (A signal mask would not do: it holds the signal for one thread, and
+    another one - torch's, the executor's, Ray's - receives it; Python then runs the handler in
+    the main thread, inside the block.) Off the main thread no handler can be installed: the
+    block then runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def note(signum, frame):
+        caught.append(signum)
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, note) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s in held:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(s, signal.SIG_DFL if old[s] is None else old[s])
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)
 
 
 def check_paths(out: str | os.PathLike, trials_path: str | os.PathLike | None) -> None:
