@@ -7,13 +7,14 @@ import time
 from dataclasses import asdict
 
 from .config import EstimateConfig, SharpnessConfig
-from .estimation import estimate
-from .search import depends_on
 from .store import LAMBDA1_FIELDS
 
 
 def run_task(cfg: EstimateConfig, lambda1_samples: int = 0) -> tuple[list[dict], list[dict]]:
     """Estimate one task; returns its result rows and its trials (top level: picklable)."""
+    from .estimation import estimate  # torch loads here: a sweep refuses bad input before it
+    from .search import depends_on
+
     est = estimate(cfg)
     sharp = {}
     if lambda1_samples:

@@ -158,9 +158,12 @@ def estimate_cmd(
             from .plot import figure_path
 
             plot = figure_path(plot, "--plot")
+        cfg = _config(EstimateConfig, locals())
+        from .data import preflight
+
+        preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
         from .estimation import estimate  # torch loads here: Ctrl-C is handled below
 
-        cfg = _config(EstimateConfig, locals())
         if err.is_terminal and not as_json:
             with err.status("starting") as status:
                 def on_round(r: int, runs: int, active: int) -> None:
@@ -221,8 +224,6 @@ def sharpness_cmd(
     from dataclasses import asdict
 
     try:
-        from .sharpness import sharpness_seeds
-
         # λ1 needs no threshold: the stable criterion keeps any data set (a .npz too) valid.
         cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, data_dir=data_dir,
                              seeds=seeds, seed=seed, input_lr_scale=input_lr_scale, loss=loss,
@@ -231,6 +232,11 @@ def sharpness_cmd(
                              base_width=base_width, optimizer=optimizer)
         scfg = SharpnessConfig(samples=samples, preconditioned=preconditioned, tol=tol,
                                max_hvps=max_hvps, solver=solver)
+        from .data import preflight
+
+        preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
+        from .sharpness import sharpness_seeds
+
         results = sharpness_seeds(cfg, scfg)
     except (ValueError, OSError) as e:
         _fail(e)

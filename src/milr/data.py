@@ -18,9 +18,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads only where tensors are made: a refusal comes before it
+    import torch
 
 from .config import DATASETS
 
@@ -142,6 +145,8 @@ def _standardised(name, x_train, y_train, x_eval, y_eval, classes=None, where=No
     mean, std = _moments(x_train)
     x_train, x_eval = (_scaled(x, mean, std, where[k])
                        for x, k in ((x_train, "x_train"), (x_eval, "x_eval")))
+    import torch
+
     return Dataset(
         name,
         torch.from_numpy(x_train),
@@ -386,8 +391,8 @@ def _npz_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple
     return shape, dtype
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of a .npz, without pickles, with one-line errors for any corruption."""
+def _npz_file(path: Path) -> None:
+    """Refuse a .npz path that is not a readable, non-empty file, saying which."""
     if path.is_dir():
         raise DataError(f"{path} is a directory, not a .npz file")
     if not path.is_file():
@@ -399,6 +404,11 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             pass
     except OSError as e:  # permissions: the file may be fine, it cannot be read
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz, without pickles, with one-line errors for any corruption."""
+    _npz_file(path)
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
@@ -562,6 +572,18 @@ def read_found(found: Found) -> Dataset:
 
 
 # --- entry point ------------------------------------------------------------------------------
+
+
+def preflight(name: str, data_dir: str | os.PathLike | None = None) -> None:
+    """Refuse now, reading no data and without torch, what `load` would refuse for want of the
+    files: a missing data_dir, a named data set found nowhere, a .npz path that is no file."""
+    if data_dir is not None:
+        roots(data_dir)
+    if name in CLASSES:
+        locate(name, data_dir)
+    elif name.endswith(".npz"):
+        _npz_file(Path(name))
+
 
 _CACHE: dict[tuple, Dataset] = {}
 

@@ -13,7 +13,6 @@ import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from .table import Cell, FitError, Usable, aggregate, usable
 
@@ -38,8 +37,16 @@ class LinearFit:
         return np.sqrt(np.diag(self.cov))
 
     def ci(self, i: int) -> tuple[float, float]:
-        t = stats.t.ppf(0.5 + CONF / 2, self.dof)
+        t = _student_t().ppf(0.5 + CONF / 2, self.dof)
         return float(self.beta[i] - t * self.se[i]), float(self.beta[i] + t * self.se[i])
+
+
+def _student_t():
+    """scipy's Student t (scipy.stats takes seconds to import: only once a fit is computed,
+    after the table has been read and checked)."""
+    from scipy import stats
+
+    return stats.t
 
 
 def least_squares(x: np.ndarray, y: np.ndarray) -> LinearFit:
@@ -99,7 +106,7 @@ class PowerLaw:
         y0 = float(x0 @ f.beta)
         s2 = float(f.residuals @ f.residuals) / f.dof
         spread = math.sqrt(s2 + x0 @ f.cov @ x0)  # cov = s2 (X'X)^-1: new noise + fit error
-        t = stats.t.ppf(0.5 + CONF / 2, f.dof)
+        t = _student_t().ppf(0.5 + CONF / 2, f.dof)
         what = f"the prediction at depth {depth}, width {width}"
         return (_exp(y0, what), _exp(y0 - t * spread, what + " (its interval)"),
                 _exp(y0 + t * spread, what + " (its interval)"))
@@ -109,7 +116,7 @@ class PowerLaw:
         x = np.column_stack([np.ones_like(dw, dtype=float), np.log(dw)])
         y = x @ self._fit.beta
         se = np.sqrt(np.einsum("ij,jk,ik->i", x, self._fit.cov, x))
-        t = stats.t.ppf(0.5 + CONF / 2, self._fit.dof)
+        t = _student_t().ppf(0.5 + CONF / 2, self._fit.dof)
         return np.exp(y), np.exp(y - t * se), np.exp(y + t * se)
 
     def to_dict(self) -> dict:
@@ -159,7 +166,7 @@ def fit_power_law(cells: list[Cell], bootstrap: int = 0, seed: int = 0) -> Power
     # a = -beta1, b = -beta2; var(a - b) = var(b1) + var(b2) - 2 cov(b1, b2)
     diff = float(two.beta[1] - two.beta[2])
     se_diff = math.sqrt(two.cov[1, 1] + two.cov[2, 2] - 2 * two.cov[1, 2])
-    p = float(2 * stats.t.sf(abs(diff) / se_diff, two.dof)) if se_diff > 0 else 1.0
+    p = float(2 * _student_t().sf(abs(diff) / se_diff, two.dof)) if se_diff > 0 else 1.0
     lo_c, hi_c = one.ci(0)
     lo_a, hi_a = one.ci(1)
     a_lo, a_hi = two.ci(1)
