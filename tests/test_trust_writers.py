@@ -219,14 +219,16 @@ def test_ray_missing_is_one_line_before_the_lock(tmp_path, run_milr, monkeypatch
 # --- Ctrl-C at every stage: one line, exit 130 -----------------------------------------------
 
 
-def test_ctrl_c_while_torch_loads_is_one_line(tmp_path):
-    """SIGINT delivered exactly while `import torch` runs, before milr's main() starts."""
+@pytest.mark.parametrize("module", ["milr.config", "typer", "torch"])
+def test_ctrl_c_while_milr_starts_is_one_line(tmp_path, module):
+    """SIGINT delivered exactly while `module` is imported, before milr's main() starts (torch
+    takes seconds)."""
     code = textwrap.dedent("""\
         import os, signal, sys
 
         class Interrupt:
             def find_spec(self, name, path=None, target=None):
-                if name == "torch":
+                if name == MODULE:
                     os.kill(os.getpid(), signal.SIGINT)
                 return None
 
@@ -234,7 +236,7 @@ def test_ctrl_c_while_torch_loads_is_one_line(tmp_path):
         sys.argv = ["milr", "data", "list"]
         from milr.cli import main
         main()
-    """)
+    """).replace("MODULE", repr(module))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
     assert res.returncode == 130 and res.stderr.strip() == "milr: interrupted", res.stderr

@@ -1,13 +1,18 @@
 """milr: the maximal initial learning rate η* of deep ReLU networks, measured reproducibly."""
 
-from .config import EstimateConfig
 from .version import __version__
 
 __all__ = ["Estimate", "EstimateConfig", "__version__", "estimate"]
 
 
 def __getattr__(name: str):
-    """`estimate` and `Estimate` load torch: only when used, so configuring stays light."""
+    """`estimate` and `Estimate` load torch: only when used, so configuring stays light. Nothing
+    is imported with the package itself, so that `milr`'s entry point reaches its own Ctrl-C
+    handling (milr.cli) at once."""
+    if name == "EstimateConfig":
+        from .config import EstimateConfig
+
+        return EstimateConfig
     if name == "estimate":
         from .estimation import estimate
 

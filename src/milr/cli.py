@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
-from typing import Annotated
 
 try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not a traceback
+    import dataclasses
+    import json
+    from typing import Annotated
+
     import typer
 
     from .config import EstimateConfig, FitConfig, SharpnessConfig, defaults, help_for
