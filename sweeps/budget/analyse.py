@@ -24,7 +24,9 @@ GRID_CELLS = 16
 # (label, file, budget in steps, input-layer rate)
 RUNS = [("accuracy, 1000 steps", PROTOCOLS / "a-default.csv", 1000, 0.1),
         ("accuracy, 4000 steps", HERE / "accuracy-4000.csv", 4000, 0.1),
-        ("accuracy, 16000 steps", HERE / "accuracy-16000.csv", 16000, 0.1)]
+        ("accuracy, 16000 steps", HERE / "accuracy-16000.csv", 16000, 0.1),
+        ("accuracy, 1000 steps, input x 1", HERE / "accuracy-input-lr-1.csv", 1000, 1.0),
+        ("accuracy, 1000 steps, input x 0.01", HERE / "accuracy-input-lr-0.01.csv", 1000, 0.01)]
 STABLE = PROTOCOLS / "c-stable-ce.csv"
 WHERE = {"all": lambda d, w: True, "w >= 8d": lambda d, w: w >= 8 * d,
          "w >= 16d": lambda d, w: w >= 16 * d}
