@@ -31,6 +31,42 @@ def matmul_precision(name: str):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+# Matmul FLOPs of one training step (all members in flight) per CPU thread below which a
+# second thread costs more than it gives: measured on the 2-core CI machine (benchmarks/README.md,
+# "Threads"): at 5-50 MFLOP a step 2 threads were 2-17x slower than 1, at 200-800 MFLOP
+# 0.7-1.05x with the cores free, and slower again whenever another process was busy.
+THREAD_FLOPS = 2e8
+
+
+def cpu_threads(step_flops: float, cap: int, cpus: int | None = None,
+                load: float | None = None) -> int:
+    """Threads for training on the CPU: one per THREAD_FLOPS of work in a step, at most `cap`
+    (torch's count when called: the worker's share under --workers, or OMP_NUM_THREADS), and
+    at most the cores other processes leave free (`load`: the 1-minute load average, of which
+    one is this process)."""
+    import os
+
+    cpus = cpus or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    free = max(1, cpus - int(max(0.0, load - 1.0)))
+    return max(1, min(cap, free, int(step_flops // THREAD_FLOPS)))
+
+
+@contextmanager
+def num_threads(n: int):
+    """torch's CPU threads set to n for the duration of the block."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

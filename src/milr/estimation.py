@@ -5,10 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
+
 from .config import EstimateConfig
-from .cost import check_memory, eval_cost_in_steps, probes_per_round
+from .cost import check_memory, eval_cost_in_steps, flops_per_member_step, probes_per_round
 from .data import Dataset, load
-from .device import available_memory, device_name, resolve_device, synchronize, versions
+from .device import (
+    available_memory,
+    cpu_threads,
+    device_name,
+    num_threads,
+    resolve_device,
+    synchronize,
+    versions,
+)
 from .results import Estimate
 from .search import Trainer, midpoint_used, search
 from .train import BatchedTrainer
@@ -35,9 +45,15 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     eval_cost = eval_cost_in_steps(cfg, len(data.x_train), len(data.x_eval))
     # the search at also_steps probes below successes of the full budget: none is dominated
     trainer = trainer or BatchedTrainer(cfg, data, device, cancel_dominated=not cfg.also_steps)
-    seeds, trials, rounds = search(cfg, trainer, probes, on_round, eval_cost,
-                                   pipeline=device.type == "cuda")
-    synchronize(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # small steps cannot feed several threads (see cpu_threads)
+        step = cfg.seeds * probes * flops_per_member_step(cfg, data.n_inputs, data.classes)
+        threads = cpu_threads(step, threads)
+    with num_threads(threads):
+        seeds, trials, rounds = search(cfg, trainer, probes, on_round, eval_cost,
+                                       pipeline=device.type == "cuda")
+        synchronize(device)
+        name = device_name(device)  # with the threads that trained
     wall_time = time.perf_counter() - start
     lambda1 = None
     if lambda1_samples:
@@ -55,7 +71,7 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
         midpoint_used=midpoint_used(cfg.midpoint, probes),
         wall_time=wall_time,
         member_steps=sum(t.steps for t in trials),
-        device=device_name(device),
+        device=name,
         versions=versions(),
         lambda1=lambda1,
     )
