@@ -27,7 +27,6 @@ from reference import (
     check_supported,
     loss_floor,
     make_net,
-    nonfinite_every,
 )
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
@@ -172,8 +171,8 @@ class FuncTrainer:
         """Train up to the next evaluation of any member or `nonfinite_every` steps; returns
         (key, result) of the members that finished."""
         cfg = self.cfg
-        n = min(nonfinite_every(cfg), *(min(cfg.steps, (r.steps_run // cfg.eval_every + 1)
-                                            * cfg.eval_every) - r.steps_run for r in self.rows))
+        n = min(cfg.nonfinite_every, *(min(cfg.steps, (r.steps_run // cfg.eval_every + 1)
+                                           * cfg.eval_every) - r.steps_run for r in self.rows))
         old = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = getattr(cfg, "precision", "fp32") == "tf32"
         try:

@@ -29,11 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from milr.config import EstimateConfig
 from milr.data import Dataset
 from milr.model import init_weights
-
-try:  # the data order's home moved from milr.train to milr.seeding
-    from milr.seeding import batch_schedule
-except ImportError:  # pragma: no cover - older milr
-    from milr.train import batch_schedule
+from milr.seeding import batch_schedule
 
 
 @dataclass(frozen=True)
@@ -64,23 +60,14 @@ SUPPORTED = {"loss": "ce", "criterion": "accuracy", "divergence_check": "eval"}
 def check_supported(cfg: EstimateConfig) -> None:
     """Refuse a config whose protocol the textbook does not implement."""
     for name, value in SUPPORTED.items():
-        if getattr(cfg, name, value) != value:
+        if getattr(cfg, name) != value:
             raise ValueError(f"the reference implements {name}={value!r} only, "
                              f"got {getattr(cfg, name)!r}")
 
 
-def nonfinite_every(cfg: EstimateConfig) -> int:
-    """Steps between checks for a non-finite loss (a config field; a constant in older milr)."""
-    every = getattr(cfg, "nonfinite_every", None)
-    if every is None:  # pragma: no cover - older milr
-        from milr.train import DIVERGENCE_CHECK
-        every = DIVERGENCE_CHECK
-    return every
-
-
 def loss_floor(cfg: EstimateConfig, classes: int) -> float:
     """The least initial loss the divergence limit is taken from: initial_loss_floor * log C."""
-    return getattr(cfg, "initial_loss_floor", 1.0) * math.log(classes)
+    return cfg.initial_loss_floor * math.log(classes)
 
 
 def batch_size(cfg: EstimateConfig, data: Dataset) -> int:
@@ -106,7 +93,7 @@ GAINS = {"fan-in": 1.0, "he": 2.0, "zero": 0.0}  # output-layer variance × fan-
 def _layers(cfg: EstimateConfig, n_in: int, width: int, classes: int) -> list[nn.Module]:
     """The network's modules at `width` (nn.Linear's own init; make_net sets the weights)."""
     dims = [n_in] + [width] * cfg.depth + [classes]
-    par = getattr(cfg, "parametrization", "sp")
+    par = cfg.parametrization
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         output = i == cfg.depth
@@ -130,15 +117,15 @@ def make_net(cfg: EstimateConfig, data: Dataset, seed: int) -> nn.Sequential:
     weight × √(fan_in / gain)); mup by `mup.set_base_shapes` against a network of
     width base_width (and a delta network of twice that width, so that width is the width
     dimension even at width == base_width), which rescales the readout as the package does."""
-    extra = {"output_init": cfg.output_init} if hasattr(cfg, "output_init") else {}
-    weights = init_weights(seed, data.n_inputs, cfg.depth, cfg.width, data.classes, **extra)
+    weights = init_weights(seed, data.n_inputs, cfg.depth, cfg.width, data.classes,
+                           output_init=cfg.output_init)
     net = nn.Sequential(*_layers(cfg, data.n_inputs, cfg.width, data.classes))
     linears = [m for m in net if isinstance(m, nn.Linear)]
     for lin, w in zip(linears, weights, strict=True):
         with torch.no_grad():
             lin.weight.copy_(w.T * getattr(lin, "draw", 1.0))
             lin.bias.zero_()
-    if getattr(cfg, "parametrization", "sp") == "mup":
+    if cfg.parametrization == "mup":
         from mup import set_base_shapes
 
         def at(width: int) -> nn.Sequential:
@@ -156,10 +143,10 @@ def optimiser(cfg: EstimateConfig, net: nn.Sequential, lr: float) -> torch.optim
     groups = [{"params": list(linears[0].parameters()), "lr": lr * cfg.input_lr_scale},
               {"params": [p for m in linears[1:-1] for p in m.parameters()], "lr": lr},
               {"params": list(linears[-1].parameters()),
-               "lr": lr * getattr(cfg, "output_lr_scale", 1.0)}]
+               "lr": lr * cfg.output_lr_scale}]
     groups = [g for g in groups if g["params"]]
-    name = getattr(cfg, "optimizer", "sgd")
-    kw = {"lr": lr, "weight_decay": getattr(cfg, "weight_decay", 0.0)}
+    name = cfg.optimizer
+    kw = {"lr": lr, "weight_decay": cfg.weight_decay}
     if name in ("sgd", "momentum", "nesterov"):
         if name != "sgd":
             kw.update(momentum=cfg.momentum, nesterov=name == "nesterov")
@@ -167,7 +154,7 @@ def optimiser(cfg: EstimateConfig, net: nn.Sequential, lr: float) -> torch.optim
     else:
         kw.update(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         impl = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    if getattr(cfg, "parametrization", "sp") == "mup":
+    if cfg.parametrization == "mup":
         from mup import MuAdam, MuSGD
 
         return MuSGD(groups, impl=impl, **kw) if impl is torch.optim.SGD else \
@@ -178,7 +165,7 @@ def optimiser(cfg: EstimateConfig, net: nn.Sequential, lr: float) -> torch.optim
 def warmup(cfg: EstimateConfig, opt: torch.optim.Optimizer):
     """The linear warm-up as a LambdaLR (stepped after every optimizer step): step t = 1, 2, ...
     runs at lr · min(1, t / warmup_steps); None without warm-up."""
-    n = getattr(cfg, "warmup_steps", 0)
+    n = cfg.warmup_steps
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: min(1.0, (e + 1) / n)) if n else None
 
 
@@ -224,7 +211,7 @@ def run_one(cfg: EstimateConfig, data: Dataset, lr: float, seed: int,
     opt = optimiser(cfg, net, lr)
     sched = warmup(cfg, opt)
     x_eval, y_eval = data.x_eval.to(device), data.y_eval.to(device)
-    loss_fn, every = nn.CrossEntropyLoss(), nonfinite_every(cfg)
+    loss_fn, every = nn.CrossEntropyLoss(), cfg.nonfinite_every
     limit, nonfinite = None, torch.zeros((), dtype=torch.bool, device=device)
     peak, acc = 0.0, None
     for step, (xb, yb) in enumerate(loader(cfg, data, seed), start=1):

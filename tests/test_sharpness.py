@@ -71,8 +71,8 @@ def quadratic_fn(eigs, seed=0):
 
 def test_largest_algebraic_not_largest_magnitude():
     eigs = [-10.0, 0.5, 1.0, 2.0, 5.0, 3.0]
-    op, count = quadratic(eigs)
-    lam, residual, converged, method = top_eigenvalue(op, count, seed=0, tol=1e-8)
+    op, _ = quadratic(eigs)
+    lam, residual, converged, method = top_eigenvalue(op, seed=0, tol=1e-8)
     assert lam == pytest.approx(5.0, rel=1e-8) and converged and method == "arpack"
     matvec, n, _ = quadratic_fn(eigs)
     lam_t, res_t, conv_t, iters = lanczos(matvec, n, torch.zeros(1, dtype=torch.float64), 0,
@@ -85,8 +85,8 @@ def test_largest_algebraic_not_largest_magnitude():
 
 def test_unconverged_is_flagged():
     eigs = np.linspace(1.0, 1.01, 40)  # tightly clustered: slow to resolve
-    op, count = quadratic(eigs)
-    lam, residual, converged, method = top_eigenvalue(op, count, seed=0, tol=1e-14, max_hvps=2)
+    op, _ = quadratic(eigs)
+    lam, residual, converged, method = top_eigenvalue(op, seed=0, tol=1e-14, max_hvps=2)
     assert not converged and residual > 1e-14
     matvec, n, _ = quadratic_fn(eigs)
     lam, residual, converged, iters = lanczos(matvec, n, torch.zeros(1, dtype=torch.float64), 0,

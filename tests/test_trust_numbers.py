@@ -442,10 +442,10 @@ def test_arpack_spends_at_most_max_hvps_products(budget):
         return diag * np.ravel(v)
 
     op = LinearOperator((3000, 3000), matvec=matvec, dtype=np.float64)
-    lam, _, converged, _ = top_eigenvalue(op, count, 0, tol=1e-4, max_hvps=budget)
+    lam, _, converged, _ = top_eigenvalue(op, 0, tol=1e-4, max_hvps=budget)
     assert count[0] <= budget and not converged
     count[0] = 0
-    lam, _, converged, _ = top_eigenvalue(op, count, 0, tol=1e-4, max_hvps=400)
+    lam, _, converged, _ = top_eigenvalue(op, 0, tol=1e-4, max_hvps=400)
     assert converged and lam == pytest.approx(1.0001, rel=1e-6) and count[0] <= 400
 
 

@@ -303,12 +303,6 @@ def _idx_files(d: Path) -> dict[str, Path | None]:
     return {key: _find_file([d], stem) for key, stem in IDX_FILES.items()}
 
 
-def load_idx(name: str, dirs: list[Path]) -> Dataset:
-    """The first directory of `dirs` that holds all four IDX files."""
-    found = locate(name, dirs=dirs)
-    return read_found(found)
-
-
 def _read_idx_set(name: str, paths: dict[str, Path]) -> Dataset:
     parts = {key: read_idx(p) for key, p in paths.items()}
     where = {key: str(p) for key, p in paths.items()}
@@ -342,11 +336,6 @@ def read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _cifar_files(d: Path) -> dict[str, Path | None]:
     return {f: (d / f if (d / f).is_file() else None) for f in [*CIFAR_TRAIN, CIFAR_TEST]}
-
-
-def load_cifar10(dirs: list[Path]) -> Dataset:
-    """The first directory of `dirs` (or its cifar-10-batches-bin) with all six batch files."""
-    return read_found(locate("cifar10", dirs=dirs))
 
 
 def _read_cifar_set(paths: dict[str, Path]) -> Dataset:
@@ -508,13 +497,13 @@ class Found:
         return next(iter(self.files.values())).parent
 
 
-def locate(name: str, data_dir: str | os.PathLike | None = None,
-           dirs: list[Path] | None = None) -> Found:
-    """The first complete copy of `name` in `dirs` (default: search_dirs), or a DataError.
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> Found:
+    """The first complete copy of `name` in `search_dirs(name, data_dir)`, or a DataError.
 
     The error names what is missing, every directory looked in, and `milr data fetch NAME`.
     """
-    dirs = search_dirs(name, data_dir) if dirs is None else dirs
+    dirs = search_dirs(name, data_dir)
+
     partial: tuple[Path, str] | None = None  # the first directory holding some of the files
     pickled: Path | None = None  # the first CIFAR-10 python version seen
     unreadable: list[str] = []  # directories that could not be searched, and why

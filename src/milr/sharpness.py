@@ -19,7 +19,9 @@ import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .config import EstimateConfig, SharpnessConfig
-from .data import Dataset
+from .cost import check_memory
+from .data import Dataset, load
+from .device import available_memory, resolve_device
 from .model import Ensemble, Layout, loss_value
 from .seeding import START_VECTOR, batch_schedule, member_seed
 
@@ -128,7 +130,7 @@ class _Spent(Exception):
     """The budget of Hessian-vector products is spent."""
 
 
-def top_eigenvalue(op: LinearOperator, count: list[int], seed: int, tol: float = 1e-3,
+def top_eigenvalue(op: LinearOperator, seed: int, tol: float = 1e-3,
                    max_hvps: int = 300) -> tuple[float, float, bool, str]:
     """Largest algebraic eigenvalue: ARPACK's Lanczos first, then a shifted power iteration, in
     at most `max_hvps` products all told. ARPACK's `maxiter` counts restarts (each up to `ncv`
@@ -137,12 +139,13 @@ def top_eigenvalue(op: LinearOperator, count: list[int], seed: int, tol: float =
     left. A run out of budget is returned as not converged."""
     rng = np.random.default_rng(member_seed(seed, START_VECTOR))
     v0 = rng.standard_normal(op.shape[0])
-    start = count[0]
+    spent = [0]  # products through the capped operators (the last residual check aside)
 
     def capped(limit: int) -> LinearOperator:
         def matvec(v: np.ndarray) -> np.ndarray:
-            if count[0] - start >= limit:
+            if spent[0] >= limit:
                 raise _Spent
+            spent[0] += 1
             return op.matvec(v)
         return LinearOperator(op.shape, matvec=matvec, dtype=np.float64)
 
@@ -150,7 +153,7 @@ def top_eigenvalue(op: LinearOperator, count: list[int], seed: int, tol: float =
         vals, vecs = eigsh(capped(max(1, max_hvps - 1)), k=1, which="LA", v0=v0,
                            tol=tol / 10, maxiter=max_hvps, ncv=min(op.shape[0], 20))
     except (ArpackNoConvergence, _Spent):
-        left = max_hvps - (count[0] - start)
+        left = max_hvps - spent[0]
         if left < 4:  # nothing a power iteration could certify
             return math.nan, math.inf, False, "arpack"
         try:
@@ -215,8 +218,7 @@ def sharpness(cfg: EstimateConfig, data: Dataset, seed: int,
         method = "lanczos"
     else:
         op, count = hvp_operator(loss, params, scale)
-        lam, residual, converged, method = top_eigenvalue(op, count, seed, scfg.tol,
-                                                          scfg.max_hvps)
+        lam, residual, converged, method = top_eigenvalue(op, seed, scfg.tol, scfg.max_hvps)
     return Sharpness(seed, lam if converged else None, lam, residual, converged, count[0],
                      method, samples)
 
@@ -224,10 +226,6 @@ def sharpness(cfg: EstimateConfig, data: Dataset, seed: int,
 def sharpness_seeds(cfg: EstimateConfig, scfg: SharpnessConfig | None = None,
                     data: Dataset | None = None) -> list[Sharpness]:
     """λ1 for every seed of cfg (seed, seed + 1, ...) on cfg's data set and device."""
-    from .cost import check_memory
-    from .data import load
-    from .device import available_memory, resolve_device
-
     device = resolve_device(cfg.device)
     data = data or load(cfg.dataset, cfg.data_dir)
     check_memory(cfg, data.n_inputs, data.classes, 1, available_memory(device))

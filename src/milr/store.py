@@ -370,8 +370,3 @@ class TrialsLog:
             _append_durably(self.path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
                                                for r in records).encode())
             self.lock.hold_file()
-
-
-def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
-    """Append records to a trials log (see TrialsLog)."""
-    TrialsLog(path).append(records)
