@@ -1,8 +1,10 @@
 """The stronger peer: many small MLPs trained at once the way an expert writes it with torch.func.
 
 Each member is an ordinary nn.Sequential at milr's initial weights; `stack_module_state` stacks
-them, and one step is `vmap(grad_and_value(loss))` over `functional_call` followed by a plain SGD
-update with each member's (per-layer) learning rate, optionally under `torch.compile`. It
+them, and one step is `vmap(grad_and_value(loss))` over `functional_call` followed by the
+optimizer's update (SGD, momentum, Nesterov, Adam or AdamW with weight decay, torch.optim's
+rules written out functionally, their state stacked per member) with each member's (per-layer,
+warmed-up) learning rate, optionally under `torch.compile`. Standard parametrisation only. It
 implements the protocol of reference.run_one (same data order, evaluation interval, threshold
 and divergence rule) for a batch of members that join between chunks and leave as they finish,
 and the `admit / advance / live` interface of milr's search, so `milr.estimate(cfg, data,
@@ -59,16 +61,57 @@ def template(cfg: EstimateConfig, data: Dataset) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def make_step(base: nn.Sequential):
-    """One SGD step of every member: vmap of grad over the functional model, then p - lr * g."""
+def slot_names(cfg: EstimateConfig) -> tuple[str, ...]:
+    """The per-parameter state the optimizer keeps (torch.optim's names)."""
+    name = getattr(cfg, "optimizer", "sgd")
+    return {"momentum": ("momentum_buffer",), "nesterov": ("momentum_buffer",),
+            "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}.get(name, ())
+
+
+def make_step(base: nn.Sequential, cfg: EstimateConfig):
+    """One optimizer step of every member: vmap of grad over the functional model, then
+    torch.optim's update of cfg's optimizer, out of place: (params, loss, slots)."""
     def member_loss(params, x, y):
         return F.cross_entropy(functional_call(base, params, (x,)), y)
 
     grads_and_losses = vmap(grad_and_value(member_loss))
+    name, wd = getattr(cfg, "optimizer", "sgd"), getattr(cfg, "weight_decay", 0.0)
 
-    def step(params: dict, x: torch.Tensor, y: torch.Tensor, lrs: dict):
+    def sgd(p, g, lr, slots):
+        g = g + wd * p if wd else g
+        if name == "sgd":
+            return p - lr * g, {}
+        buf = cfg.momentum * slots["momentum_buffer"] + g  # a zero buffer: the first gradient
+        return p - lr * (g + cfg.momentum * buf if name == "nesterov" else buf), \
+            {"momentum_buffer": buf}
+
+    def adam(p, g, lr, slots, bias1, bias2_sqrt):
+        if wd and name == "adamw":
+            p = p * (1 - lr * wd)
+        elif wd:
+            g = g + wd * p
+        m = slots["exp_avg"] + (1 - cfg.beta1) * (g - slots["exp_avg"])
+        v = cfg.beta2 * slots["exp_avg_sq"] + (1 - cfg.beta2) * g * g
+        return p - (lr / bias1) * m / (v.sqrt() / bias2_sqrt + cfg.eps), \
+            {"exp_avg": m, "exp_avg_sq": v}
+
+    def step(params: dict, x: torch.Tensor, y: torch.Tensor, lrs: dict, slots: dict,
+             t: torch.Tensor):
         grads, loss = grads_and_losses(params, x, y)
-        return {k: p - lrs[k] * grads[k] for k, p in params.items()}, loss
+        new_params, new_slots = {}, {}
+        if name in ("adam", "adamw"):
+            n = (t + 1).to(loss.dtype)
+            corr = (1 - cfg.beta1 ** n, (1 - cfg.beta2 ** n).sqrt())
+        for k, p in params.items():
+            mine = {s: slots[f"{s}/{k}"] for s in slot_names(cfg)}
+            if name in ("adam", "adamw"):
+                shape = (-1, *[1] * (p.dim() - 1))
+                out, st = adam(p, grads[k], lrs[k], mine, *(c.view(shape) for c in corr))
+            else:
+                out, st = sgd(p, grads[k], lrs[k], mine)
+            new_params[k] = out
+            new_slots.update({f"{s}/{k}": v for s, v in st.items()})
+        return new_params, loss, new_slots
 
     return step
 
@@ -92,11 +135,13 @@ class FuncTrainer:
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
         check_supported(cfg)
+        if getattr(cfg, "parametrization", "sp") != "sp":
+            raise ValueError("the torch.func peer implements parametrization sp only")
         self.cfg, self.data, self.cancel = cfg, data, cancel_dominated
         self.device = device or data.x_train.device
         self.batch = batch_size(cfg, data)
         base = template(cfg, data)
-        step, self.logits = make_step(base), make_logits(base)
+        step, self.logits = make_step(base, cfg), make_logits(base)
         self.step = step if compile == "off" else torch.compile(step, mode=compile, dynamic=True)
         self.initial: dict[int, dict[str, torch.Tensor]] = {}  # seed -> its weights, on device
         self.schedules: dict[int, torch.Tensor] = {}  # seed -> (steps, batch) indices on device
@@ -129,7 +174,9 @@ class FuncTrainer:
             nets.append(net)
         params, _ = stack_module_state(nets)
         dev, k = self.device, len(seeds)
-        new = {**{name: p.detach() for name, p in params.items()},
+        slots = {f"{s}/{name}": torch.zeros_like(p) for s in slot_names(self.cfg)
+                 for name, p in params.items()}
+        new = {**{name: p.detach() for name, p in params.items()}, **slots,
                "lr": torch.tensor(lrs, dtype=torch.float32, device=dev),
                "t": torch.zeros(k, dtype=torch.long, device=dev),
                "limit": torch.full((k,), math.inf, device=dev),
@@ -145,11 +192,15 @@ class FuncTrainer:
         return [r.key for r in rows]
 
     def _unpack(self) -> None:
-        """Parameters and per-layer learning rates (input layer scaled) from the row state."""
-        names = [n for n in self.state if "." in n]  # "0.weight", "0.bias", "2.weight", ...
+        """Parameters, optimizer state and per-layer learning rates (input and output layer
+        scaled) from the row state."""
+        # "0.weight", "0.bias", "2.weight", ...; the state is "exp_avg/0.weight", ...
+        names = [n for n in self.state if "." in n and "/" not in n]
         self.params = {n: self.state[n] for n in names}
-        lr, first = self.state["lr"], names[0].split(".")[0]
-        self.lrs = {n: (lr * self.cfg.input_lr_scale if n.split(".")[0] == first else lr)
+        self.slots = {n: self.state[n] for n in self.state if "/" in n}
+        lr, first, last = self.state["lr"], names[0].split(".")[0], names[-1].split(".")[0]
+        scale = {first: self.cfg.input_lr_scale, last: getattr(self.cfg, "output_lr_scale", 1.0)}
+        self.lrs = {n: (lr * scale.get(n.split(".")[0], 1.0))
                     .view(-1, *[1] * (self.params[n].dim() - 1)) for n in names}
 
     def _run(self, n: int) -> torch.Tensor:
@@ -157,14 +208,21 @@ class FuncTrainer:
         cfg, x, y, st = self.cfg, self.data.x_train, self.data.y_train, self.state
         rows = torch.arange(len(self.rows), device=self.device)
         floor = loss_floor(cfg, self.data.classes)
+        warmup = getattr(cfg, "warmup_steps", 0)
         for _ in range(n):
             idx = st["sched"][rows, st["t"].clamp(max=cfg.steps - 1)]  # (K, batch)
-            self.params, loss = self.step(self.params, x[idx], y[idx], self.lrs)
+            lrs = self.lrs
+            if warmup:  # step t = 1, 2, ... at lr · min(1, t / warmup)
+                warm = ((st["t"] + 1).float() / warmup).clamp(max=1.0)
+                lrs = {k: v * warm.view(-1, *[1] * (v.dim() - 1)) for k, v in lrs.items()}
+            self.params, loss, self.slots = self.step(self.params, x[idx], y[idx], lrs,
+                                                      self.slots, st["t"])
             first = cfg.divergence_factor * loss.clamp(min=floor)
             st["limit"] = torch.where(st["t"] == 0, first, st["limit"])
             st["bad"] = st["bad"] | ~torch.isfinite(loss)
             st["t"] = st["t"] + 1
         st.update(self.params)
+        st.update(self.slots)
         return loss
 
     def advance(self) -> list[tuple[int, Run]]:
@@ -173,6 +231,7 @@ class FuncTrainer:
         cfg = self.cfg
         n = min(cfg.nonfinite_every, *(min(cfg.steps, (r.steps_run // cfg.eval_every + 1)
                                            * cfg.eval_every) - r.steps_run for r in self.rows))
+
         old = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = getattr(cfg, "precision", "fp32") == "tf32"
         try:

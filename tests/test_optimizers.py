@@ -284,3 +284,23 @@ def test_an_old_results_file_reads_as_sgd_sp_without_warmup(tmp_path):
                         ("parametrization: ntk\n", "parametrization")):
         with pytest.raises(StoreError, match=f"no {name} column"):
             store.check_compatible(rows, parse_grid(GRID + extra))
+
+
+@pytest.mark.parametrize("kw, rates", [
+    ({"optimizer": "momentum", "output_lr_scale": 0.5}, (0.1, 0.3, 1e3)),
+    ({"optimizer": "nesterov", "weight_decay": 0.01}, (0.1, 0.3, 1e3)),
+    ({"optimizer": "adamw", "weight_decay": 0.1}, (0.01, 0.1, 100.0)),
+    ({"optimizer": "adam", "warmup_steps": 40}, (0.01, 0.1, 1e4)),
+])
+def test_the_torch_func_peer_trains_with_the_same_optimizer(kw, rates, tiny):
+    """The benchmarks' torch.func peer (benchmarks/funcpeer.py) gets the same optimizer and
+    warm-up: its verdicts and stopping steps are the engine's on members that are not chaotic."""
+    from funcpeer import train_func
+
+    cfg = config(**kw)
+    lrs = [r for r in rates for _ in range(3)]
+    seeds = [s for _ in rates for s in range(3)]
+    engine = [(o.success, o.diverged, o.steps) for o in train(cfg, tiny, lrs, seeds)]
+    peer = [(r.success, r.diverged, r.steps) for r in train_func(cfg, tiny, lrs, seeds)]
+    assert peer == engine
+    assert {s for s, _, _ in engine} == {True, False}

@@ -394,8 +394,11 @@ class Ensemble:
             exp_avg.lerp_(grad, 1 - opt.beta1)
             exp_avg_sq.mul_(opt.beta2).addcmul_(grad, grad, value=1 - opt.beta2)
             bias1, bias2_sqrt = corrections
-            denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(opt.eps)
-            p.sub_(exp_avg.div(denom).mul_(lr / bias1))
+            # torch's p - lr / bias1 · m / (√v / bias2_sqrt + eps), in four passes over the
+            # weights: p - m / ((√v + eps · bias2_sqrt) · bias1 / (lr · bias2_sqrt))
+            denom = torch.sqrt(exp_avg_sq, out=grad)  # the gradient's memory: used up
+            denom.add_(opt.eps * bias2_sqrt).mul_(bias1 / (lr * bias2_sqrt))
+            p.addcdiv_(exp_avg, denom, value=-1.0)
             return
         if decay:
             grad.add_(p, alpha=decay)
@@ -403,6 +406,6 @@ class Ensemble:
             # A zero buffer times momentum plus the first gradient is that gradient exactly:
             # torch.optim's buffer that starts as a copy of it.
             buf = self.state["momentum_buffer"][j]
-            buf.mul_(opt.momentum).add_(grad)
+            torch.add(grad, buf, alpha=opt.momentum, out=buf)  # buf ← momentum · buf + grad
             grad = grad.add_(buf, alpha=opt.momentum) if opt.name == "nesterov" else buf
         p.addcmul_(grad, lr, value=-1.0)
