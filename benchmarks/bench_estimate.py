@@ -39,6 +39,7 @@ from reference import reference_estimate, run_one  # noqa: E402
 
 from milr import EstimateConfig, estimate  # noqa: E402
 from milr.config import ACCURACY_CEILINGS  # noqa: E402
+from milr.cost import flops_per_member_step  # noqa: E402
 from milr.data import load  # noqa: E402
 from milr.train import train  # noqa: E402
 
@@ -73,12 +74,6 @@ def same_rate(lr: float) -> float:
     """One key for rates that differ in their last bits only (the reference reaches grid points
     by repeated division, milr by a power)."""
     return float(f"{lr:.10g}")
-
-
-def flops_per_member_step(cfg: EstimateConfig, n_in: int, classes: int) -> float:
-    """Matmul FLOPs of one SGD step of one member (forward 2, backward 4 per weight, sample)."""
-    weights = n_in * cfg.width + (cfg.depth - 1) * cfg.width**2 + cfg.width * classes
-    return 6.0 * cfg.batch_size * weights
 
 
 def warm_up(cfg: EstimateConfig, data, compile_mode: str) -> float:

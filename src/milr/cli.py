@@ -15,7 +15,9 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
     from .datacmd import data_app
     from .plotcmd import plot_app
     from .render import (
+        command_app,
         err,
+        fail,
         render_dry_run,
         render_estimate,
         render_fit,
@@ -35,13 +37,7 @@ def option(cls, name: str, *decls: str):
     return typer.Option(*decls, help=help_for(cls, name))
 
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts are plain: "[lo, hi]" is not markup
-    help="Measure the maximal initial learning rate η* of deep ReLU MLPs.",
-)
+app = command_app("Measure the maximal initial learning rate η* of deep ReLU MLPs.")
 
 
 app.add_typer(data_app, name="data")
@@ -51,14 +47,6 @@ app.add_typer(plot_app, name="plot")
 @app.callback()
 def _root() -> None:
     """Measure the maximal initial learning rate η* of deep ReLU MLPs."""
-
-
-def _fail(problem: str | Exception) -> None:
-    """One line on stderr, exit code 2. OSErrors are shown as "path: reason"."""
-    if isinstance(problem, OSError) and problem.filename:
-        problem = f"{problem.filename}: {problem.strerror}"
-    err.print(f"milr: error: {problem}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 _told: list[str] = []  # the interruption messages printed (main() prints one if none was)
@@ -173,7 +161,7 @@ def estimate_cmd(
         else:
             result = estimate(cfg, lambda1_samples=lambda1_samples)
     except (ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     except KeyboardInterrupt:
         _interrupted()
     failed = None  # a figure that cannot be written must not lose the measurement
@@ -189,7 +177,7 @@ def estimate_cmd(
     else:
         render_estimate(result)
     if failed is not None:
-        _fail(failed)
+        fail(failed)
     if plot is not None:
         err.print(f"figure written to {plot}", markup=False, highlight=False, soft_wrap=True)
 
@@ -240,7 +228,7 @@ def sharpness_cmd(
 
         results = sharpness_seeds(cfg, scfg)
     except (ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     except KeyboardInterrupt:
         _interrupted()
     if as_json:
@@ -294,7 +282,7 @@ def fit_cmd(
 
             plot = plot_fit(law, plot, title=f"{results}: {column}")  # the path written
     except (ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     except KeyboardInterrupt:
         _interrupted()
     if as_json:
@@ -361,7 +349,7 @@ def sweep_cmd(
             runner = ex.process_runner(workers)
         plan = sw.plan_sweep(grid, out, trials, lock=not dry_run)  # a run holds the lock
     except (ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     except KeyboardInterrupt:  # while the grid is expanded or the results file read
         _interrupted()
     for note in plan.notes:
@@ -383,7 +371,7 @@ def sweep_cmd(
         err.print(_told[-1])
         raise typer.Exit(143 if isinstance(e, sw.Terminated) else 130) from None
     except (ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     render_summary(summarise(report.rows), out, report.ran)
 
 

@@ -12,10 +12,14 @@ SHAPES = {"gaussians": (64, 2), "fashion-mnist": (784, 10), "mnist": (784, 10),
 RUNS_PER_SEED_BOUND = 12
 
 
+def weight_count(cfg: EstimateConfig, n_in: int, classes: int) -> int:
+    """The weights of one member's network (biases aside: they cost no matmul)."""
+    return n_in * cfg.width + (cfg.depth - 1) * cfg.width**2 + cfg.width * classes
+
+
 def flops_per_member_step(cfg: EstimateConfig, n_in: int, classes: int) -> float:
     """Matmul FLOPs of one SGD step of one member (forward 2, backward 4 per weight, sample)."""
-    weights = n_in * cfg.width + (cfg.depth - 1) * cfg.width**2 + cfg.width * classes
-    return 6.0 * cfg.batch_size * weights
+    return 6.0 * cfg.batch_size * weight_count(cfg, n_in, classes)
 
 
 def probes_per_round(cfg: EstimateConfig, device_type: str, n_in: int, classes: int) -> int:
@@ -51,7 +55,7 @@ def memory_bytes(cfg: EstimateConfig, n_in: int, classes: int, members: int) -> 
     """A lower bound on the memory `members` training members need: weights (and the cached
     initial weights of each seed) with the optimizer's state beside them (momentum: one copy,
     Adam: two), activations of a step, and each seed's batch schedule."""
-    weights = n_in * cfg.width + (cfg.depth - 1) * cfg.width**2 + cfg.width * classes
+    weights = weight_count(cfg, n_in, classes)
     activations = cfg.batch_size * (n_in + cfg.depth * cfg.width + classes)
     schedule = cfg.seeds * (cfg.steps + 1) * cfg.batch_size * 8
     state = OPTIMIZER_SLOTS[cfg.optimizer] * members * weights

@@ -10,23 +10,9 @@ from rich.table import Table
 
 from .data import DataError
 from .fetch import SOURCES, FetchResult, fetch, survey
-from .render import console, err
+from .render import command_app, console, err, fail
 
-data_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Find the data sets on disk, and download them with verified checksums.",
-)
-
-
-def _fail(problem: str | Exception) -> None:
-    """One line on stderr, exit code 2 (as the other milr commands)."""
-    if isinstance(problem, OSError) and problem.filename:
-        problem = f"{problem.filename}: {problem.strerror}"
-    err.print(f"milr: error: {problem}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+data_app = command_app("Find the data sets on disk, and download them with verified checksums.")
 
 
 @data_app.command("list")
@@ -37,7 +23,7 @@ def list_cmd(
     try:
         entries = survey(data_dir)
     except (DataError, OSError) as e:
-        _fail(e)
+        fail(e)
     table = Table(title="milr data sets (train + eval × inputs)")
     for col in ("name", "found", "where", "layout", "size", "shapes", "checksum"):
         table.add_column(col, overflow="fold")
@@ -69,7 +55,7 @@ def fetch_cmd(
         with _progress() as on_bytes:
             result = fetch(name, to, mirror, progress=on_bytes)
     except (DataError, OSError) as e:
-        _fail(e)
+        fail(e)
     _report(result)
 
 

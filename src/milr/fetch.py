@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from . import data
 from .config import DATASETS
 from .data import DataError
+from .files import fsync_dir
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def download(url: str, path: Path, remote: Remote, progress: Progress | None = N
         raise FetchError(f"checksum mismatch for {url}: SHA-256 {got}, expected {remote.sha256}; "
                          "the download was deleted")
     os.replace(part, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _reason(e: Exception) -> str:
@@ -312,20 +313,6 @@ def _write(f, chunk: bytes, path: Path) -> None:
 
 def _write_error(path: Path, why: str) -> FetchError:
     return FetchError(f"cannot write {path}: {why}")
-
-
-def _fsync_dir(d: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- CIFAR-10's archive -----------------------------------------------------------------------

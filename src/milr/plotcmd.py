@@ -6,23 +6,10 @@ from typing import Annotated
 
 import typer
 
-from .render import console, err
+from .render import command_app, console, err, fail
 
-plot_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Figures of finished measurements (needs matplotlib: pip install 'milr[plot]').",
-)
-
-
-def _fail(problem: str | Exception) -> None:
-    """One line on stderr, exit code 2 (as the other milr commands)."""
-    if isinstance(problem, OSError) and problem.filename:
-        problem = f"{problem.filename}: {problem.strerror}"
-    err.print(f"milr: error: {problem}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+plot_app = command_app("Figures of finished measurements (needs matplotlib: pip install "
+                       "'milr[plot]').")
 
 
 def _written(path: str, notes: list[str] = ()) -> None:
@@ -50,7 +37,7 @@ def search_cmd(
         view = plot.search_view_from_log(trials, cell[0], cell[1], results)
         path = plot.save(plot.search_figure(view), path)
     except (ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     _written(path, view.notes)
 
 
@@ -78,7 +65,7 @@ def sweep_cmd(
                 t.label = p
         path = plot.save(plot.sweep_figure(main, others), path)
     except (ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     notes = [f"{t.label}: no fitted line ({t.why_no_fit})" for t in [main, *others]
              if t.law is None]
     _written(path, notes)

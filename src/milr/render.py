@@ -1,9 +1,12 @@
-"""Rich rendering of the library's results for the CLI (tables and summary lines)."""
+"""Rich rendering of the library's results for the CLI (tables and summary lines), and what its
+commands share: their typer apps and the one-line failure."""
 
 from __future__ import annotations
 
 import statistics
+from typing import NoReturn
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -12,6 +15,21 @@ from .results import STATUSES, Estimate
 
 console = Console()
 err = Console(stderr=True)
+
+
+def command_app(help: str) -> typer.Typer:  # noqa: A002 - typer's word
+    """A typer app (or sub-app) as every milr command group is: plain help texts ("[lo, hi]" is
+    not markup), no completion, no pretty tracebacks, its help when called without arguments."""
+    return typer.Typer(add_completion=False, no_args_is_help=True,
+                       pretty_exceptions_enable=False, rich_markup_mode=None, help=help)
+
+
+def fail(problem: str | Exception) -> NoReturn:
+    """One line on stderr, exit code 2. OSErrors are shown as "path: reason"."""
+    if isinstance(problem, OSError) and problem.filename:
+        problem = f"{problem.filename}: {problem.strerror}"
+    err.print(f"milr: error: {problem}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def protocol_line(c) -> str:

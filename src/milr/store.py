@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from .config import EstimateConfig
+from .files import fsync_dir
 from .grid import FIXED_FIELDS, Grid
 from .results import json_safe
 
@@ -99,20 +100,6 @@ def _same(have: str, want) -> bool:
         return False
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a new file's directory entry durable (its data alone may survive a crash nameless)."""
-    try:
-        fd = os.open(path.resolve().parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not supported here (some file systems): nothing more can be done
-    finally:
-        os.close(fd)
-
-
 def _append_durably(path: Path, data: bytes) -> None:
     """Append in one write, flush, fsync; fsync the directory when the file is new."""
     new = not path.exists()
@@ -126,7 +113,7 @@ def _append_durably(path: Path, data: bytes) -> None:
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     if new:
-        fsync_dir(path)
+        fsync_dir(path.resolve().parent)
 
 
 def _cut_torn_tail(path: Path) -> bool:
@@ -200,7 +187,7 @@ class FileLock:
             os.close(fd)
             raise
         if new:
-            fsync_dir(self.path)
+            fsync_dir(self.path.parent)  # the lock file's path is resolved already
         self.fd = fd
         try:
             self.hold_file()
