@@ -304,3 +304,17 @@ def test_the_torch_func_peer_trains_with_the_same_optimizer(kw, rates, tiny):
     peer = [(r.success, r.diverged, r.steps) for r in train_func(cfg, tiny, lrs, seeds)]
     assert peer == engine
     assert {s for s, _, _ in engine} == {True, False}
+
+
+def test_below_range_names_the_option_and_its_value(run_milr):
+    """A seed that ends below_range is told which option to change, with the value in force
+    (its default depends on the optimizer)."""
+    code, out, err = run_milr(["estimate", "--depth", "1", "--width", "4", "--seeds", "1",
+                               "--steps", "20", "--eval-every", "10", "--device", "cpu",
+                               "--optimizer", "adam", "--lr-min", "3", "--lr-max", "10",
+                               "--widen", "1"])
+    assert code in (0, None), err
+    text = " ".join(out.split())
+    assert "below_range" in text and "lower --lr-min, 3 here" in text
+    assert "default depends on --optimizer" in text
+    assert "adam (β 0.9, 0.999, ε 1e-08)" in text  # the protocol line names the optimizer

@@ -38,7 +38,26 @@ def protocol_line(c) -> str:
             else "stable for the whole budget")
     return (f"{c.loss} loss, {what}, {c.steps} steps, divergence checked at every "
             f"{'step' if c.divergence_check == 'step' else 'evaluation'}, {c.output_init} "
-            f"output layer, input lr × {c.input_lr_scale:g}")
+            f"output layer, input lr × {c.input_lr_scale:g}{_training_words(c)}")
+
+
+def _training_words(c) -> str:
+    """The optimizer, warm-up and parametrisation where they are not the defaults."""
+    words = []
+    if c.optimizer in ("momentum", "nesterov"):
+        words.append(f"{c.optimizer} {c.momentum:g}")
+    elif c.optimizer != "sgd":
+        words.append(f"{c.optimizer} (β {c.beta1:g}, {c.beta2:g}, ε {c.eps:g})")
+    if c.weight_decay:
+        words.append(f"weight decay {c.weight_decay:g}")
+    if c.warmup_steps:
+        words.append(f"{c.warmup_steps} warm-up steps")
+    if c.output_lr_scale != 1:
+        words.append(f"output lr × {c.output_lr_scale:g}")
+    if c.parametrization != "sp":
+        words.append(c.parametrization + (f" (base width {c.base_width})"
+                                          if c.parametrization == "mup" else ""))
+    return "".join(", " + w for w in words)
 
 
 def render_estimate(e: Estimate) -> None:
@@ -66,8 +85,9 @@ def render_estimate(e: Estimate) -> None:
     console.print(table)
     if e.median is None:
         console.print("[bold red]no seed gave an η* inside the search range[/]: see the status "
-                      "column (above_range: raise --lr-max; below_range: lower --lr-min or "
-                      "raise --steps; unfinished: raise --max-rounds or --rtol)")
+                      f"column (above_range: raise --lr-max; below_range: lower --lr-min, "
+                      f"{c.lr_min:g} here (the default depends on --optimizer), or raise "
+                      "--steps; unfinished: raise --max-rounds or --rtol)")
     else:
         lo, hi = e.spread
         n_ok = len(e.values)

@@ -12,7 +12,8 @@ from .config import EstimateConfig
 STATUSES = {
     "ok": "η* found: a verified success lo and a verified failure hi with hi / lo - 1 <= rtol",
     "above_range": "still trains at the widened top of the bracket: lo is a lower bound only",
-    "below_range": "nothing trains down to the widened bottom of the bracket",
+    "below_range": "nothing trains down to the widened bottom of the bracket (lr_min / widen): "
+                   "lower --lr-min (its default depends on --optimizer) or raise --steps",
     "unfinished": "max_rounds reached before the bracket met rtol: no η*",
 }
 
