@@ -8,6 +8,18 @@ from milr.data import Dataset, gaussians
 
 pytest_plugins = ("pytester",)
 
+# The tiny sweep of the sweep, store and warm-start tests: 2 x 2 cells, 2 seeds, seconds on a CPU.
+TINY_GRID = """\
+depths: [1, 2]
+widths: [8, 16]
+seeds: 2
+dataset: gaussians
+steps: 120
+eval_every: 20
+rtol: 0.3
+device: cpu
+"""
+
 
 @pytest.fixture(autouse=True)
 def _fixed_seeds():

@@ -11,21 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_GRID as GRID
 
 from milr import store as st
 from milr import sweep as sw
 from milr.grid import parse_grid
 
-GRID = """\
-depths: [1, 2]
-widths: [8, 16]
-seeds: 2
-dataset: gaussians
-steps: 120
-eval_every: 20
-rtol: 0.3
-device: cpu
-"""
 # The header of sweeps/fashion-mnist/results.csv, written by the previous milr version.
 OLD_HEADER = ("depth,width,dataset,data_dir,threshold,steps,batch_size,eval_every,input_lr_scale,"
               "divergence_factor,seeds,seed,lr_min,lr_max,widen,grid_per_decade,rtol,probes,"

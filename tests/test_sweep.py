@@ -6,22 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_GRID as TINY
 
 from milr import sweep as sw
 from milr.executors import local_runner, process_runner, ray_runner
 from milr.grid import load_grid, parse_grid
 from milr.store import ResultStore
 
-TINY = """\
-depths: [1, 2]
-widths: [8, 16]
-seeds: 2
-dataset: gaussians
-steps: 120
-eval_every: 20
-rtol: 0.3
-device: cpu
-"""
 COMPARED = ("depth", "width", "seed", "lr_star", "lo", "hi", "status", "trials", "nonmonotone")
 
 

@@ -503,12 +503,14 @@ def test_the_initial_weights_cache_holds_what_the_memory_check_counts():
         EstimateConfig(depth=1, width=8, seeds=1), 64, 2, 4) >= 4 * weights
 
 
-def test_fit_and_the_store_key_rows_alike():
+def test_fit_and_the_store_key_rows_alike(tmp_path):
     """table.latest keyed rows by their text, store.latest by integers: a rerun written as
     '01' (or ' 1') counted as another seed in `milr fit` but replaced the row in a sweep."""
     from milr import store
 
     rows = [{"depth": "1", "width": "16", "seed": "0", "status": "unfinished", "lr_star": ""},
             {"depth": "01", "width": "16", "seed": " 0", "status": "ok", "lr_star": "0.5"}]
-    assert len(table.latest(rows)) == len(store.latest(rows)) == 1
-    assert table.latest(rows)[0] is store.latest(rows)[(1, 16, 0)]
+    assert store.counted_rows(rows) == [rows[1]]
+    path = tmp_path / "r.csv"
+    path.write_text("depth,width,seed,status,lr_star\n1,16,0,unfinished,\n01,16, 0,ok,0.5\n")
+    assert table.read_table(path) == [rows[1]]

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from conftest import TINY_GRID
 
 from milr import EstimateConfig
 from milr.grid import parse_grid
@@ -47,17 +48,7 @@ def test_prediction_from_the_cells_done():
     assert predict_lr_star([], 2, 32) is None
 
 
-GRID = """\
-depths: [1, 2]
-widths: [8, 16]
-seeds: 2
-dataset: gaussians
-steps: 120
-eval_every: 20
-rtol: 0.3
-device: cpu
-warm_start: true
-"""
+GRID = TINY_GRID + "warm_start: true\n"
 
 
 def test_a_warm_sweep_records_where_each_cell_started(tmp_path):

@@ -133,3 +133,47 @@ class Estimate:
             "c_median": self.c_median,
             "trials": [asdict(t) for t in self.trials],
         }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (depth, width) of a results table, its seeds' values aggregated."""
+
+    depth: int
+    width: int
+    value: float  # aggregated over seeds (median by default)
+    low: float  # smallest per-seed value (error bars)
+    high: float  # largest per-seed value
+    seeds: int  # seeds that contributed
+    rows: int = 0  # rows of this cell in the table: seeds tried, usable or not
+
+
+@dataclass(frozen=True)
+class CellValue:
+    """One seed's value of a column in its cell (`table.Usable` adds where it was read)."""
+
+    depth: int
+    width: int
+    value: float
+
+
+def ok_values(rows: list[dict], column: str = "lr_star") -> list[CellValue]:
+    """The values of `column` in the rows whose seed ended ok (a results file's rows, as read or
+    as a task returns them)."""
+    return [CellValue(int(r["depth"]), int(r["width"]), float(r[column])) for r in rows
+            if r.get("status") == "ok" and r.get(column) not in ("", None)]
+
+
+def aggregate(values: list, rows: list[dict], how: str = "median") -> list[Cell]:
+    """One Cell per (depth, width) with a value (`values`: CellValue or table.Usable), in order
+    of depth and width; `rows` gives each cell's count of seeds tried."""
+    groups: dict[tuple[int, int], list[float]] = {}
+    for u in values:
+        groups.setdefault((u.depth, u.width), []).append(u.value)
+    tried: dict[tuple[int, int], int] = {}
+    for r in rows:
+        key = (int(r["depth"]), int(r["width"]))
+        tried[key] = tried.get(key, 0) + 1
+    agg = statistics.median if how == "median" else statistics.fmean
+    return [Cell(d, w, agg(v), min(v), max(v), len(v), tried.get((d, w), len(v)))
+            for (d, w), v in sorted(groups.items())]

@@ -9,7 +9,7 @@ Rules that keep it safe:
   exists) is held for the whole run, so a symlink or hard link to the file cannot write it at the
   same time. Only its holder repairs a half-written last line.
 - Rows are only appended. A seed may have several rows (an `unfinished` seed is rerun on resume);
-  the last row of a (depth, width, seed) is the one that counts (`latest`).
+  the last row of a (depth, width, seed) is the one that counts (`counted_rows`).
 - Files of an older milr lack some columns (`LEGACY_VALUES`); they are read with the value that
   version implied, and new rows are appended in the file's own columns (the file is never
   rewritten). Such a file can only be resumed with those settings at their old values.
@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import EstimateConfig
@@ -63,14 +64,15 @@ def row_key(row: dict) -> tuple[int, int, int]:
     return int(row["depth"]), int(row["width"]), int(row["seed"])
 
 
-def latest(rows: list[dict]) -> dict[tuple[int, int, int], dict]:
-    """The row that counts per (depth, width, seed): the last one (a rerun appends, never edits)."""
-    return {row_key(r): r for r in rows}
+def counted_rows(rows: list[dict], key: Callable[[dict], tuple] = row_key) -> list[dict]:
+    """The row that counts per (depth, width, seed), by `key`: the last one (a rerun appends,
+    never edits), in the order the seeds first appear."""
+    return list({key(r): r for r in rows}.values())
 
 
 def done_keys(rows: list[dict]) -> set[tuple[int, int, int]]:
     """Seeds that need no rerun: their last row has a verdict (not `unfinished`)."""
-    return {k for k, r in latest(rows).items() if r["status"] != "unfinished"}
+    return {row_key(r) for r in counted_rows(rows) if r["status"] != "unfinished"}
 
 
 def duplicates(rows: list[dict]) -> list[tuple[int, int, int]]:

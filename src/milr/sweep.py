@@ -21,7 +21,16 @@ from .config import EstimateConfig
 from .cost import search_bound_tflop
 from .executors import Runner, local_runner
 from .grid import Grid
-from .store import LOCK_SUFFIX, ResultStore, StoreError, TrialsLog, done_keys, duplicates, latest
+from .results import aggregate, ok_values
+from .store import (
+    LOCK_SUFFIX,
+    ResultStore,
+    StoreError,
+    TrialsLog,
+    counted_rows,
+    done_keys,
+    duplicates,
+)
 
 
 @dataclass(frozen=True)
@@ -225,20 +234,17 @@ def predict_lr_star(rows: list[dict], depth: int, width: int) -> float | None:
     cell's median; None before any cell has an η*."""
     import numpy as np
 
-    cells: dict[tuple[int, int], list[float]] = {}
-    for r in rows:
-        if r.get("status") == "ok" and r.get("lr_star") not in ("", None):
-            cells.setdefault((int(r["depth"]), int(r["width"])), []).append(float(r["lr_star"]))
+    cells = {(c.depth, c.width): c.value for c in aggregate(ok_values(rows), rows)}
     if not cells:
         return None
     keys = list(cells)
     x = np.array([[1.0, np.log(d), np.log(w)] for d, w in keys])
-    y = np.log([float(np.median(cells[k])) for k in keys])
+    y = np.log([cells[k] for k in keys])
     if len(keys) >= 4 and np.linalg.matrix_rank(x) == 3:
         beta, *_ = np.linalg.lstsq(x, y, rcond=None)
         return float(np.exp(beta @ [1.0, np.log(depth), np.log(width)]))
     near = min(keys, key=lambda k: np.hypot(np.log(k[0] / depth), np.log(k[1] / width)))
-    return float(np.median(cells[near]))
+    return cells[near]
 
 
 def _configs(grid: Grid, plan: Plan, done: list[dict]):
@@ -258,7 +264,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict]):
 
 def _run(grid: Grid, plan: Plan, runner: Runner,
          on_task: Callable[[int, int, list[dict]], None] | None) -> SweepReport:
-    done = list(latest(plan.rows).values())
+    done = counted_rows(plan.rows)
     configs = _configs(grid, plan, done)  # executors take them one at a time (warm starts)
     ran = 0
     results = runner(configs, grid.lambda1_samples)
@@ -273,5 +279,5 @@ def _run(grid: Grid, plan: Plan, runner: Runner,
                 on_task(n, len(plan.tasks), new_rows)
     finally:
         getattr(results, "close", lambda: None)()  # stops the workers at once on an interrupt
-    rows = list(latest(plan.store.rows()).values())
+    rows = counted_rows(plan.store.rows())
     return SweepReport(len(grid.cells), len(plan.rows), ran, plan.store.repaired, rows)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,23 +13,12 @@ from pathlib import Path
 
 from .expr import compile_filter
 from .grid import FIXED_FIELDS
-from .results import STATUSES
-from .store import complete_lines, row_key
+from .results import STATUSES, Cell, aggregate, ok_values
+from .store import complete_lines, counted_rows, row_key
 
 
 class FitError(ValueError):
     """A results table that cannot be fitted; the message names the file, column or cell."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    depth: int
-    width: int
-    value: float  # aggregated over seeds (median by default)
-    low: float  # smallest per-seed value (error bars)
-    high: float  # largest per-seed value
-    seeds: int  # seeds that contributed
-    rows: int = 0  # rows of this cell in the table: seeds tried, usable or not
 
 
 class Row(dict):
@@ -97,7 +85,7 @@ def read_table(path: str | Path) -> list[dict]:
         why = "; ".join(f"line {e['line']}: {e['reason']}" for e in left_out)
         raise FitError(f"{path} has a header but no complete data rows ({why})" if why
                        else f"{path} has a header but no data rows")
-    out = Rows(latest(rows))
+    out = Rows(counted_rows(rows, _key) if "seed" in rows[0] else rows)
     out.left_out = left_out
     return out
 
@@ -113,15 +101,6 @@ def _unread(rec: dict, line: int, reason: str) -> dict:
     return {"line": line, "depth": rec.get("depth") or "", "width": rec.get("width") or "",
             "seed": str(rec.get("seed") or ""), "status": rec.get("status") or "",
             "reason": reason}
-
-
-def latest(rows: list[dict]) -> list[dict]:
-    """One row per (depth, width, seed), the last: a sweep reruns an `unfinished` seed by
-    appending its new row, never by editing the file. Tables without a seed column are kept."""
-    if not rows or "seed" not in rows[0]:
-        return rows
-    last = {_key(r): i for i, r in enumerate(rows)}
-    return [r for i, r in enumerate(rows) if last[_key(r)] == i]
 
 
 def _key(r: dict) -> tuple:
@@ -261,20 +240,6 @@ def _spans(lines: list[int], most: int = 4) -> str:
     return text + (f" and {rest} more" if rest else "")
 
 
-def aggregate(values: list[Usable], rows: list[dict], how: str = "median") -> list[Cell]:
-    """One Cell per (depth, width) with a value; `rows` gives each cell's count of seeds tried."""
-    groups: dict[tuple[int, int], list[float]] = {}
-    for u in values:
-        groups.setdefault((u.depth, u.width), []).append(u.value)
-    tried: dict[tuple[int, int], int] = {}
-    for r in rows:
-        key = (int(r["depth"]), int(r["width"]))
-        tried[key] = tried.get(key, 0) + 1
-    agg = statistics.median if how == "median" else statistics.fmean
-    return [Cell(d, w, agg(v), min(v), max(v), len(v), tried.get((d, w), len(v)))
-            for (d, w), v in sorted(groups.items())]
-
-
 def _why(excluded: list[dict]) -> str:
     """'60 of 60 rows left out: 40 below_range (...), 20 empty lr_star' in one line."""
     counts = Counter(e["reason"] for e in excluded)
@@ -324,13 +289,12 @@ def select_excluded(excluded: list[dict], where: list[str] | None = None,
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Per cell: median η* over its seeds with status ok, min, max, and how many seeds were ok."""
-    cells: dict[tuple[int, int], list[dict]] = {}
-    for r in rows:
-        cells.setdefault((int(r["depth"]), int(r["width"])), []).append(r)
+    ok = {(c.depth, c.width): c for c in aggregate(ok_values(rows), rows)}
+    tried = Counter((int(r["depth"]), int(r["width"])) for r in rows)
     out = []
-    for (d, w), rs in sorted(cells.items()):
-        vals = [float(r["lr_star"]) for r in rs if r["status"] == "ok" and r["lr_star"] != ""]
-        out.append({"depth": d, "width": w, "seeds": len(rs), "ok": len(vals),
-                    "median": statistics.median(vals) if vals else None,
-                    "min": min(vals) if vals else None, "max": max(vals) if vals else None})
+    for (d, w), n in sorted(tried.items()):
+        c = ok.get((d, w))
+        out.append({"depth": d, "width": w, "seeds": n, "ok": c.seeds if c else 0,
+                    "median": c.value if c else None, "min": c.low if c else None,
+                    "max": c.high if c else None})
     return out
