@@ -7,12 +7,15 @@ Per cell, the optimizers (and implementations) run in turn, `--repeats` times, i
 that a machine busy with other work slows them alike; the medians are printed with each
 optimizer's rate relative to the first one's. The members (`--seeds` seeds × `--per-seed`
 rates, all small enough never to diverge) train `--steps` steps with the threshold out of reach
-and one evaluation, at the end of the budget: milr's engine and the peer then do the same work.
+and one evaluation, at the end of the budget, on only `--eval-examples` validation examples (the
+same for every optimizer, so what is timed is the steps): milr's engine and the peer then do the
+same work.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -52,15 +55,18 @@ def main() -> None:
     ap.add_argument("--per-seed", type=int, default=4, help="members per seed")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--eval-examples", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's]")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load(args.dataset)
+    data = dataclasses.replace(data, x_eval=data.x_eval[:args.eval_examples],
+                               y_eval=data.y_eval[:args.eval_examples])
     optimizers, impls = args.optimizers.split(","), args.impls.split(",")
     print(f"# {args.dataset}, {args.seeds} seeds x {args.per_seed} members, {args.steps} steps, "
-          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, medians of "
-          f"{args.repeats}")
+          f"{len(data.x_eval)} validation examples, {torch.get_num_threads()} CPU threads, "
+          f"torch {torch.__version__}, medians of {args.repeats}")
     for cell in args.cells.split(","):
         depth, width = map(int, cell.split("x"))
         members = args.seeds * args.per_seed
