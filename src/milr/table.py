@@ -4,27 +4,44 @@ left out and why, and the filters that choose a regime. Used by `milr fit` and s
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from .expr import compile_filter
 from .grid import FIXED_FIELDS
 from .results import STATUSES, Cell, aggregate, ok_values
-from .store import complete_lines, counted_rows, row_key
+from .store import counted_rows, row_key
 
 
 class FitError(ValueError):
     """A results table that cannot be fitted; the message names the file, column or cell."""
 
 
-class Row(dict):
-    """A CSV record that remembers its physical line, so that messages can name it."""
+class Row(Mapping):
+    """A CSV record that remembers its physical line, so that messages can name it: its
+    fields in a tuple beside the table's one column index (a dict per row held a million rows
+    in 5 GB), each value shared with the equal values of its column where they repeat."""
 
-    line: int = 0
+    __slots__ = ("_index", "_values", "line")
+
+    def __init__(self, index: dict[str, int], values: tuple, line: int = 0):
+        self._index, self._values, self.line = index, values, line
+
+    def __getitem__(self, key: str):
+        return self._values[self._index[key]]
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"Row(line {self.line}: {dict(self)!r})"
 
 
 @dataclass(frozen=True)
@@ -45,55 +62,114 @@ def read_table(path: str | Path) -> list[dict]:
     """Rows of a CSV (UTF-8, with or without a BOM); every failure names the file and line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, encoding="utf-8-sig", newline="\n") as f:  # streamed, line by line
+            rows, left_out, distinct = _read_rows(path, f)
     except OSError as e:
         raise FitError(f"cannot read {path}: {e.strerror}") from None
-    if not raw.strip():
-        raise FitError(f"{path} is empty: no header and no data rows")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise FitError(f"{path} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); "
-                       "save the table as UTF-8") from None
-    complete = len(raw[:complete_lines(raw)].decode("utf-8-sig"))
-    reader = csv.DictReader(io.StringIO(text[:complete] or text, newline=""))
-    rows, left_out = [], []
-    try:
-        for rec in reader:
-            if None in rec:  # csv files the fields beyond the header under the key None
-                raise FitError(f"{path} line {reader.line_num}: "
-                               f"{len(reader.fieldnames) + len(rec[None])} fields, but the "
-                               f"header has {len(reader.fieldnames)}")
-            if None in rec.values():  # fewer fields than the header: csv fills in None
-                have = sum(v is not None for v in rec.values())
-                left_out.append(_unread(rec, reader.line_num, f"{have} fields, but the header "
-                                        f"has {len(reader.fieldnames)}"))
-                continue
-            row = Row(rec)
-            row.line = reader.line_num
-            rows.append(row)
-    except csv.Error as e:
-        raise FitError(f"{path} line {reader.line_num}: not a CSV record ({e})") from None
-    if complete and complete < len(text):  # the store's rule: a line without its end is torn
-        line = text[:complete].count("\n") + 1
-        rec = dict(zip(reader.fieldnames or [], next(csv.reader([text[complete:]]), []),
-                       strict=False))
-        left_out.append(_unread(rec, line, "no line end: a row being written or cut off by a "
-                                           "kill (its last field may be cut short)"))
+    except UnicodeDecodeError:  # the line and byte, from the bytes (only on this failure)
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise FitError(f"{path} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); "
+                           "save the table as UTF-8") from None
+        raise
     if not rows:
         why = "; ".join(f"line {e['line']}: {e['reason']}" for e in left_out)
         raise FitError(f"{path} has a header but no complete data rows ({why})" if why
                        else f"{path} has a header but no data rows")
     out = Rows(counted_rows(rows, _key) if "seed" in rows[0] else rows)
     out.left_out = left_out
+    out.distinct = distinct
     return out
 
 
+SAMPLE = 1024  # rows read before the columns whose values repeat are chosen to be shared
+
+
+def _getter(idx: list[int]) -> Callable[[list[str]], tuple]:
+    """fields -> the tuple of fields[i] for i in idx."""
+    if len(idx) > 1:
+        return itemgetter(*idx)
+    return (lambda f: (f[idx[0]],)) if idx else (lambda f: ())
+
+
+def _split(index: dict[str, int], rows: list[Row], shared: list[dict]):
+    """After the first rows: the columns with few distinct values first (their values shared
+    by all rows), then the others, kept as read; the rows so far rebuilt in that order."""
+    rep = [i for i, seen in enumerate(shared) if len(seen) <= SAMPLE // 4]
+    rest = [i for i in range(len(shared)) if i not in set(rep)]
+    order = rep + rest
+    pos = {i: k for k, i in enumerate(order)}
+    new = {name: pos[i] for i, name in enumerate(index)}  # still iterated in header order
+    pick = _getter(order)
+    rows = [Row(new, tuple(pick(r._values)) if order else (), r.line) for r in rows]
+    return new, rows, [shared[i] for i in rep], (_getter(rep), _getter(rest))
+
+
+def _read_rows(path: Path, f) -> tuple[list[Row], list[dict], dict]:
+    """read_table's reading of the open file: the rows, the lines left out (short, or torn:
+    the store's rule, a last line without its end), and the distinct values of each column
+    whose values repeat; one line at a time."""
+    torn: list[str] = []
+    lines = [0]  # physical lines passed on to csv
+
+    def complete(f):
+        for text in f:
+            if not text.endswith("\n") and lines[0]:  # only the last line can lack its end
+                torn.append(text)
+                return
+            lines[0] += 1
+            yield text
+
+    reader = csv.reader(complete(f))
+    header = next(reader, None)
+    if header is None or not "".join(header).strip() and not any(x.strip() for x in f):
+        raise FitError(f"{path} is empty: no header and no data rows")
+    last = {name: i for i, name in enumerate(header)}  # a repeated name: its last field counts
+    pick = list(last.values()) if len(last) < len(header) else None
+    index = {name: k for k, name in enumerate(last)}
+    shared: list[dict[str, str]] = [{} for _ in index]
+    rows, left_out, split = [], [], None
+    try:
+        for fields in reader:
+            if not fields:  # a blank line, skipped as csv.DictReader does
+                continue
+            if len(fields) != len(header):
+                if len(fields) > len(header):
+                    raise FitError(f"{path} line {reader.line_num}: {len(fields)} fields, but "
+                                   f"the header has {len(header)}")
+                left_out.append(_unread(dict(zip(header, fields, strict=False)),
+                                        reader.line_num, f"{len(fields)} fields, but the "
+                                        f"header has {len(header)}"))
+                continue
+            if pick is not None:
+                fields = [fields[i] for i in pick]
+            if len(rows) == SAMPLE:  # then share only the columns whose values repeat
+                index, rows, shared, split = _split(index, rows, shared)
+            if split is None:
+                values = tuple(map(dict.setdefault, shared, fields, fields))
+            else:
+                some = split[0](fields)
+                values = tuple(map(dict.setdefault, shared, some, some)) + split[1](fields)
+            rows.append(Row(index, values, reader.line_num))
+    except csv.Error as e:
+        raise FitError(f"{path} line {reader.line_num}: not a CSV record ({e})") from None
+    if torn:
+        rec = dict(zip(header, next(csv.reader(torn), []), strict=False))
+        left_out.append(_unread(rec, lines[0] + 1, "no line end: a row being written or cut off "
+                                                   "by a kill (its last field may be cut short)"))
+    return rows, left_out, {name: set(shared[k]) for name, k in index.items() if k < len(shared)}
+
+
 class Rows(list):
-    """The rows of a table, and the lines left out as it was read (torn or short), with why."""
+    """The rows of a table, and the lines left out as it was read (torn or short), with why;
+    `distinct`: every value read in a column, for the columns whose values repeat (rows left
+    out or superseded included)."""
 
     left_out: list[dict] = []
+    distinct: dict[str, set[str]] = {}
 
 
 def _unread(rec: dict, line: int, reason: str) -> dict:
@@ -122,6 +198,13 @@ def usable(rows: list[dict], column: str = "lr_star", source: str = "results"
     """
     if not rows:
         raise FitError(f"{source} has no data rows")
+    memo = rows.__dict__.setdefault("usable", {}) if isinstance(rows, Rows) else {}
+    if (column, source) not in memo:  # fit asks for lr_star three times, λ1 twice
+        memo[column, source] = _usable(rows, column, source)
+    return memo[column, source]
+
+
+def _usable(rows: list[dict], column: str, source: str) -> tuple[list[Usable], list[dict]]:
     for col in ("depth", "width", column):
         if col not in rows[0]:
             raise FitError(f"{source}: missing column {col!r} (columns: {', '.join(rows[0])})")
@@ -207,6 +290,9 @@ def one_protocol(rows: list[dict], source: str = "results") -> None:
     for name in FIXED_FIELDS:
         if not rows or name not in rows[0]:
             continue
+        seen = getattr(rows, "distinct", {}).get(name)
+        if seen is not None and len({_setting(v) for v in seen}) <= 1:
+            continue  # one setting among all the values read: none among the rows kept
         lines: dict[object, list[int]] = {}
         text: dict[object, str] = {}  # each setting as first written
         for n, r in enumerate(rows, start=2):
