@@ -7,7 +7,7 @@ rules written out functionally, their state stacked per member) with each member
 warmed-up) learning rate, optionally under `torch.compile`. Standard parametrisation only. It
 implements the protocol of reference.run_one (same data order, evaluation interval, threshold
 and divergence rule) for a batch of members that join between chunks and leave as they finish,
-and the `admit / advance / live` interface of milr's search, so `milr.estimate(cfg, data,
+and the `admit / advance / pending` interface of milr's search, so `milr.estimate(cfg, data,
 trainer=FuncTrainer(...))` runs milr's own search (same probes, same split) on it: the timing
 difference is the engine alone.
 
@@ -151,7 +151,7 @@ class FuncTrainer:
         self.next_key = 0
 
     @property
-    def live(self) -> int:
+    def pending(self) -> int:
         return len(self.rows)
 
     def _member(self, seed: int) -> nn.Sequential:
@@ -300,6 +300,6 @@ def train_func(cfg: EstimateConfig, data: Dataset, lrs: list[float], seeds: list
     trainer = FuncTrainer(cfg, data, compile=compile)
     keys = trainer.admit(lrs, seeds)
     out: dict[int, Run] = {}
-    while trainer.live:
+    while trainer.pending:
         out.update(trainer.advance())
     return [out[k] for k in keys]

@@ -137,7 +137,7 @@ def test_each_member_keeps_its_own_optimizer_state_and_step_count(tiny):
     trainer.advance()
     trainer.admit(lrs[1:], seeds[1:])  # joins after the first has run some steps
     out = {}
-    while trainer.live:
+    while trainer.pending:
         out.update(trainer.advance())
     assert [out[k] for k in range(4)] == together
 

@@ -168,7 +168,7 @@ class UnevenTrainer:
         self.running, self.admitted, self.clock, self.next_key = {}, [], 0, 0
 
     @property
-    def live(self):
+    def pending(self):
         return len(self.running)
 
     def admit(self, lrs, seeds):

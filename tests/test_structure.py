@@ -60,7 +60,7 @@ def test_lambda1_network_is_the_engines_network(tiny):
 
 # The package's modules, each importing only from those before it (README: Development).
 LAYERS = ["version", "files", "seeding", "expr", "config", "cost", "data", "device", "results",
-          "model", "train", "search", "sharpness", "estimation", "grid", "store", "cell",
+          "model", "train", "search", "sharpness", "estimation", "grid", "store", "tasks",
           "executors", "sweep", "table", "fit", "render", "plot", "fetch", "datacmd", "plotcmd",
           "cli", "__init__", "__main__"]
 

@@ -97,7 +97,7 @@ def test_member_joining_a_running_pool_equals_member_alone(tiny):
     first = pool.admit([0.05, 0.5], [0, 1])
     out = dict(pool.advance() + pool.advance() + pool.advance())  # 30 steps, eval at 20
     late = pool.admit([0.3, 1e20], [2, 0])  # joins mid-run, off the others' evaluation steps
-    while pool.live:
+    while pool.pending:
         out.update(pool.advance())
     for key, lr, seed in zip(first + late, [0.05, 0.5, 0.3, 1e20], [0, 1, 2, 0], strict=True):
         assert repr(out[key]) == repr(train(c, tiny, [lr], [seed])[0])  # repr: nan == nan

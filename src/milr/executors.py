@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from .cell import run_task
 from .config import EstimateConfig
+from .tasks import run_task
 
 Runner = Callable[[list[EstimateConfig], int], Iterator[tuple[list[dict], list[dict]]]]
 

@@ -303,10 +303,11 @@ def trial_cost(steps: int, eval_cost: float, eval_every: int) -> float:
 
 class Trainer(Protocol):
     """What the search trains with: the engine (`train.BatchedTrainer`), a benchmark's peer, or
-    `SyncTrainer` around a test's fake. Keys identify the members admitted."""
+    `SyncTrainer` around a test's fake. Keys identify the members admitted; `pending` counts
+    those whose outcome `advance` has not yet returned."""
 
     @property
-    def live(self) -> int: ...
+    def pending(self) -> int: ...
 
     def admit(self, lrs: list[float], seeds: list[int]) -> list[int]: ...
 
@@ -321,7 +322,7 @@ class SyncTrainer:
         self.run, self.finished, self.next_key = run, [], 0
 
     @property
-    def live(self) -> int:
+    def pending(self) -> int:
         return len(self.finished)
 
     def admit(self, lrs: list[float], seeds: list[int]) -> list[int]:

@@ -68,7 +68,7 @@ class BatchedTrainer:
     unfinished members of the same seed with smaller rates (`cancelled=True`): η* is the upper
     edge, so their outcomes cannot change it.
 
-    It implements `search.Trainer` (`live`, `admit`, `advance`), the one seam through which the
+    It implements `search.Trainer` (`pending`, `admit`, `advance`), the one seam through which the
     search, the benchmarks and the tests' fakes train.
 
     `graphs` (default: on CUDA): the steps of a chunk replay as one CUDA graph (a small cell is
@@ -134,7 +134,7 @@ class BatchedTrainer:
         self.graph: torch.cuda.CUDAGraph | None = None
 
     @property
-    def live(self) -> int:
+    def pending(self) -> int:
         return sum(m.outcome is None for m in self.members)
 
     def admit(self, lrs: list[float], seeds: list[int]) -> list[int]:
@@ -386,6 +386,6 @@ def train(
     trainer = BatchedTrainer(cfg, data, device, cancel_dominated, graphs, retire_in_place)
     keys = trainer.admit(lrs, seeds)
     out: dict[int, Outcome] = {}
-    while trainer.live:
+    while trainer.pending:
         out.update(trainer.advance())
     return [out[k] for k in keys]
