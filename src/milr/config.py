@@ -102,8 +102,8 @@ class EstimateConfig:
                                      "rules of Microsoft's mup package; docs/protocol.md).")
     base_width: int | None = opt(None, "Width at which mup equals sp (required by mup, unset "
                                        "otherwise).")
-    divergence_factor: float = opt(10.0, "A loss above this times the initial loss at an "
-                                         "evaluation counts as divergence.")
+    divergence_factor: float = opt(10.0, "A loss above this times the initial loss counts as "
+                                         "divergence, checked where divergence_check says.")
     divergence_check: str = opt("auto", "Where the factor rule applies: eval (at evaluations "
                                         "only: a spike that has recovered is tolerated) or step "
                                         "(every step); auto: eval under accuracy, step under "
@@ -282,7 +282,9 @@ class SharpnessConfig:
                                       "rates, which under mup are MuSGD's or MuAdam's as "
                                       "--optimizer says): what SGD sees.")
     tol: float = opt(1e-3, "Relative residual that counts as converged.")
-    max_hvps: int = opt(100, "Hessian-vector products at most per seed.")
+    max_hvps: int = opt(100, "Hessian-vector products per seed: at most this many under "
+                             "arpack; lanczos runs this many iterations at most, then one "
+                             "product more for the residual.")
     solver: str = opt("lanczos", "lanczos (torch, on the model's device) or arpack (scipy).")
 
     def __post_init__(self) -> None:
