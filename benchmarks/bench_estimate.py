@@ -170,6 +170,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32"])
+    ap.add_argument("--optimizer", default="sgd", help="for all three (the reference's "
+                                                       "torch.optim, the peer's own update)")
+    ap.add_argument("--warmup-steps", type=int, default=0)
     ap.add_argument("--cells", default=None, help="e.g. 2x64,4x256")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's]")
     ap.add_argument("--func-compile", default="auto", choices=("auto",) + COMPILE_MODES,
@@ -192,6 +195,7 @@ def main() -> None:
     # The quick task's default threshold (0.80) sits within a few points of the Bayes accuracy
     # (~0.84), where a third of all trials hinge on one validation example; 0.75 does not.
     extra = dict(steps=300, threshold=0.75) if quick else {}
+    extra.update(optimizer=args.optimizer, warmup_steps=args.warmup_steps)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"# device: {name} ({torch.get_num_threads()} CPU threads); torch {torch.__version__}; "
           f"dataset {dataset}; seeds {seeds}; median of {repeats}; precision {args.precision}; "
@@ -230,7 +234,8 @@ def main() -> None:
         print(f"  ({depth}, {width}) lr={lr:.4g} seed={seed}: milr {mine}, {peer} {theirs} "
               f"({where})")
 
-    report_throughput(cells, dataset, seeds, args.precision, data, device, name, quick)
+    report_throughput(cells, dataset, seeds, args.precision, data, device, name, quick,
+                      args.optimizer)
     failed = False
     for peer, n in tally.items():
         allowed = math.floor(MARGINAL_ALLOWED * n["trials"])
@@ -247,15 +252,18 @@ def fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
 
 
-def report_throughput(cells, dataset, seeds, precision, data, device, name, quick) -> None:
+def report_throughput(cells, dataset, seeds, precision, data, device, name, quick,
+                      optimizer="sgd") -> None:
     """Engine speed on the largest cell, every member training the whole budget."""
     depth, width = max(cells, key=lambda c: c[0] * c[1] ** 2)
     steps = 100 if quick else 500
     cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, seeds=seeds,
                          precision=precision, steps=steps, eval_every=steps,
-                         threshold=min(0.999, ACCURACY_CEILINGS.get(dataset, 1.0)))
+                         threshold=min(0.999, ACCURACY_CEILINGS.get(dataset, 1.0)),
+                         optimizer=optimizer)
     members = seeds * 8
-    lrs, member_seeds = [1e-4] * members, [i % seeds for i in range(members)]
+    # far below η* (a tenth of the bracket's bottom; 1e-4 under sgd): no member stops early
+    lrs, member_seeds = [cfg.lr_min / 10] * members, [i % seeds for i in range(members)]
     sync(device)
     t = time.perf_counter()
     train(cfg, data, lrs, member_seeds, device)
