@@ -5,7 +5,8 @@ each seed's η* against its `stable` η* (the divergence boundary of the same bu
 
 The 1000-step rows are sweeps/protocols/a-default.csv (milr 0.1: the weighted split's cost ratio
 was pooled over seeds, so a probe there could differ from 0.2's; brackets meet the same rtol) and
-the `stable` reference is sweeps/protocols/c-stable-ce.csv (1000 steps). Files that are still
+the `stable` reference is sweeps/protocols/c-stable-ce.csv (1000 steps; with the input layer at
+x 1, g-c-stable-ce-input-lr-1.csv). Files that are still
 being swept are summarised over the cells they hold, and say so.
 """
 
@@ -27,7 +28,8 @@ RUNS = [("accuracy, 1000 steps", PROTOCOLS / "a-default.csv", 1000, 0.1),
         ("accuracy, 16000 steps", HERE / "accuracy-16000.csv", 16000, 0.1),
         ("accuracy, 1000 steps, input x 1", HERE / "accuracy-input-lr-1.csv", 1000, 1.0),
         ("accuracy, 1000 steps, input x 0.01", HERE / "accuracy-input-lr-0.01.csv", 1000, 0.01)]
-STABLE = PROTOCOLS / "c-stable-ce.csv"
+# The `stable` η* of the same networks at 1000 steps, per input-layer rate (none swept at x 0.01).
+STABLE = {0.1: PROTOCOLS / "c-stable-ce.csv", 1.0: PROTOCOLS / "g-c-stable-ce-input-lr-1.csv"}
 WHERE = {"all": lambda d, w: True, "w >= 8d": lambda d, w: w >= 8 * d,
          "w >= 16d": lambda d, w: w >= 16 * d}
 
@@ -41,7 +43,7 @@ def summarise(label: str, path: Path, budget: int, input_rate: float) -> dict | 
     if not path.exists():
         return None
     rows = read_table(path)
-    stable = per_seed(read_table(STABLE))
+    stable = per_seed(read_table(STABLE[input_rate])) if input_rate in STABLE else {}
     mine = per_seed(rows)
     ratios = [v / stable[k] for k, v in mine.items() if k in stable]
     out = {"run": label, "file": str(path.relative_to(HERE.parent.parent)), "budget": budget,
