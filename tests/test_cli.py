@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from milr.cli import app
+from milr.config import NETWORK_FIELDS
 
 runner = CliRunner()
 QUICK = ["--depth", "1", "--width", "16", "--steps", "300", "--seeds", "2", "--device", "cpu"]
@@ -50,6 +51,8 @@ def test_sharpness_command_reports_converged_lambda1():
                               "--samples", "128", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
+    # what λ1 used, and nothing else (no criterion, threshold or budget: no search ran)
+    assert tuple(doc["config"]) == NETWORK_FIELDS and doc["config"]["seeds"] == 2
     assert [r["seed"] for r in doc["results"]] == [0, 1]
     assert all(r["converged"] and r["lambda1"] > 0 and r["residual"] < 1e-3
                for r in doc["results"])

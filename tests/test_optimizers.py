@@ -278,12 +278,13 @@ def test_an_old_results_file_reads_as_sgd_sp_without_warmup(tmp_path):
     assert {k: rows[0][k] for k in new} == {k: LEGACY_VALUES[k] for k in new}
     assert (rows[0]["optimizer"], rows[0]["parametrization"], rows[0]["warmup_steps"]) == (
         "sgd", "sp", "0")
-    store.check_compatible(rows, grid)  # today's default grid: the same protocol
+    store.check_compatible(rows, grid.config(*grid.cells[0]))  # today's defaults: the same
     for extra, name in (("optimizer: adam\n", "optimizer"), ("warmup_steps: 10\n",
                                                              "warmup_steps"),
                         ("parametrization: ntk\n", "parametrization")):
         with pytest.raises(StoreError, match=f"no {name} column"):
-            store.check_compatible(rows, parse_grid(GRID + extra))
+            g = parse_grid(GRID + extra)
+            store.check_compatible(rows, g.config(*g.cells[0]))
 
 
 @pytest.mark.parametrize("kw, rates", [

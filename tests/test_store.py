@@ -30,16 +30,17 @@ def fake_runner(status=lambda key: "ok"):
     """Rows without training: lr_star from the key; records every (depth, width, seed) run."""
     calls = []
 
-    def run(configs, lambda1_samples=0):
-        for c in configs:
-            rows, trials = [], []
+    def run(tasks):
+        for t in tasks:
+            c, rows, trials = t.config, [], []
             for s in range(c.seed, c.seed + c.seeds):
                 key = (c.depth, c.width, s)
                 calls.append(key)
                 done = status(key)
                 rows.append({**c.row(), **dict.fromkeys(st.RESULT_FIELDS, ""), "seed": s,
-                             "status": done, "lr_star": "" if done != "ok" else 1 + s / 10,
-                             "lambda1_samples": lambda1_samples or ""})
+                             "seeds": t.cell_seeds, "status": done,
+                             "lr_star": "" if done != "ok" else 1 + s / 10,
+                             "lambda1_samples": t.lambda1_samples or ""})
                 trials.append({"depth": c.depth, "width": c.width, "seed": s, "lr": 1.0})
             yield rows, trials
 

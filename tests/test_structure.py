@@ -8,11 +8,11 @@ import typer
 
 from milr import EstimateConfig
 from milr.cli import app
-from milr.config import FitConfig, SharpnessConfig
+from milr.config import FitConfig, NetworkConfig, SharpnessConfig
 from milr.sharpness import network, network_loss
 from milr.train import BatchedTrainer
 
-COMMANDS = {"estimate": (EstimateConfig,), "sharpness": (EstimateConfig, SharpnessConfig),
+COMMANDS = {"estimate": (EstimateConfig,), "sharpness": (NetworkConfig, SharpnessConfig),
             "fit": (FitConfig,)}
 NOT_IN_CONFIG = {"as_json", "lambda1_samples", "results", "predict", "plot"}
 
@@ -37,8 +37,8 @@ def test_cli_defaults_and_help_come_from_the_config(name):
 
 def test_every_estimate_field_is_an_option():
     assert set(EstimateConfig.field_names()) <= set(command_params("estimate"))
-    assert {f.name for f in dataclasses.fields(SharpnessConfig)} <= set(
-        command_params("sharpness"))
+    for cls in (NetworkConfig, SharpnessConfig):
+        assert {f.name for f in dataclasses.fields(cls)} <= set(command_params("sharpness"))
 
 
 def test_lambda1_network_is_the_engines_network(tiny):

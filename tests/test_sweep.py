@@ -20,12 +20,13 @@ def counting(runner=local_runner):
     """Wrap a runner to record every (depth, width, seed) it is asked to run."""
     calls = []
 
-    def run(configs, lambda1_samples=0):
-        def seen():  # configs arrive one at a time (a warm start predicts from the cells done)
-            for c in configs:
+    def run(tasks):
+        def seen():  # tasks arrive one at a time (a warm start predicts from the cells done)
+            for t in tasks:
+                c = t.config
                 calls.extend((c.depth, c.width, s) for s in range(c.seed, c.seed + c.seeds))
-                yield c
-        yield from runner(seen(), lambda1_samples)
+                yield t
+        yield from runner(seen())
 
     return run, calls
 

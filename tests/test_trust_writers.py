@@ -19,12 +19,13 @@ from milr.grid import GridError, load_grid, parse_grid
 GRID = "depths: [1, 2]\nwidths: [8]\nseeds: 2\nsteps: 120\neval_every: 20\ndevice: cpu\n"
 
 
-def fake_runner(configs, lambda1_samples=0):
+def fake_runner(tasks):
     """Rows and trials without training."""
-    for c in configs:
+    for t in tasks:
+        c = t.config
         seeds = range(c.seed, c.seed + c.seeds)
         yield ([{**c.row(), **dict.fromkeys(st.RESULT_FIELDS, ""), "seed": s, "status": "ok",
-                 "lr_star": 1.0} for s in seeds],
+                 "seeds": t.cell_seeds, "lr_star": 1.0} for s in seeds],
                [{"depth": c.depth, "width": c.width, "seed": s, "lr": 1.0} for s in seeds])
 
 
@@ -269,6 +270,7 @@ def test_ctrl_c_while_the_grid_is_expanded_says_so(tmp_path, run_milr, monkeypat
 def test_a_failing_cell_lets_the_other_workers_cell_finish(tmp_path):
     from milr.config import EstimateConfig
     from milr.executors import process_runner
+    from milr.tasks import TaskConfig
 
     # the good cell trains for seconds; the bad one fails as soon as it loads its data
     good = EstimateConfig(depth=2, width=64, seeds=1, steps=1500, eval_every=50, rtol=0.05,
@@ -277,7 +279,7 @@ def test_a_failing_cell_lets_the_other_workers_cell_finish(tmp_path):
                          threshold=0.6, device="cpu")
     got = []
     with pytest.raises(ValueError, match="missing.npz"):
-        for rows, _ in process_runner(2)([good, bad, good]):
+        for rows, _ in process_runner(2)([TaskConfig(c, 1) for c in (good, bad, good)]):
             got.append(rows)
     assert [(r["depth"], r["width"], r["status"]) for rows in got for r in rows] == [
         (2, 64, "ok")]  # the cell in flight finished; the third never started

@@ -11,7 +11,14 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
 
     import typer
 
-    from .config import EstimateConfig, FitConfig, SharpnessConfig, defaults, help_for
+    from .config import (
+        EstimateConfig,
+        FitConfig,
+        NetworkConfig,
+        SharpnessConfig,
+        defaults,
+        help_for,
+    )
     from .datacmd import data_app
     from .plotcmd import plot_app
     from .render import (
@@ -213,14 +220,8 @@ def sharpness_cmd(
     from dataclasses import asdict
 
     try:
-        # λ1 needs no threshold: the stable criterion keeps any data set (a .npz too) valid.
-        cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, data_dir=data_dir,
-                             seeds=seeds, seed=seed, input_lr_scale=input_lr_scale, loss=loss,
-                             output_init=output_init, criterion="stable", device=device,
-                             output_lr_scale=output_lr_scale, parametrization=parametrization,
-                             base_width=base_width, optimizer=optimizer)
-        scfg = SharpnessConfig(samples=samples, preconditioned=preconditioned, tol=tol,
-                               max_hvps=max_hvps, solver=solver)
+        cfg = _config(NetworkConfig, locals())  # what λ1 depends on, and nothing else
+        scfg = _config(SharpnessConfig, locals())
         from .data import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads

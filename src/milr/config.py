@@ -7,7 +7,7 @@ was obtained; the CLI builds its options and help from these fields (`help_for`,
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from types import SimpleNamespace
 
 # Data sets known by name (milr.data loads them); any other `dataset` must be a .npz path.
@@ -140,23 +140,15 @@ class EstimateConfig:
     precision: str = opt("fp32", "fp32, or tf32 for CUDA matmuls.")
 
     def __post_init__(self) -> None:
-        _positive_int(self, "depth", "width", "steps", "batch_size", "eval_every", "seeds",
-                      "grid_per_decade", "nonfinite_every", "max_rounds")
-        if self.seeds > MAX_SEEDS:
-            raise ValueError(f"seeds must be at most {MAX_SEEDS}, got {self.seeds}")
+        _check_network(self)
+        _positive_int(self, "steps", "batch_size", "eval_every", "grid_per_decade",
+                      "nonfinite_every", "max_rounds")
         if not isinstance(self.probes, int) or self.probes < 0:
             raise ValueError(f"probes must be 0 (auto) or a positive integer, got {self.probes!r}")
         if self.probes > MAX_PROBES:
             raise ValueError(f"probes must be at most {MAX_PROBES}, got {self.probes}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.dataset not in DATASETS and not str(self.dataset).endswith(".npz"):
-            raise ValueError(f"unknown dataset {self.dataset!r}: expected one of "
-                             f"{', '.join(DATASETS)} or a path to a .npz file")
-        _choice(self, "loss", LOSSES)
         _choice(self, "criterion", CRITERIA)
         _choice(self, "divergence_check", DIVERGENCE_CHECKS)
-        _choice(self, "output_init", OUTPUT_INITS)
         if self.divergence_check == "auto":
             object.__setattr__(self, "divergence_check",
                                "step" if self.criterion == "stable" else "eval")
@@ -180,9 +172,8 @@ class EstimateConfig:
                              f"its Bayes accuracy is {ceiling:.3f}, so no learning rate or "
                              "budget can reach it")
         self._check_optimizer()
-        self._check_parametrization()
-        _positive_float(self, "input_lr_scale", "lr_min", "lr_max", "rtol", "initial_loss_floor",
-                        "cuda_layer_flops", "output_lr_scale")
+        _positive_float(self, "lr_min", "lr_max", "rtol", "initial_loss_floor",
+                        "cuda_layer_flops")
         if self.criterion == "accuracy" and self.eval_every > self.steps:
             raise ValueError(f"eval_every ({self.eval_every}) must not exceed steps "
                              f"({self.steps}): no run would ever be evaluated")
@@ -203,19 +194,13 @@ class EstimateConfig:
             raise ValueError(f"widen must be >= 1, got {self.widen!r}")
         if not (_finite(self.divergence_factor) and self.divergence_factor > 1):
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}")
-        for f in fields(self):  # 10 and 10.0 are the same setting: store floats as floats
-            if f.type in ("float", "float | None") and _finite(getattr(self, f.name)):
-                object.__setattr__(self, f.name, float(getattr(self, f.name)))
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise ValueError(f"data_dir must be a path, got {self.data_dir!r}")
+        _floats(self)
         _choice(self, "midpoint", MIDPOINTS)
-        _choice(self, "device", DEVICES)
         _choice(self, "precision", PRECISIONS)
 
     def _check_optimizer(self) -> None:
-        """The optimizer, its hyper-parameters (torch.optim's defaults where unset; those it
-        does not use must stay unset), warm-up, and the search bracket's defaults for it."""
-        _choice(self, "optimizer", OPTIMIZERS)
+        """The optimizer's hyper-parameters (torch.optim's defaults where unset; those it does
+        not use must stay unset), warm-up, and the search bracket's defaults for it."""
         used = OPTIMIZER_PARAMS.get(self.optimizer, {})
         for name in ("momentum", "beta1", "beta2", "eps"):
             v = getattr(self, name)
@@ -248,21 +233,6 @@ class EstimateConfig:
         if self.lr_max is None:
             object.__setattr__(self, "lr_max", hi)
 
-    def _check_parametrization(self) -> None:
-        _choice(self, "parametrization", PARAMETRIZATIONS)
-        b = self.base_width
-        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
-            raise ValueError(f"base_width must be a positive integer, got {b!r}")
-        if self.parametrization == "mup" and b is None:
-            raise ValueError("parametrization mup needs base_width (the width at which it "
-                             "equals sp)")
-        if self.parametrization != "mup" and b is not None:
-            raise ValueError(f"base_width applies to parametrization mup only, not "
-                             f"{self.parametrization}: leave it unset")
-        if self.parametrization == "ntk" and self.output_init == "zero":
-            raise ValueError("parametrization ntk multiplies the output layer by its gain, 0 "
-                             "under output_init zero: the network could never train")
-
     def row(self) -> dict:
         """The config as a flat record (one CSV column per field)."""
         return asdict(self)
@@ -271,10 +241,84 @@ class EstimateConfig:
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    @property
+    def network(self) -> NetworkConfig:
+        """The part of this config that λ1 at initialisation depends on (`milr sharpness`)."""
+        return NetworkConfig(**{name: getattr(self, name) for name in NETWORK_FIELDS})
+
+
+# The fields of EstimateConfig that λ1 at initialisation depends on, and where it is measured:
+# the network (shape, initialisation, parametrisation), its loss, the per-layer rate multiples
+# that precondition λ1 (with the optimizer, whose rule sets them under mup), the data set, the
+# seeds and the device.
+NETWORK_FIELDS = ("depth", "width", "dataset", "data_dir", "loss", "input_lr_scale",
+                  "output_init", "output_lr_scale", "optimizer", "parametrization", "base_width",
+                  "seeds", "seed", "device")
+
+
+def _network_post_init(self) -> None:
+    _check_network(self)
+    _floats(self)
+
+
+# EstimateConfig's fields of NETWORK_FIELDS, with their defaults, help and checks (one source).
+NetworkConfig = make_dataclass(
+    "NetworkConfig",
+    [(f.name, f.type, field(default=f.default, metadata=f.metadata))
+     for name in NETWORK_FIELDS for f in fields(EstimateConfig) if f.name == name],
+    frozen=True,
+    namespace={"__doc__": "The network λ1 is taken of, on which data, seeds and device.",
+               "__post_init__": _network_post_init,
+               "row": EstimateConfig.row, "__module__": __name__})
+# Config fields that may differ between rows of one results file: the cell, which seeds,
+# max_rounds (a limit on the search, not part of its estimand: raising it reruns unfinished seeds)
+# and lr_start (where the scan starts, predicted per cell by a warm-started sweep).
+FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start")
+FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
+
+
+def _check_network(cfg) -> None:
+    """The checks of NETWORK_FIELDS (EstimateConfig and NetworkConfig alike)."""
+    _positive_int(cfg, "depth", "width", "seeds")
+    if cfg.seeds > MAX_SEEDS:
+        raise ValueError(f"seeds must be at most {MAX_SEEDS}, got {cfg.seeds}")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if cfg.dataset not in DATASETS and not str(cfg.dataset).endswith(".npz"):
+        raise ValueError(f"unknown dataset {cfg.dataset!r}: expected one of "
+                         f"{', '.join(DATASETS)} or a path to a .npz file")
+    _choice(cfg, "loss", LOSSES)
+    _choice(cfg, "output_init", OUTPUT_INITS)
+    _choice(cfg, "optimizer", OPTIMIZERS)
+    _choice(cfg, "parametrization", PARAMETRIZATIONS)
+    b = cfg.base_width
+    if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
+        raise ValueError(f"base_width must be a positive integer, got {b!r}")
+    if cfg.parametrization == "mup" and b is None:
+        raise ValueError("parametrization mup needs base_width (the width at which it "
+                         "equals sp)")
+    if cfg.parametrization != "mup" and b is not None:
+        raise ValueError(f"base_width applies to parametrization mup only, not "
+                         f"{cfg.parametrization}: leave it unset")
+    if cfg.parametrization == "ntk" and cfg.output_init == "zero":
+        raise ValueError("parametrization ntk multiplies the output layer by its gain, 0 "
+                         "under output_init zero: the network could never train")
+    _positive_float(cfg, "input_lr_scale", "output_lr_scale")
+    if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
+        raise ValueError(f"data_dir must be a path, got {cfg.data_dir!r}")
+    _choice(cfg, "device", DEVICES)
+
+
+def _floats(cfg) -> None:
+    """10 and 10.0 are the same setting: store floats as floats."""
+    for f in fields(cfg):
+        if f.type in ("float", "float | None") and _finite(getattr(cfg, f.name)):
+            object.__setattr__(cfg, f.name, float(getattr(cfg, f.name)))
+
 
 @dataclass(frozen=True)
 class SharpnessConfig:
-    """How λ1 at initialisation is computed (the network and data come from an EstimateConfig)."""
+    """How λ1 at initialisation is computed (the network and data: a NetworkConfig)."""
 
     samples: int = opt(1024, "Training examples in the fixed batch.")
     preconditioned: bool = opt(False, "λ1 of S^½HS^½, S = each tensor's lr scale (input_lr_scale, "

@@ -63,6 +63,18 @@ def memory_bytes(cfg: EstimateConfig, n_in: int, classes: int, members: int) -> 
             + schedule)
 
 
+def check_sharpness_memory(cfg, scfg, n_in: int, classes: int, available: float) -> None:
+    """Refuse λ1 of a network that cannot fit (`cfg`: a NetworkConfig, `scfg`: a
+    SharpnessConfig): at the least, its weights four times (the weights, the gradient, the
+    gradient's graph and a product), and the batch's activations three times."""
+    activations = scfg.samples * (n_in + cfg.depth * cfg.width + classes)
+    need = 4.0 * (4 * weight_count(cfg, n_in, classes) + 3 * activations)
+    if need > available:
+        raise ValueError(f"λ1 of depth {cfg.depth} x width {cfg.width} on {scfg.samples} "
+                         f"samples needs at least {need / 2**30:.3g} GiB; "
+                         f"{available / 2**30:.3g} GiB are available")
+
+
 def check_memory(cfg: EstimateConfig, n_in: int, classes: int, members: int,
                  available: float) -> None:
     """Refuse a cell that cannot fit, with the figures, before anything is allocated."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from .config import EstimateConfig
+from .config import EstimateConfig, SharpnessConfig
 from .cost import check_memory, eval_cost_in_steps, flops_per_member_step, probes_per_round
 from .data import Dataset, load
 from .device import (
@@ -21,6 +21,7 @@ from .device import (
 )
 from .results import Estimate
 from .search import Trainer, midpoint_used, search
+from .sharpness import plain_and_preconditioned
 from .train import BatchedTrainer
 
 
@@ -31,7 +32,9 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
 
     `trainer` (the benchmarks' seam, see `search.Trainer`): what trains the members; by
     default the batched engine, with cancellation of dominated members. `lambda1_samples` > 0
-    also measures λ1 at initialisation of every seed on that many examples (for c = η*·λ1).
+    also measures λ1 at initialisation of every seed on that many examples (for c = η*·λ1), and
+    the preconditioned λ1 beside it (`sharpness.plain_and_preconditioned`: the one λ1 path of
+    `estimate` and a sweep's tasks).
     """
     if not isinstance(lambda1_samples, int) or lambda1_samples < 0:
         raise ValueError(f"lambda1_samples must be a non-negative integer (0: off), got "
@@ -55,13 +58,10 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
         synchronize(device)
         name = device_name(device)  # with the threads that trained
     wall_time = time.perf_counter() - start
-    lambda1 = None
+    pairs = []
     if lambda1_samples:
-        from .config import SharpnessConfig
-        from .sharpness import sharpness_seeds
-
-        sharp = sharpness_seeds(cfg, SharpnessConfig(samples=lambda1_samples), data)
-        lambda1 = {s.seed: s.lambda1 for s in sharp}
+        pairs = plain_and_preconditioned(cfg.network, SharpnessConfig(samples=lambda1_samples),
+                                         data)
     return Estimate(
         config=cfg,
         seeds=seeds,
@@ -73,5 +73,6 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
         member_steps=sum(t.steps for t in trials),
         device=name,
         versions=versions(),
-        lambda1=lambda1,
+        lambda1={p.seed: p.lambda1 for p, _ in pairs} if lambda1_samples else None,
+        sharpness=pairs,
     )

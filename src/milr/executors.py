@@ -12,18 +12,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from .config import EstimateConfig
-from .tasks import run_task
+from .tasks import TaskConfig, run_task
 
-Runner = Callable[[list[EstimateConfig], int], Iterator[tuple[list[dict], list[dict]]]]
+Runner = Callable[[Iterable[TaskConfig]], Iterator[tuple[list[dict], list[dict]]]]
 
 
-def local_runner(configs: list[EstimateConfig], lambda1_samples: int = 0
-                 ) -> Iterator[tuple[list[dict], list[dict]]]:
-    for cfg in configs:
-        yield run_task(cfg, lambda1_samples)
+def local_runner(tasks: Iterable[TaskConfig]) -> Iterator[tuple[list[dict], list[dict]]]:
+    for task in tasks:
+        yield run_task(task)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -65,17 +63,17 @@ def _kill_workers(pool) -> None:
         proc.kill()
 
 
-def _in_flight(configs, limit: int, submit):
+def _in_flight(tasks, limit: int, submit):
     """Submit at most `limit` tasks at a time, taking the next config only when one finishes
     (after the caller has handled its result): a warm-started sweep's prediction for a task
     then sees every cell finished before it starts. Yields futures as they finish."""
     import concurrent.futures as cf
 
-    pending = iter(configs)
+    pending = iter(tasks)
     running: set = set()
     while True:
-        for cfg in pending:
-            running.add(submit(cfg))
+        for task in pending:
+            running.add(submit(task))
             if len(running) >= limit:
                 break
         if not running:
@@ -91,8 +89,7 @@ def process_runner(workers: int) -> Runner:
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    def run(configs: list[EstimateConfig], lambda1_samples: int = 0
-            ) -> Iterator[tuple[list[dict], list[dict]]]:
+    def run(tasks: Iterable[TaskConfig]) -> Iterator[tuple[list[dict], list[dict]]]:
         threads = max(1, (os.cpu_count() or 1) // workers)
         pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                       initializer=_init_worker, initargs=(threads, os.getpid()))
@@ -100,14 +97,14 @@ def process_runner(workers: int) -> Runner:
         failed: list[BaseException] = []
 
         def until_failure():  # after a failure no task starts; those running finish
-            for cfg in configs:
+            for task in tasks:
                 if failed:
                     return
-                yield cfg
+                yield task
 
         try:
             for fut in _in_flight(until_failure(), workers,
-                                  lambda c: pool.submit(run_task, c, lambda1_samples)):
+                                  lambda task: pool.submit(run_task, task)):
                 if fut.exception() is None:
                     yield fut.result()
                 else:
@@ -130,22 +127,21 @@ def ray_runner(address: str | None, gpus_per_task: float | None = None) -> Runne
     except ImportError:
         raise ValueError("--ray needs Ray: pip install 'milr[ray]'") from None
 
-    def run(configs: list[EstimateConfig], lambda1_samples: int = 0
-            ) -> Iterator[tuple[list[dict], list[dict]]]:
+    def run(tasks: Iterable[TaskConfig]) -> Iterator[tuple[list[dict], list[dict]]]:
         if not ray.is_initialized():
             ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
         remote = ray.remote(run_task)
         # as many in flight as the cluster runs at once (see _in_flight: warm starts)
         limit = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        pending, refs = iter(configs), []
+        pending, refs = iter(tasks), []
         try:
             while True:
-                for cfg in pending:
-                    wants_gpu = cfg.device == "cuda" or (cfg.device == "auto" and has_gpu)
+                for task in pending:
+                    device = task.config.device
+                    wants_gpu = device == "cuda" or (device == "auto" and has_gpu)
                     gpus = (gpus_per_task or 1.0) if wants_gpu else 0
-                    refs.append(remote.options(num_cpus=1, num_gpus=gpus).remote(
-                        cfg, lambda1_samples))
+                    refs.append(remote.options(num_cpus=1, num_gpus=gpus).remote(task))
                     if len(refs) >= limit:
                         break
                 if not refs:

@@ -12,15 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from .config import EstimateConfig
+from .config import FIXED_FIELDS, EstimateConfig
 from .expr import compile_filter
 
 CELL_FIELDS = ("depth", "width")
-# Config fields that may differ between rows of one results file: the cell, which seeds,
-# max_rounds (a limit on the search, not part of its estimand: raising it reruns unfinished seeds)
-# and lr_start (where the scan starts, predicted per cell by a warm-started sweep).
-FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start")
-FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
 MAX_AXIS = 1000  # values of depths or widths, counted before a range is expanded
 MAX_CELLS = 10_000  # depths x widths before the where/exclude filters (each cell: seeds x runs)
 MAX_CHARS = 20_000  # of a grid file's text

@@ -82,6 +82,8 @@ class Estimate:
     versions: dict = field(default_factory=dict)
     # seed -> λ1 at initialisation (None: not converged), when asked for (lambda1_samples)
     lambda1: dict[int, float | None] | None = None
+    # per seed, (λ1, preconditioned λ1) as `sharpness.Sharpness` records, when asked for
+    sharpness: list[tuple] = field(default_factory=list)
 
     @property
     def values(self) -> list[float]:
@@ -129,6 +131,8 @@ class Estimate:
             "device": self.device,
             "versions": self.versions,
             "lambda1": self.lambda1,
+            "lambda1_eff": {e.seed: e.lambda1 for _, e in self.sharpness} if self.sharpness
+            else None,
             "c": self.c,
             "c_median": self.c_median,
             "trials": [asdict(t) for t in self.trials],

@@ -12,14 +12,14 @@ tolerance is returned with `converged=False`, never silently.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from .config import EstimateConfig, SharpnessConfig
-from .cost import check_memory
+from .config import NetworkConfig, SharpnessConfig
+from .cost import check_sharpness_memory
 from .data import Dataset, load
 from .device import available_memory, resolve_device
 from .model import Ensemble, Layout, loss_value
@@ -38,7 +38,7 @@ class Sharpness:
     samples: int  # training examples in the batch actually used
 
 
-def network(cfg: EstimateConfig, data: Dataset, seed: int,
+def network(cfg: NetworkConfig, data: Dataset, seed: int,
             dtype: torch.dtype = torch.float32) -> Ensemble:
     """Seed `seed`'s network at initialisation as the engine builds it (K = 1), with gradients:
     under cfg's parametrisation (its stored weights and forward multipliers)."""
@@ -195,7 +195,7 @@ def _power(op: LinearOperator, v0: np.ndarray, iters: int, tol: float
     return lam, residual, rho_res <= tol
 
 
-def sharpness(cfg: EstimateConfig, data: Dataset, seed: int,
+def sharpness(cfg: NetworkConfig, data: Dataset, seed: int,
               scfg: SharpnessConfig | None = None,
               dtype: torch.dtype = torch.float32) -> Sharpness:
     """λ1 at initialisation of seed `seed`'s network on `scfg.samples` training examples (the
@@ -223,11 +223,27 @@ def sharpness(cfg: EstimateConfig, data: Dataset, seed: int,
                      method, samples)
 
 
-def sharpness_seeds(cfg: EstimateConfig, scfg: SharpnessConfig | None = None,
-                    data: Dataset | None = None) -> list[Sharpness]:
-    """λ1 for every seed of cfg (seed, seed + 1, ...) on cfg's data set and device."""
+def _ready(cfg: NetworkConfig, scfg: SharpnessConfig, data: Dataset | None) -> Dataset:
+    """cfg's data set (loaded unless given) on cfg's device, once λ1 is known to fit there."""
     device = resolve_device(cfg.device)
     data = data or load(cfg.dataset, cfg.data_dir)
-    check_memory(cfg, data.n_inputs, data.classes, 1, available_memory(device))
-    data = data.to(device)
+    check_sharpness_memory(cfg, scfg, data.n_inputs, data.classes, available_memory(device))
+    return data.to(device)
+
+
+def sharpness_seeds(cfg: NetworkConfig, scfg: SharpnessConfig | None = None,
+                    data: Dataset | None = None) -> list[Sharpness]:
+    """λ1 for every seed of cfg (seed, seed + 1, ...) on cfg's data set and device."""
+    scfg = scfg or SharpnessConfig()
+    data = _ready(cfg, scfg, data)
     return [sharpness(cfg, data, s, scfg) for s in range(cfg.seed, cfg.seed + cfg.seeds)]
+
+
+def plain_and_preconditioned(cfg: NetworkConfig, scfg: SharpnessConfig,
+                             data: Dataset | None = None) -> list[tuple[Sharpness, Sharpness]]:
+    """λ1 and the preconditioned λ1 (`scfg`'s solver settings; its `preconditioned` aside) of
+    every seed of cfg, on its data loaded once: what `estimate` reports and a sweep records."""
+    data = _ready(cfg, scfg, data)
+    both = [replace(scfg, preconditioned=p) for p in (False, True)]
+    return [(sharpness(cfg, data, s, both[0]), sharpness(cfg, data, s, both[1]))
+            for s in range(cfg.seed, cfg.seed + cfg.seeds)]

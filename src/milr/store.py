@@ -28,9 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import EstimateConfig
+from .config import FIXED_FIELDS, EstimateConfig
 from .files import fsync_dir
-from .grid import FIXED_FIELDS, Grid
 from .results import json_safe
 
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
@@ -282,10 +281,11 @@ class ResultStore:
         self.repaired = _cut_torn_tail(self.path) or self.repaired
         return self.repaired
 
-    def check_compatible(self, rows: list[dict], grid: Grid) -> None:
-        """Refuse to mix rows measured under different fixed parameters or λ1 sample counts."""
-        d, w = grid.cells[0]
-        want = {**grid.config(d, w).row()}
+    def check_compatible(self, rows: list[dict], cfg: EstimateConfig,
+                         lambda1_samples: int = 0) -> None:
+        """Refuse to mix rows measured under different fixed parameters or λ1 sample counts
+        than the grid's (`cfg`: the config of any of its cells)."""
+        want = cfg.row()
         for name in FIXED_FIELDS:
             if name not in self.columns and not _same(LEGACY_VALUES[name], want[name]):
                 raise StoreError(
@@ -299,7 +299,7 @@ class ResultStore:
                         f"{self.path} line {n} was written with {name}={row[name] or 'None'} "
                         f"but the grid has {name}={want[name]}; use another --out or restore "
                         "the setting")
-            self._check_samples(n, row, grid.lambda1_samples)
+            self._check_samples(n, row, lambda1_samples)
 
     def _check_samples(self, n: int, row: dict, samples: int) -> None:
         """λ1 rows must use the grid's sample count (fewer: the data set's size capped it)."""

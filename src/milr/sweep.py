@@ -31,6 +31,7 @@ from .store import (
     done_keys,
     duplicates,
 )
+from .tasks import TaskConfig
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLik
                     open(path, "ab").close()
         plan.notes = _lock_and_repair(store, trials) if lock else []
         plan.rows = store.rows()
-        store.check_compatible(plan.rows, grid)
+        store.check_compatible(plan.rows, grid.config(*grid.cells[0]), grid.lambda1_samples)
     except BaseException:
         plan.release()
         raise
@@ -247,7 +248,7 @@ def predict_lr_star(rows: list[dict], depth: int, width: int) -> float | None:
     return cells[near]
 
 
-def _configs(grid: Grid, plan: Plan, done: list[dict]):
+def _configs(grid: Grid, plan: Plan, done: list[dict]) -> Iterator[TaskConfig]:
     """Each task's config, made when the executor asks for it (every executor asks for the next
     one only when it can start it): a warm-started one then sees every row stored so far."""
     for task in plan.tasks:
@@ -259,7 +260,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict]):
                 # below it hundreds, so an overestimate is the cheap side to err on
                 up = 10 ** (1 / cfg.grid_per_decade)
                 cfg = EstimateConfig(**{**cfg.row(), "lr_start": guess * up})
-        yield cfg
+        yield TaskConfig(cfg, grid.config(task.depth, task.width).seeds, grid.lambda1_samples)
 
 
 def _run(grid: Grid, plan: Plan, runner: Runner,
@@ -267,11 +268,9 @@ def _run(grid: Grid, plan: Plan, runner: Runner,
     done = counted_rows(plan.rows)
     configs = _configs(grid, plan, done)  # executors take them one at a time (warm starts)
     ran = 0
-    results = runner(configs, grid.lambda1_samples)
+    results = runner(configs)
     try:
         for n, (new_rows, trials) in enumerate(results, start=1):
-            for r in new_rows:  # a task may hold only some seeds; the row records the cell's count
-                r["seeds"] = grid.config(r["depth"], r["width"]).seeds
             _write(plan, new_rows, trials)
             done.extend(new_rows)
             ran += len(new_rows)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
+from .config import FIXED_FIELDS
 from .expr import compile_filter
-from .grid import FIXED_FIELDS
 from .results import STATUSES, Cell, aggregate, ok_values
 from .store import counted_rows, row_key
 

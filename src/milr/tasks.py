@@ -4,31 +4,35 @@ rows and trials that the results file and the trials log store."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
-from .config import EstimateConfig, SharpnessConfig
+from .config import EstimateConfig
 from .store import LAMBDA1_FIELDS
 
 
-def run_task(cfg: EstimateConfig, lambda1_samples: int = 0) -> tuple[list[dict], list[dict]]:
+@dataclass(frozen=True)
+class TaskConfig:
+    """What a task measures: its cell's config narrowed to the task's seeds (seed, seeds), the
+    cell's seed count (which its rows record), and λ1's sample count (0: no λ1)."""
+
+    config: EstimateConfig
+    cell_seeds: int
+    lambda1_samples: int = 0
+
+
+def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     """Estimate one task; returns its result rows and its trials (top level: picklable)."""
     from .estimation import estimate  # torch loads here: a sweep refuses bad input before it
     from .search import depends_on
 
-    est = estimate(cfg)
-    sharp = {}
-    if lambda1_samples:
-        from .sharpness import sharpness_seeds
-
-        plain = sharpness_seeds(cfg, SharpnessConfig(samples=lambda1_samples))
-        eff = sharpness_seeds(cfg, SharpnessConfig(samples=lambda1_samples, preconditioned=True))
-        for p, e in zip(plain, eff, strict=True):  # the task's seeds, as in est.seeds
-            sharp[p.seed] = {"lambda1": p.lambda1, "lambda1_eff": e.lambda1,
-                             "lambda1_residual": max(p.residual, e.residual),
-                             "lambda1_converged": p.converged and e.converged,
-                             "lambda1_samples": p.samples}
+    cfg = task.config
+    est = estimate(cfg, lambda1_samples=task.lambda1_samples)
+    sharp = {p.seed: {"lambda1": p.lambda1, "lambda1_eff": e.lambda1,
+                      "lambda1_residual": max(p.residual, e.residual),
+                      "lambda1_converged": p.converged and e.converged,
+                      "lambda1_samples": p.samples} for p, e in est.sharpness}
     finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rows = [{**cfg.row(), "seed": s.seed,
+    rows = [{**cfg.row(), "seeds": task.cell_seeds, "seed": s.seed,
              "lr_star": s.lr_star, "lo": s.lo, "hi": s.hi, "status": s.status,
              "trials": s.trials, "nonmonotone": s.nonmonotone, "probes_used": est.probes,
              "midpoint_used": est.midpoint_used, "depends_on": depends_on(cfg),
