@@ -314,7 +314,6 @@ def sweep_cmd(
                                                "nothing.")] = False,
 ) -> None:
     """Cover a depth × width grid, resumably: one CSV row per (cell, seed)."""
-    from importlib.util import find_spec
     from pathlib import Path
 
     try:  # torch loads here
@@ -329,25 +328,11 @@ def sweep_cmd(
     out = out or f"{Path(grid_file).stem}.csv"
     try:
         grid = load_grid(grid_file)
-        if workers < 1:
-            raise ValueError(f"workers must be a positive integer, got {workers}")
-        if gpus_per_cell is not None and not 0 < gpus_per_cell <= 1:
-            raise ValueError(f"gpus-per-cell must lie in (0, 1], got {gpus_per_cell}")
-        if gpus_per_cell is not None and ray is None:
-            raise ValueError(f"--gpus-per-cell {gpus_per_cell} needs --ray (local workers and "
-                             "this process use the device the config names)")
-        if ray is not None and workers != 1:
-            raise ValueError(f"--workers {workers} does not apply with --ray (Ray places the "
-                             "cells on its cluster's CPUs); drop one of them")
-        if ray is not None and find_spec("ray") is None:
-            raise ValueError("--ray needs Ray: pip install 'milr[ray]'")
+        ex.check_runner(workers, ray, gpus_per_cell)
         _writable(out, "results")
         _writable(trials, "trials log")
-        runner = ex.local_runner
-        if ray is not None and not dry_run:  # before the lock: a failure leaves nothing behind
-            runner = ex.ray_runner(None if ray == "local" else ray, gpus_per_cell)
-        elif workers > 1:
-            runner = ex.process_runner(workers)
+        # before the lock: a failure leaves nothing behind (a dry run runs nothing)
+        runner = ex.local_runner if dry_run else ex.make_runner(workers, ray, gpus_per_cell)
         plan = sw.plan_sweep(grid, out, trials, lock=not dry_run)  # a run holds the lock
     except (ValueError, OSError) as e:
         fail(e)

@@ -153,3 +153,33 @@ def ray_runner(address: str | None, gpus_per_task: float | None = None) -> Runne
                 ray.cancel(ref)
 
     return run
+
+
+def check_runner(workers: int = 1, ray: str | None = None,
+                 gpus_per_cell: float | None = None) -> None:
+    """Refuse, in one line, executor options that do not fit together (`milr sweep`'s)."""
+    from importlib.util import find_spec
+
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers}")
+    if gpus_per_cell is not None and not 0 < gpus_per_cell <= 1:
+        raise ValueError(f"gpus-per-cell must lie in (0, 1], got {gpus_per_cell}")
+    if gpus_per_cell is not None and ray is None:
+        raise ValueError(f"--gpus-per-cell {gpus_per_cell} needs --ray (local workers and "
+                         "this process use the device the config names)")
+    if ray is not None and workers != 1:
+        raise ValueError(f"--workers {workers} does not apply with --ray (Ray places the "
+                         "cells on its cluster's CPUs); drop one of them")
+    if ray is not None and find_spec("ray") is None:
+        raise ValueError("--ray needs Ray: pip install 'milr[ray]'")
+
+
+def make_runner(workers: int = 1, ray: str | None = None,
+                gpus_per_cell: float | None = None) -> Runner:
+    """The executor `milr sweep` runs with: this process (workers 1), `workers` local processes,
+    or Ray (`ray`: "local" starts a local cluster, else a cluster address; `gpus_per_cell`: the
+    GPU share of a cell there)."""
+    check_runner(workers, ray, gpus_per_cell)
+    if ray is not None:
+        return ray_runner(None if ray == "local" else ray, gpus_per_cell)
+    return process_runner(workers) if workers > 1 else local_runner
