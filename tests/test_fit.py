@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 
 from milr import fit as ft
 from milr import table
+from milr.config import FitConfig
 
 DEPTHS, WIDTHS = (1, 2, 4, 8), (32, 64, 128, 256, 512)
 
@@ -71,12 +73,12 @@ def test_two_exponents_detect_a_not_equal_b():
 
 def test_filters_select_the_regime():
     cells, _ = table.cells_from_rows(law_rows())
-    sel = table.select(cells, ["width >= 32 * depth"], min_depth=2)
+    sel = table.select(cells, FitConfig(where=("width >= 32 * depth",), min_depth=2))
     assert {(c.depth, c.width) for c in sel} == {(2, 64), (2, 128), (2, 256), (2, 512),
                                                  (4, 128), (4, 256), (4, 512), (8, 256),
                                                  (8, 512)}
     with pytest.raises(table.FitError, match="no cells left"):
-        table.select(cells, ["width > 10000"])
+        table.select(cells, FitConfig(where=("width > 10000",)))
 
 
 def test_failed_seeds_and_cells_are_left_out_and_named():
@@ -152,6 +154,19 @@ def test_bad_tables_exit_2_with_one_line(tmp_path, run_milr, mutate, message):
     code, out, err = run_milr(["fit", path])
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_library_fits_a_table_as_milr_fit_does(tmp_path, run_milr):
+    path = write(tmp_path / "r.csv", law_rows(lam=True))
+    cfg = FitConfig(where=("width >= 64",), min_depth=2, bootstrap=50)
+    got = ft.fit_table(path, cfg)
+    code, out, err = run_milr(["fit", path, "--where", "width >= 64", "--min-depth", "2",
+                               "--bootstrap", "50", "--json"])
+    doc = json.loads(out)
+    assert code in (0, None), err
+    assert len(got.law.cells) == doc["cells"] == 3 * 4 and got.law.alpha == doc["alpha"]
+    assert got.law.bootstrap["alpha_ci95"] == tuple(doc["bootstrap"]["alpha_ci95"])
+    assert got.sharpness["lambda1"]["c"]["median"] == doc["sharpness"]["lambda1"]["c"]["median"]
 
 
 def test_empty_selection_and_missing_file(tmp_path, run_milr):

@@ -259,8 +259,7 @@ def fit_cmd(
 ) -> None:
     """Fit η* = C (d·w)^−α (and C d^−a w^−b) with confidence intervals and goodness of fit."""
     try:
-        from . import fit as ft
-        from . import table
+        from .fit import fit_table
 
         fcfg = FitConfig(column=column, aggregate=aggregate, where=tuple(where or ()),
                          min_depth=min_depth, max_depth=max_depth, min_width=min_width,
@@ -268,15 +267,8 @@ def fit_cmd(
         if predict is not None and min(predict) < 1:
             raise ValueError(f"predict needs a positive depth and width, got {predict}")
         _writable(plot, "plot")
-        rows = table.read_table(results)
-        cells, notes = table.cells_from_rows(rows, column, results, aggregate)
-        cells = table.select(cells, list(fcfg.where), min_depth, max_depth, min_width,
-                             max_width)
-        notes = table.select_excluded(notes, list(fcfg.where), min_depth, max_depth,
-                                      min_width, max_width)
-        law = ft.fit_power_law(cells, bootstrap, seed)
-        relations = (ft.sharpness_relations(rows, cells, results, aggregate)
-                     if column == "lr_star" else {})
+        fitted = fit_table(results, fcfg)
+        law, notes, relations = fitted.law, fitted.excluded, fitted.sharpness
         prediction = law.predict(*predict) if predict else None
         if plot:
             from .plot import plot_fit

@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .table import Cell, FitError, Usable, aggregate, usable
+from .config import FitConfig
+from .table import (
+    Cell,
+    FitError,
+    Usable,
+    aggregate,
+    cells_from_rows,
+    read_table,
+    select,
+    select_excluded,
+    usable,
+)
 
 CONF = 0.95
 
@@ -300,3 +311,24 @@ def dimensionless_c(rows: list[dict], col: str, keep: set[tuple[int, int]],
         out["vs_depth_width"] = relation([c.depth * c.width for c in cells],
                                          [c.value for c in cells]).__dict__
     return out
+
+
+@dataclass
+class TableFit:
+    """A results table fitted (`fit_table`): what `milr fit` reports."""
+
+    law: PowerLaw
+    excluded: list[dict]  # the rows left out that lie in the fitted regime, with why
+    sharpness: dict  # sharpness_relations when the column is lr_star; {} otherwise
+
+
+def fit_table(path: str, cfg: FitConfig) -> TableFit:
+    """Read a results table, aggregate its seeds per cell, keep cfg's regime and fit the laws
+    (and, for η*, the λ1 relations): the library's `milr fit`."""
+    rows = read_table(path)
+    cells, excluded = cells_from_rows(rows, cfg.column, str(path), cfg.aggregate)
+    cells = select(cells, cfg)
+    law = fit_power_law(cells, cfg.bootstrap, cfg.seed)
+    relations = (sharpness_relations(rows, cells, str(path), cfg.aggregate)
+                 if cfg.column == "lr_star" else {})
+    return TableFit(law, select_excluded(excluded, cfg), relations)

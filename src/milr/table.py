@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
-from .config import FIXED_FIELDS
+from .config import FIXED_FIELDS, FitConfig
 from .expr import compile_filter
 from .results import STATUSES, Cell, aggregate, ok_values
 from .store import counted_rows, row_key
@@ -333,41 +333,35 @@ def _why(excluded: list[dict]) -> str:
         f"{n} {reason}" for reason, n in counts.most_common())
 
 
-def _predicate(where: list[str] | None, min_depth: int | None, max_depth: int | None,
-               min_width: int | None, max_width: int | None) -> Callable[[int, int], bool]:
-    """One test over (depth, width) for the cells and for the rows left out alike."""
-    tests = [compile_filter(w, ("depth", "width")) for w in (where or [])]
+def _predicate(cfg: FitConfig) -> Callable[[int, int], bool]:
+    """One test over (depth, width), cfg's filters, for the cells and the rows left out alike."""
+    tests = [compile_filter(w, ("depth", "width")) for w in cfg.where]
 
     def keep(d: int, w: int) -> bool:
-        return ((min_depth is None or d >= min_depth) and (max_depth is None or d <= max_depth)
-                and (min_width is None or w >= min_width)
-                and (max_width is None or w <= max_width)
+        return ((cfg.min_depth is None or d >= cfg.min_depth)
+                and (cfg.max_depth is None or d <= cfg.max_depth)
+                and (cfg.min_width is None or w >= cfg.min_width)
+                and (cfg.max_width is None or w <= cfg.max_width)
                 and all(t({"depth": d, "width": w}) for t in tests))
 
     return keep
 
 
-def select(cells: list[Cell], where: list[str] | None = None, min_depth: int | None = None,
-           max_depth: int | None = None, min_width: int | None = None,
-           max_width: int | None = None) -> list[Cell]:
-    """The regime to fit: filters over depth and width (e.g. "width >= 8 * depth")."""
-    keep = _predicate(where, min_depth, max_depth, min_width, max_width)
+def select(cells: list[Cell], cfg: FitConfig) -> list[Cell]:
+    """The regime to fit: cfg's filters over depth and width (e.g. "width >= 8 * depth")."""
+    keep = _predicate(cfg)
     out = [c for c in cells if keep(c.depth, c.width)]
     if not out:
-        given = [f"where {w!r}" for w in where or []] + [
-            f"{k} {v}" for k, v in (("min_depth", min_depth), ("max_depth", max_depth),
-                                    ("min_width", min_width), ("max_width", max_width))
-            if v is not None]
+        given = [f"where {w!r}" for w in cfg.where] + [
+            f"{k} {v}" for k, v in cfg.filters().items() if k != "where" and v is not None]
         raise FitError(f"no cells left after the filters ({', '.join(given) or 'none given'}; "
                        f"{len(cells)} cells before them)")
     return out
 
 
-def select_excluded(excluded: list[dict], where: list[str] | None = None,
-                    min_depth: int | None = None, max_depth: int | None = None,
-                    min_width: int | None = None, max_width: int | None = None) -> list[dict]:
+def select_excluded(excluded: list[dict], cfg: FitConfig) -> list[dict]:
     """The rows left out that lie in the fitted regime: the others would not count anyway."""
-    keep = _predicate(where, min_depth, max_depth, min_width, max_width)
+    keep = _predicate(cfg)
     # a line that could not be read as a row (torn, short) is always shown: its cell is unknown
     return [e for e in excluded if not isinstance(e["depth"], int)
             or keep(e["depth"], e["width"])]
