@@ -38,10 +38,10 @@ from funcpeer import COMPILE_MODES, FuncTrainer, train_func  # noqa: E402
 from reference import reference_estimate, run_one  # noqa: E402
 
 from milr import EstimateConfig, estimate  # noqa: E402
-from milr.config import ACCURACY_CEILINGS  # noqa: E402
-from milr.cost import flops_per_member_step  # noqa: E402
-from milr.data import load  # noqa: E402
-from milr.train import train  # noqa: E402
+from milr.base.config import ACCURACY_CEILINGS  # noqa: E402
+from milr.base.cost import flops_per_member_step  # noqa: E402
+from milr.data.datasets import load  # noqa: E402
+from milr.engine.train import train  # noqa: E402
 
 FULL_CELLS = [(2, 64), (4, 256), (8, 1024), (16, 512)]
 QUICK_CELLS = [(1, 32), (2, 64)]

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from funcpeer import train_func  # noqa: E402
 
 from milr import EstimateConfig  # noqa: E402
-from milr.config import ACCURACY_CEILINGS  # noqa: E402
-from milr.data import load  # noqa: E402
-from milr.train import train  # noqa: E402
+from milr.base.config import ACCURACY_CEILINGS  # noqa: E402
+from milr.data.datasets import load  # noqa: E402
+from milr.engine.train import train  # noqa: E402
 
 # Rates far below each optimizer's η* on Fashion-MNIST: no member stops early.
 SAFE_LR = {"sgd": 1e-3, "momentum": 1e-4, "nesterov": 1e-4, "adam": 1e-5, "adamw": 1e-5}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from milr.grid import parse_grid
-from milr.sweep import run_sweep
+from milr.sweep.grid import parse_grid
+from milr.sweep.run import run_sweep
 
 
 def sweep(text: str, warm: bool, folder: Path) -> tuple[dict, int, float]:

@@ -33,8 +33,8 @@ from reference import (
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from milr.config import EstimateConfig
-from milr.data import Dataset
+from milr.base.config import EstimateConfig
+from milr.data.datasets import Dataset
 
 COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
 

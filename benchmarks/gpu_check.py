@@ -10,8 +10,8 @@ import time
 import torch
 
 from milr import EstimateConfig
-from milr.data import load
-from milr.train import train
+from milr.data.datasets import load
+from milr.engine.train import train
 
 
 def main() -> None:

@@ -18,12 +18,12 @@ import time
 import torch
 
 from milr import EstimateConfig
-from milr.config import ACCURACY_CEILINGS
-from milr.data import load
-from milr.device import resolve_device
-from milr.estimation import estimate
-from milr.model import Ensemble
-from milr.train import BatchedTrainer, train
+from milr.base.config import ACCURACY_CEILINGS
+from milr.base.device import resolve_device
+from milr.data.datasets import load
+from milr.engine.estimation import estimate
+from milr.engine.model import Ensemble
+from milr.engine.train import BatchedTrainer, train
 
 
 def sync(device: torch.device) -> None:

@@ -26,10 +26,10 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's own name
 from torch.utils.data import DataLoader, TensorDataset
 
-from milr.config import EstimateConfig
-from milr.data import Dataset
-from milr.model import init_weights
-from milr.seeding import batch_schedule
+from milr.base.config import EstimateConfig
+from milr.base.seeding import batch_schedule
+from milr.data.datasets import Dataset
+from milr.engine.model import init_weights
 
 
 @dataclass(frozen=True)

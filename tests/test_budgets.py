@@ -6,8 +6,8 @@ import math
 import pytest
 
 from milr import EstimateConfig
-from milr.search import SyncTrainer, search
-from milr.train import Outcome
+from milr.engine.search import SyncTrainer, search
+from milr.engine.train import Outcome
 
 EDGE = 2.0  # diverges above this at any budget
 

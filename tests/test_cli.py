@@ -3,8 +3,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from milr.base.config import NETWORK_FIELDS
 from milr.cli import app
-from milr.config import NETWORK_FIELDS
 
 runner = CliRunner()
 QUICK = ["--depth", "1", "--width", "16", "--steps", "300", "--seeds", "2", "--device", "cpu"]
@@ -39,7 +39,7 @@ def test_estimate_json_has_config_seeds_and_trials():
      "data directory /nonexistent does not exist"),
 ])
 def test_bad_input_is_one_line_exit_2(args, phrase, run_milr, monkeypatch):
-    monkeypatch.setattr("milr.data.SYSTEM_DIRS", {"mnist": []})
+    monkeypatch.setattr("milr.data.datasets.SYSTEM_DIRS", {"mnist": []})
     code, out, err = run_milr(["estimate", *args])
     assert code == 2
     assert phrase in err

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from milr import data
-from milr.data import DataError
+from milr.data import datasets as data
+from milr.data.datasets import DataError
 
 
 def write_idx(path, arr, gz=True):

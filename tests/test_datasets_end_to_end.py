@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from milr import data
 from milr.cli import app
+from milr.data import datasets as data
 
 
 def images(n, shape, seed):

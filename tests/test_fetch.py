@@ -1,7 +1,7 @@
 """`milr data fetch` against a local HTTP server on 127.0.0.1, and `milr data list`.
 
 Small fixture files in the official formats are served; their checksums are injected into the
-table of milr.fetch. Nothing reaches the real network and nothing is written outside tmp_path.
+table of milr.data.fetch. Nothing reaches the real network and nothing is written outside tmp_path.
 """
 
 import gzip
@@ -18,9 +18,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from milr import data, fetch
-from milr.datacmd import data_app
-from milr.fetch import FetchError, Remote, Source
+from milr.cli.datacmd import data_app
+from milr.data import datasets as data
+from milr.data import fetch
+from milr.data.fetch import FetchError, Remote, Source
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]

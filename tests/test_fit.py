@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from milr import fit as ft
-from milr import table
-from milr.config import FitConfig
+from milr.analysis import fit as ft
+from milr.analysis import table
+from milr.base.config import FitConfig
 
 DEPTHS, WIDTHS = (1, 2, 4, 8), (32, 64, 128, 256, 512)
 

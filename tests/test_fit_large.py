@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import tracemalloc
 
-from milr.table import cells_from_rows, read_table
+from milr.analysis.table import cells_from_rows, read_table
 
 HEADER = ["depth", "width", "dataset", "threshold", "steps", "batch_size", "eval_every",
           "seed", "lr_star", "lo", "hi", "status", "trials", "cell_wall_time", "finished_at",

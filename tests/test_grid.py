@@ -1,7 +1,7 @@
 import pytest
 
-from milr.expr import compile_filter
-from milr.grid import GridError, parse_grid
+from milr.base.expr import compile_filter
+from milr.sweep.grid import GridError, parse_grid
 
 H = "depths: [1]\nwidths: [8]\n"  # a valid head for the bad-grid cases
 
@@ -97,7 +97,7 @@ def test_duplicate_keys_are_refused(text, message):
 
 
 def test_duplicate_key_in_a_grid_file_names_the_file(tmp_path):
-    from milr.grid import load_grid
+    from milr.sweep.grid import load_grid
 
     path = tmp_path / "g.yaml"
     path.write_text(H + "seeds: 2\nseeds: 3\n")

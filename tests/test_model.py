@@ -1,6 +1,6 @@
 import torch
 
-from milr.model import Ensemble, init_weights
+from milr.engine.model import Ensemble, init_weights
 
 
 def test_he_init_scale():

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from milr.config import LR_RANGES, EstimateConfig
-from milr.cost import memory_bytes
-from milr.model import Layout
-from milr.train import BatchedTrainer, train
+from milr.base.config import LR_RANGES, EstimateConfig
+from milr.base.cost import memory_bytes
+from milr.engine.model import Layout
+from milr.engine.train import BatchedTrainer, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference import make_net, optimiser, train_losses  # noqa: E402
@@ -242,8 +242,8 @@ GRID = ("depths: [1]\nwidths: [8]\nseeds: 1\nsteps: 40\neval_every: 20\ndevice: 
 
 
 def test_a_grid_takes_every_key_and_its_rows_record_them(tmp_path):
-    from milr.grid import parse_grid
-    from milr.store import COLUMNS
+    from milr.sweep.grid import parse_grid
+    from milr.sweep.store import COLUMNS
 
     grid = parse_grid(GRID + "optimizer: nesterov\nmomentum: 0.8\nweight_decay: 0.0001\n"
                              "warmup_steps: 5\nparametrization: mup\nbase_width: 4\n"
@@ -261,8 +261,8 @@ def test_a_grid_takes_every_key_and_its_rows_record_them(tmp_path):
 def test_an_old_results_file_reads_as_sgd_sp_without_warmup(tmp_path):
     """A file written before these columns existed reads with the values it implied, resumes
     under them, and is refused, by name, for a grid that changes one."""
-    from milr.grid import parse_grid
-    from milr.store import COLUMNS, LEGACY_VALUES, ResultStore, StoreError
+    from milr.sweep.grid import parse_grid
+    from milr.sweep.store import COLUMNS, LEGACY_VALUES, ResultStore, StoreError
 
     new = ("optimizer", "momentum", "beta1", "beta2", "eps", "weight_decay", "warmup_steps",
            "parametrization", "base_width", "output_lr_scale")

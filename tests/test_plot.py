@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from milr import EstimateConfig, estimate  # noqa: E402
-from milr.plot import (  # noqa: E402
+from milr.analysis.plot import (  # noqa: E402
     search_figure,
     search_view_from_log,
     search_view_of,
@@ -175,7 +175,7 @@ def test_plot_without_matplotlib_says_how_before_any_training(monkeypatch, run_m
     def no_training(*a, **k):
         raise AssertionError("trained before checking for matplotlib")
 
-    monkeypatch.setattr("milr.estimation.estimate", no_training)
+    monkeypatch.setattr("milr.engine.estimation.estimate", no_training)
     code, _, err = run_milr(["estimate", "--depth", "1", "--width", "4", "--device", "cpu",
                              "--plot", "s.png"])
     assert code == 2 and err.strip() == ("milr: error: --plot needs matplotlib: "

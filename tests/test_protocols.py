@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from milr import EstimateConfig, estimate
 from milr.cli import app
-from milr.grid import parse_grid
-from milr.model import Ensemble, init_weights
-from milr.sweep import run_sweep
-from milr.train import train
+from milr.engine.model import Ensemble, init_weights
+from milr.engine.train import train
+from milr.sweep.grid import parse_grid
+from milr.sweep.run import run_sweep
 
 
 def cfg(**kw):

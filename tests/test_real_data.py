@@ -6,7 +6,7 @@ import os
 import pytest
 
 from milr import EstimateConfig, estimate
-from milr.data import DataError, load
+from milr.data.datasets import DataError, load
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 
-from milr.render import power, seeds_per_cell
-from milr.table import Cell
+from milr.analysis.table import Cell
+from milr.cli.render import power, seeds_per_cell
 
 
 @pytest.mark.parametrize("exponent, digits, shown", [

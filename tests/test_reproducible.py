@@ -8,10 +8,10 @@ sharing of the weighted split's cost measurement between seeds changes the probe
 import pytest
 
 from milr import EstimateConfig
-from milr.grid import parse_grid
-from milr.search import SyncTrainer, search
-from milr.sweep import run_sweep
-from milr.train import Outcome
+from milr.engine.search import SyncTrainer, search
+from milr.engine.train import Outcome
+from milr.sweep.grid import parse_grid
+from milr.sweep.run import run_sweep
 
 EDGES = {0: 0.37, 1: 0.052, 2: 2.9, 3: 0.81}
 FAIL_STEPS = {0: 10, 1: 900, 2: 40, 3: 10}  # seed 1 fails slowly (too slow, not diverging)
@@ -114,7 +114,7 @@ WARM = GRID.format(seeds=1).replace("widths: [8]", "widths: [8, 16]") + "warm_st
 
 @pytest.mark.slow
 def test_warm_starts_work_with_worker_processes(tmp_path):
-    from milr.executors import process_runner
+    from milr.sweep.executors import process_runner
 
     rows = run_sweep(parse_grid(WARM), tmp_path / "w.csv", runner=process_runner(2)).rows
     starts = [r["lr_start"] for r in rows]

@@ -4,8 +4,8 @@ import random
 import pytest
 
 from milr import EstimateConfig
-from milr.search import SeedSearch, SyncTrainer, search
-from milr.train import Outcome
+from milr.engine.search import SeedSearch, SyncTrainer, search
+from milr.engine.train import Outcome
 
 
 def oracle(trains, log=None):
@@ -111,7 +111,7 @@ def test_bisection_with_one_probe_halves_the_log_bracket():
 
 
 def test_auto_probes():
-    from milr.cost import probes_per_round as probes
+    from milr.base.cost import probes_per_round as probes
 
     small, big = cfg(width=64, depth=2), cfg(width=1024, depth=8)
     assert probes(small, "cpu", 784, 10) == 1 and probes(big, "cpu", 784, 10) == 1
@@ -148,7 +148,7 @@ def test_weighted_split_trades_successes_for_cheap_failures():
 
 
 def test_cheapest_split_bisects_for_equal_costs_and_leans_up_for_cheap_failures():
-    from milr.search import _cheapest_split, _plan
+    from milr.engine.search import _cheapest_split, _plan
 
     def bisection(n, ratio):  # expected cost of always splitting in the middle
         low = n // 2

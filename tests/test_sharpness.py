@@ -3,15 +3,15 @@ import pytest
 import torch
 
 from milr import EstimateConfig
-from milr.config import SharpnessConfig
-from milr.sharpness import (
+from milr.base.config import SharpnessConfig
+from milr.engine.sharpness import (
     _power,
     hvp_function,
     hvp_operator,
     lanczos,
     top_eigenvalue,
 )
-from milr.sharpness import sharpness as _sharpness
+from milr.engine.sharpness import sharpness as _sharpness
 
 
 def sharpness(cfg, data, seed, dtype=torch.float32, **kw):
@@ -24,8 +24,8 @@ def test_matches_explicit_hessian_on_tiny_network(tiny, solver):
     data = tiny
     s = sharpness(cfg, data, seed=3, samples=64, dtype=torch.float64, tol=1e-8, solver=solver)
     # the same network and batch, with the Hessian formed explicitly
-    from milr.model import init_weights
-    from milr.seeding import batch_schedule
+    from milr.base.seeding import batch_schedule
+    from milr.engine.model import init_weights
 
     order = batch_schedule(3, len(data.x_train), 1, 64)[0]
     x, y = data.x_train[order].double(), data.y_train[order]

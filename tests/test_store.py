@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_GRID as GRID
 
-from milr import store as st
-from milr import sweep as sw
-from milr.grid import parse_grid
+from milr.sweep import run as sw
+from milr.sweep import store as st
+from milr.sweep.grid import parse_grid
 
 # The header of sweeps/fashion-mnist/results.csv, written by the previous milr version.
 OLD_HEADER = ("depth,width,dataset,data_dir,threshold,steps,batch_size,eval_every,input_lr_scale,"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_GRID as TINY
 
-from milr import sweep as sw
-from milr.executors import local_runner, process_runner, ray_runner
-from milr.grid import load_grid, parse_grid
-from milr.store import ResultStore
+from milr.sweep import run as sw
+from milr.sweep.executors import local_runner, process_runner, ray_runner
+from milr.sweep.grid import load_grid, parse_grid
+from milr.sweep.store import ResultStore
 
 COMPARED = ("depth", "width", "seed", "lr_star", "lo", "hi", "status", "trials", "nonmonotone")
 

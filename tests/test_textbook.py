@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from milr.config import EstimateConfig
-from milr.train import train
+from milr.base.config import EstimateConfig
+from milr.engine.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference import run_one  # noqa: E402

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from milr import EstimateConfig
-from milr.device import THREAD_FLOPS, cpu_threads
-from milr.estimation import estimate
+from milr.base.device import THREAD_FLOPS, cpu_threads
+from milr.engine.estimation import estimate
 
 
 def test_the_rule():
@@ -30,7 +30,7 @@ def test_a_small_cell_trains_on_one_thread_and_the_count_changes_nothing(monkeyp
         small = estimate(cfg)
         assert "1 threads" in small.device
         assert torch.get_num_threads() == 2  # restored
-        monkeypatch.setattr("milr.estimation.cpu_threads", lambda flops, cap: 2)
+        monkeypatch.setattr("milr.engine.estimation.cpu_threads", lambda flops, cap: 2)
         forced = estimate(cfg)
         assert "2 threads" in forced.device
     finally:

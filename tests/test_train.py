@@ -3,8 +3,8 @@ import math
 import pytest
 
 from milr import EstimateConfig
-from milr.seeding import batch_schedule
-from milr.train import BatchedTrainer, train
+from milr.base.seeding import batch_schedule
+from milr.engine.train import BatchedTrainer, train
 
 
 def cfg(**kw):

@@ -15,12 +15,12 @@ import torch
 from typer.testing import CliRunner
 
 from milr import EstimateConfig
+from milr.base.config import SharpnessConfig
 from milr.cli import app
-from milr.config import SharpnessConfig
-from milr.model import Ensemble
-from milr.search import SeedSearch, SyncTrainer, search
-from milr.sharpness import _power, hvp_operator, sharpness
-from milr.train import BatchedTrainer, Outcome, train
+from milr.engine.model import Ensemble
+from milr.engine.search import SeedSearch, SyncTrainer, search
+from milr.engine.sharpness import _power, hvp_operator, sharpness
+from milr.engine.train import BatchedTrainer, Outcome, train
 
 
 def fake(edge):
@@ -198,7 +198,7 @@ def test_a_signal_ends_a_command_with_one_line(command, sig):
 
 
 def test_fit_counts_the_last_row_of_a_rerun_seed_once(tmp_path):
-    from milr.table import cells_from_rows, read_table
+    from milr.analysis.table import cells_from_rows, read_table
 
     lines = ["depth,width,seed,lr_star,status"]
     for d, w in [(1, 16), (2, 16), (1, 64), (4, 64)]:

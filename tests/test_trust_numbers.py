@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from milr import table
+from milr.analysis import table
 
 LAW = [(d, w, 3.0 * (d * w) ** -0.5) for d in (1, 2, 4) for w in (16, 32, 64)]
 
@@ -67,7 +67,7 @@ def _npz(path, scale, dim=8, n=400):
 def test_inputs_of_any_float32_magnitude_are_standardised_as_at_scale_one(tmp_path, scale):
     """float32's sum of squares overflows at 1e20 (every input became -0.0) and underflows at
     1e-30 (std 0, inputs left at 1e-30): the standardised inputs must equal those at scale 1."""
-    from milr.data import load_npz
+    from milr.data.datasets import load_npz
 
     ref = load_npz(_npz(tmp_path / "one.npz", 1.0))
     got = load_npz(_npz(tmp_path / "scaled.npz", scale))
@@ -78,7 +78,7 @@ def test_inputs_of_any_float32_magnitude_are_standardised_as_at_scale_one(tmp_pa
 
 def test_published_inputs_keep_their_float32_standardisation():
     """Data that float32 standardises well are standardised exactly as before (bit for bit)."""
-    from milr.data import gaussians
+    from milr.data.datasets import gaussians
 
     ds = gaussians(seed=1, dim=16, n_train=300, n_eval=100)
     rng = np.random.default_rng(1)
@@ -92,7 +92,7 @@ def test_published_inputs_keep_their_float32_standardisation():
 
 
 def test_an_eval_set_beyond_float32_after_standardising_is_refused(tmp_path):
-    from milr.data import DataError, load_npz
+    from milr.data.datasets import DataError, load_npz
 
     x = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32) * 1e-30
     xe = x[:20].copy()
@@ -180,7 +180,7 @@ def test_json_output_is_strict_json_when_a_value_is_nan(tmp_path, run_milr):
 
 
 def test_the_trials_log_is_strict_json(tmp_path):
-    from milr.store import TrialsLog
+    from milr.sweep.store import TrialsLog
 
     log = TrialsLog(tmp_path / "t.jsonl")
     log.append([{"depth": 1, "width": 4, "seed": 0, "final_loss": math.nan, "x": [math.inf]}])
@@ -221,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http(monkeypatch):
-    from milr import fetch
+    from milr.data import fetch
 
     monkeypatch.setattr(fetch, "BACKOFF", 0.0)
     monkeypatch.setattr(fetch, "TIMEOUT", 5.0)
@@ -236,7 +236,7 @@ def http(monkeypatch):
 
 
 def _remote(body: bytes, name="f.gz"):
-    from milr.fetch import Remote
+    from milr.data.fetch import Remote
 
     return Remote(name, len(body), hashlib.sha256(body).hexdigest())
 
@@ -244,7 +244,7 @@ def _remote(body: bytes, name="f.gz"):
 def test_a_complete_but_short_file_is_the_wrong_size_and_not_kept(http, tmp_path, monkeypatch):
     """A 200 with a consistent Content-Length but too few bytes was retried 4 times, reported as
     IncompleteRead with '(offline? use --mirror URL …)' and left a .part."""
-    from milr import fetch
+    from milr.data import fetch
 
     body = bytes(range(256)) * 40
     _Handler.files = {"f.gz": body[:1000]}
@@ -260,7 +260,7 @@ def test_a_complete_but_short_file_is_the_wrong_size_and_not_kept(http, tmp_path
 
 
 def test_a_short_file_mirror_is_refused_by_size(tmp_path):
-    from milr import fetch
+    from milr.data import fetch
 
     body = b"x" * 5000
     (tmp_path / "m").mkdir()
@@ -272,7 +272,7 @@ def test_a_short_file_mirror_is_refused_by_size(tmp_path):
 
 
 def test_a_failing_mirror_is_not_told_to_use_a_mirror(tmp_path, monkeypatch):
-    from milr import fetch
+    from milr.data import fetch
 
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -286,7 +286,7 @@ def test_a_failing_mirror_is_not_told_to_use_a_mirror(tmp_path, monkeypatch):
 
 def test_a_trickling_server_is_given_up_on(http, tmp_path, monkeypatch):
     """One byte every 0.05 s never trips the 5 s socket timeout: the overall deadline must."""
-    from milr import fetch
+    from milr.data import fetch
 
     monkeypatch.setattr(fetch, "GRACE", 0.5)
     monkeypatch.setattr(fetch, "MIN_RATE", 10**9)
@@ -301,7 +301,7 @@ def test_a_trickling_server_is_given_up_on(http, tmp_path, monkeypatch):
 def test_a_stale_full_size_part_is_downloaded_again(http, tmp_path):
     """A .part of full size but other content was reported as a checksum mismatch of a
     download that never happened."""
-    from milr import fetch
+    from milr.data import fetch
 
     body = b"z" * 3000
     _Handler.files = {"f.gz": body}
@@ -311,7 +311,7 @@ def test_a_stale_full_size_part_is_downloaded_again(http, tmp_path):
 
 
 def test_a_redirect_loop_is_one_line(http, tmp_path):
-    from milr import fetch
+    from milr.data import fetch
 
     with pytest.raises(fetch.FetchError) as e:
         fetch.download(f"{http}/loop/f.gz", tmp_path / "f.gz", _remote(b"x"))
@@ -323,8 +323,8 @@ def test_a_redirect_loop_is_one_line(http, tmp_path):
 
 def test_the_gaussians_ceiling_is_their_bayes_accuracy(run_milr):
     """--threshold 0.99 ended below_range advising --lr-min or --steps, which cannot help."""
-    from milr.config import ACCURACY_CEILINGS, EstimateConfig
-    from milr.data import GAUSS_DELTA
+    from milr.base.config import ACCURACY_CEILINGS, EstimateConfig
+    from milr.data.datasets import GAUSS_DELTA
 
     assert ACCURACY_CEILINGS["gaussians"] == pytest.approx(
         0.5 * (1 + math.erf(GAUSS_DELTA / 2 / math.sqrt(2))), abs=1e-12)
@@ -336,7 +336,7 @@ def test_the_gaussians_ceiling_is_their_bayes_accuracy(run_milr):
 
 def test_a_full_disk_names_the_file():
     """[Errno 28] No space left on device, without the file's name, was all a sweep said."""
-    from milr.store import TrialsLog
+    from milr.sweep.store import TrialsLog
 
     with pytest.raises(OSError) as e:
         TrialsLog("/dev/full").append([{"depth": 1, "width": 4, "seed": 0}])
@@ -357,7 +357,7 @@ def test_an_unreadable_npz_is_not_called_corrupt(tmp_path, monkeypatch):
     import builtins
     import io
 
-    from milr.data import DataError, read_npz
+    from milr.data.datasets import DataError, read_npz
 
     path = _npz(tmp_path / "d.npz", 1.0)
     real = builtins.open
@@ -381,7 +381,8 @@ def test_an_unreadable_root_does_not_hide_a_data_set_found_elsewhere(tmp_path, m
     import struct
     from pathlib import Path
 
-    from milr import data, fetch
+    from milr.data import datasets as data
+    from milr.data import fetch
 
     keras, system = tmp_path / "keras", tmp_path / "system"
     keras.mkdir()
@@ -432,7 +433,7 @@ def test_arpack_spends_at_most_max_hvps_products(budget):
     review). A clustered top of the spectrum needs more than the budget: not converged."""
     from scipy.sparse.linalg import LinearOperator
 
-    from milr.sharpness import top_eigenvalue
+    from milr.engine.sharpness import top_eigenvalue
 
     diag = np.concatenate([np.linspace(0, 1, 2999), [1.0001]])
     count = [0]
@@ -450,8 +451,8 @@ def test_arpack_spends_at_most_max_hvps_products(budget):
 
 
 def test_arpack_on_a_network_reports_the_products_it_spent(tiny):
-    from milr.config import EstimateConfig, SharpnessConfig
-    from milr.sharpness import sharpness
+    from milr.base.config import EstimateConfig, SharpnessConfig
+    from milr.engine.sharpness import sharpness
 
     cfg = EstimateConfig(depth=2, width=16, criterion="stable")
     for budget in (3, 30):
@@ -488,9 +489,9 @@ def test_aggregate_mean_is_applied_to_lambda1_and_c(tmp_path, run_milr):
 def test_the_initial_weights_cache_holds_what_the_memory_check_counts():
     """The cache kept up to 16 seeds of earlier (larger) cells of a sweep on the device, which
     the memory check of the next cell did not count; now it holds the current cell's seeds."""
-    from milr import model
-    from milr.config import EstimateConfig
-    from milr.cost import memory_bytes
+    from milr.base.config import EstimateConfig
+    from milr.base.cost import memory_bytes
+    from milr.engine import model
 
     big = EstimateConfig(depth=4, width=256, seeds=8)
     small = EstimateConfig(depth=1, width=8, seeds=2)
@@ -506,7 +507,7 @@ def test_the_initial_weights_cache_holds_what_the_memory_check_counts():
 def test_fit_and_the_store_key_rows_alike(tmp_path):
     """table.latest keyed rows by their text, store.latest by integers: a rerun written as
     '01' (or ' 1') counted as another seed in `milr fit` but replaced the row in a sweep."""
-    from milr import store
+    from milr.sweep import store
 
     rows = [{"depth": "1", "width": "16", "seed": "0", "status": "unfinished", "lr_star": ""},
             {"depth": "01", "width": "16", "seed": " 0", "status": "ok", "lr_star": "0.5"}]

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from milr import store as st
-from milr import sweep as sw
-from milr.grid import GridError, load_grid, parse_grid
+from milr.sweep import run as sw
+from milr.sweep import store as st
+from milr.sweep.grid import GridError, load_grid, parse_grid
 
 GRID = "depths: [1, 2]\nwidths: [8]\nseeds: 2\nsteps: 120\neval_every: 20\ndevice: cpu\n"
 
@@ -220,7 +220,7 @@ def test_ray_missing_is_one_line_before_the_lock(tmp_path, run_milr, monkeypatch
 # --- Ctrl-C at every stage: one line, exit 130 -----------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["milr.config", "typer", "torch"])
+@pytest.mark.parametrize("module", ["milr.base.config", "typer", "torch"])
 def test_ctrl_c_while_milr_starts_is_one_line(tmp_path, module):
     """SIGINT delivered exactly while `module` is imported, before milr's main() starts (torch
     takes seconds)."""
@@ -247,7 +247,7 @@ def test_ctrl_c_in_data_fetch_says_so(tmp_path, run_milr, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("milr.datacmd.fetch", interrupted)
+    monkeypatch.setattr("milr.cli.datacmd.fetch", interrupted)
     code, _, err = run_milr(["data", "fetch", "mnist", "--to", str(tmp_path)])
     assert code == 130 and one_line(err) == "milr: interrupted"
 
@@ -256,7 +256,7 @@ def test_ctrl_c_while_the_grid_is_expanded_says_so(tmp_path, run_milr, monkeypat
     def interrupted(record):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("milr.grid.compile_filter", lambda text, names: interrupted)
+    monkeypatch.setattr("milr.sweep.grid.compile_filter", lambda text, names: interrupted)
     (tmp_path / "g.yaml").write_text(GRID + "where: depth < width\n")
     code, _, err = run_milr(["sweep", str(tmp_path / "g.yaml"), "--out",
                              str(tmp_path / "r.csv"), "--dry-run"])
@@ -268,9 +268,9 @@ def test_ctrl_c_while_the_grid_is_expanded_says_so(tmp_path, run_milr, monkeypat
 
 @pytest.mark.slow
 def test_a_failing_cell_lets_the_other_workers_cell_finish(tmp_path):
-    from milr.config import EstimateConfig
-    from milr.executors import process_runner
-    from milr.tasks import TaskConfig
+    from milr.base.config import EstimateConfig
+    from milr.sweep.executors import process_runner
+    from milr.sweep.tasks import TaskConfig
 
     # the good cell trains for seconds; the bad one fails as soon as it loads its data
     good = EstimateConfig(depth=2, width=64, seeds=1, steps=1500, eval_every=50, rtol=0.05,

@@ -6,10 +6,10 @@ import pytest
 from conftest import TINY_GRID
 
 from milr import EstimateConfig
-from milr.grid import parse_grid
-from milr.search import SyncTrainer, search
-from milr.sweep import predict_lr_star, run_sweep
-from milr.train import Outcome
+from milr.engine.search import SyncTrainer, search
+from milr.engine.train import Outcome
+from milr.sweep.grid import parse_grid
+from milr.sweep.run import predict_lr_star, run_sweep
 
 EDGES = {0: 0.37, 1: 0.052, 2: 2.9}
 

@@ -10,15 +10,15 @@ def __getattr__(name: str):
     is imported with the package itself, so that `milr`'s entry point reaches its own Ctrl-C
     handling (milr.cli) at once."""
     if name == "EstimateConfig":
-        from .config import EstimateConfig
+        from .base.config import EstimateConfig
 
         return EstimateConfig
     if name == "estimate":
-        from .estimation import estimate
+        from .engine.estimation import estimate
 
         return estimate
     if name == "Estimate":
-        from .results import Estimate
+        from .base.results import Estimate
 
         return Estimate
     raise AttributeError(f"module 'milr' has no attribute {name!r}")

@@ -16,8 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
-from milr.fit import fit_power_law
-from milr.table import cells_from_rows, read_table
+from milr.analysis.fit import fit_power_law
+from milr.analysis.table import cells_from_rows, read_table
 
 HERE = Path(__file__).parent
 PROTOCOLS = HERE.parent / "protocols"

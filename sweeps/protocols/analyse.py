@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from milr.fit import fit_power_law, relation
-from milr.table import cells_from_rows, read_table
+from milr.analysis.fit import fit_power_law, relation
+from milr.analysis.table import cells_from_rows, read_table
 
 HERE = Path(__file__).parent
 SAME_LAMBDA1 = {"b-strict": "a-default", "c-stable-ce": "a-default",

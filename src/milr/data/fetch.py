@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import data
-from .config import DATASETS
-from .data import DataError
-from .files import fsync_dir
+from ..base.config import DATASETS
+from ..base.files import fsync_dir
+from . import datasets as data
+from .datasets import DataError
 
 
 @dataclass(frozen=True)

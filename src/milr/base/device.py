@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .version import __version__
+from ..version import __version__
 
 
 def resolve_device(name: str) -> torch.device:

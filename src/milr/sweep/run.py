@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import EstimateConfig
-from .cost import search_bound_tflop
+from ..base.config import EstimateConfig
+from ..base.cost import search_bound_tflop
+from ..base.results import aggregate, ok_values
 from .executors import Runner, local_runner
 from .grid import Grid
-from .results import aggregate, ok_values
 from .store import (
     LOCK_SUFFIX,
     ResultStore,

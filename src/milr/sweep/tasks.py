@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from .config import EstimateConfig
+from ..base.config import EstimateConfig
 from .store import LAMBDA1_FIELDS
 
 
@@ -22,8 +22,9 @@ class TaskConfig:
 
 def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     """Estimate one task; returns its result rows and its trials (top level: picklable)."""
-    from .estimation import estimate  # torch loads here: a sweep refuses bad input before it
-    from .search import depends_on
+    # torch loads here: a sweep refuses bad input before it
+    from ..engine.estimation import estimate
+    from ..engine.search import depends_on
 
     cfg = task.config
     est = estimate(cfg, lambda1_samples=task.lambda1_samples)

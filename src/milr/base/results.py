@@ -181,3 +181,40 @@ def aggregate(values: list, rows: list[dict], how: str = "median") -> list[Cell]
     agg = statistics.median if how == "median" else statistics.fmean
     return [Cell(d, w, agg(v), min(v), max(v), len(v), tried.get((d, w), len(v)))
             for (d, w), v in sorted(groups.items())]
+
+
+# --- words the CLI's tables and the figures share -------------------------------------------
+
+
+def protocol_line(c) -> str:
+    """The protocol an η* was measured under, in a few words (every field is in --json)."""
+    what = (f"accuracy ≥ {c.threshold}" if c.criterion == "accuracy"
+            else "stable for the whole budget")
+    return (f"{c.loss} loss, {what}, {c.steps} steps, divergence checked at every "
+            f"{'step' if c.divergence_check == 'step' else 'evaluation'}, {c.output_init} "
+            f"output layer, input lr × {c.input_lr_scale:g}{_training_words(c)}")
+
+
+def _training_words(c) -> str:
+    """The optimizer, warm-up and parametrisation where they are not the defaults."""
+    words = []
+    if c.optimizer in ("momentum", "nesterov"):
+        words.append(f"{c.optimizer} {c.momentum:g}")
+    elif c.optimizer != "sgd":
+        words.append(f"{c.optimizer} (β {c.beta1:g}, {c.beta2:g}, ε {c.eps:g})")
+    if c.weight_decay:
+        words.append(f"weight decay {c.weight_decay:g}")
+    if c.warmup_steps:
+        words.append(f"{c.warmup_steps} warm-up steps")
+    if c.output_lr_scale != 1:
+        words.append(f"output lr × {c.output_lr_scale:g}")
+    if c.parametrization != "sp":
+        words.append(c.parametrization + (f" (base width {c.base_width})"
+                                          if c.parametrization == "mup" else ""))
+    return "".join(", " + w for w in words)
+
+
+def power(exponent: float, digits: int = 4) -> str:
+    """'^−0.7000' or '^1.0000': one sign, a true minus, never '^−-1.0'."""
+    sign = "−" if exponent < 0 and round(abs(exponent), digits) else ""
+    return f"^{sign}{abs(exponent):.{digits}f}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import FitConfig
+from ..base.config import FitConfig
 from .table import (
     Cell,
     FitError,

@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 import torch
 
-from .config import EstimateConfig, SharpnessConfig
-from .cost import check_memory, eval_cost_in_steps, flops_per_member_step, probes_per_round
-from .data import Dataset, load
-from .device import (
+from ..base.config import EstimateConfig, SharpnessConfig
+from ..base.cost import check_memory, eval_cost_in_steps, flops_per_member_step, probes_per_round
+from ..base.device import (
     available_memory,
     cpu_threads,
     device_name,
@@ -19,7 +18,8 @@ from .device import (
     synchronize,
     versions,
 )
-from .results import Estimate
+from ..base.results import Estimate
+from ..data.datasets import Dataset, load
 from .search import Trainer, midpoint_used, search
 from .sharpness import plain_and_preconditioned
 from .train import BatchedTrainer

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..base.results import power, protocol_line
 from .fit import PowerLaw
-from .render import power
 
 
 def plot_fit(law: PowerLaw, path: str, title: str = "") -> str:
@@ -170,8 +170,6 @@ def bracket(trials: list[dict]) -> tuple[float | None, float | None]:
 def search_view_of(est) -> SearchView:
     """The view of an `Estimate` (milr estimate --plot)."""
     from dataclasses import asdict
-
-    from .render import protocol_line
 
     c = est.config
     seeds = [SeedView(s.seed, s.status, s.lr_star, s.lo, s.hi) for s in est.seeds]

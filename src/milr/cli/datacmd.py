@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .data import DataError
-from .fetch import SOURCES, FetchResult, fetch, survey
+from ..data.datasets import DataError
+from ..data.fetch import SOURCES, FetchResult, fetch, survey
 from .render import command_app, console, err, fail
 
 data_app = command_app("Find the data sets on disk, and download them with verified checksums.")

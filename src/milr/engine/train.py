@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .config import EstimateConfig
-from .data import Dataset
-from .device import matmul_precision
+from ..base.config import EstimateConfig
+from ..base.device import matmul_precision
+from ..base.seeding import batch_schedule
+from ..data.datasets import Dataset
 from .model import Ensemble, Layout, Optim, loss_value, zero_output_loss
-from .seeding import batch_schedule
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:  # torch loads only where tensors are made: a refusal comes before it
     import torch
 
-from .config import DATASETS
+from ..base.config import DATASETS
 
 # Where Debian's dataset packages put their files (`apt-get install dataset-fashion-mnist`).
 SYSTEM_DIRS = {

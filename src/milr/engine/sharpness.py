@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from .config import NetworkConfig, SharpnessConfig
-from .cost import check_sharpness_memory
-from .data import Dataset, load
-from .device import available_memory, resolve_device
+from ..base.config import NetworkConfig, SharpnessConfig
+from ..base.cost import check_sharpness_memory
+from ..base.device import available_memory, resolve_device
+from ..base.seeding import START_VECTOR, batch_schedule, member_seed
+from ..data.datasets import Dataset, load
 from .model import Ensemble, Layout, loss_value
-from .seeding import START_VECTOR, batch_schedule, member_seed
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Protocol
 
-from .config import EstimateConfig
-from .results import SeedResult, Trial
+from ..base.config import EstimateConfig
+from ..base.results import SeedResult, Trial
 from .train import Outcome
 
 # Above this many bracket cells the weighted split is planned on this many and scaled: the

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
-from .config import FIXED_FIELDS, FitConfig
-from .expr import compile_filter
-from .results import STATUSES, Cell, aggregate, ok_values
-from .store import counted_rows, row_key
+from ..base.config import FIXED_FIELDS, FitConfig
+from ..base.expr import compile_filter
+from ..base.results import STATUSES, Cell, aggregate, ok_values
+from ..sweep.store import counted_rows, row_key
 
 
 class FitError(ValueError):

@@ -11,7 +11,7 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
 
     import typer
 
-    from .config import (
+    from ..base.config import (
         EstimateConfig,
         FitConfig,
         NetworkConfig,
@@ -81,7 +81,7 @@ def _config(cls, values: dict):
 
 
 def _dump(obj) -> None:
-    from .results import json_safe
+    from ..base.results import json_safe
 
     sys.stdout.write(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
 
@@ -151,14 +151,14 @@ def estimate_cmd(
     """Search η* of one constant-width ReLU MLP over several seeds."""
     try:
         if plot is not None:  # matplotlib, extension and directory: before any training
-            from .plot import figure_path
+            from ..analysis.plot import figure_path
 
             plot = figure_path(plot, "--plot")
         cfg = _config(EstimateConfig, locals())
-        from .data import preflight
+        from ..data.datasets import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
-        from .estimation import estimate  # torch loads here: Ctrl-C is handled below
+        from ..engine.estimation import estimate  # torch loads here: Ctrl-C is handled below
 
         if err.is_terminal and not as_json:
             with err.status("starting") as status:
@@ -174,7 +174,7 @@ def estimate_cmd(
     failed = None  # a figure that cannot be written must not lose the measurement
     if plot is not None:
         try:
-            from .plot import save, search_figure, search_view_of
+            from ..analysis.plot import save, search_figure, search_view_of
 
             plot = save(search_figure(search_view_of(result)), plot)
         except (ValueError, OSError) as e:
@@ -222,10 +222,10 @@ def sharpness_cmd(
     try:
         cfg = _config(NetworkConfig, locals())  # what λ1 depends on, and nothing else
         scfg = _config(SharpnessConfig, locals())
-        from .data import preflight
+        from ..data.datasets import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
-        from .sharpness import sharpness_seeds
+        from ..engine.sharpness import sharpness_seeds
 
         results = sharpness_seeds(cfg, scfg)
     except (ValueError, OSError) as e:
@@ -259,7 +259,7 @@ def fit_cmd(
 ) -> None:
     """Fit η* = C (d·w)^−α (and C d^−a w^−b) with confidence intervals and goodness of fit."""
     try:
-        from .fit import fit_table
+        from ..analysis.fit import fit_table
 
         fcfg = FitConfig(column=column, aggregate=aggregate, where=tuple(where or ()),
                          min_depth=min_depth, max_depth=max_depth, min_width=min_width,
@@ -271,7 +271,7 @@ def fit_cmd(
         law, notes, relations = fitted.law, fitted.excluded, fitted.sharpness
         prediction = law.predict(*predict) if predict else None
         if plot:
-            from .plot import plot_fit
+            from ..analysis.plot import plot_fit
 
             plot = plot_fit(law, plot, title=f"{results}: {column}")  # the path written
     except (ValueError, OSError) as e:
@@ -309,11 +309,11 @@ def sweep_cmd(
     from pathlib import Path
 
     try:  # torch loads here
-        from . import executors as ex
-        from . import sweep as sw
-        from .grid import load_grid
-        from .store import ResultStore
-        from .table import summarise
+        from ..analysis.table import summarise
+        from ..sweep import executors as ex
+        from ..sweep import run as sw
+        from ..sweep.grid import load_grid
+        from ..sweep.store import ResultStore
     except KeyboardInterrupt:
         _interrupted()
 

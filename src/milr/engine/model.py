@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .seeding import WEIGHTS, member_seed
+from ..base.seeding import WEIGHTS, member_seed
 
 # Variance of the output layer's weights times its fan-in (hidden layers are always He: 2).
 OUTPUT_GAINS = {"fan-in": 1.0, "he": 2.0, "zero": 0.0}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import FIXED_FIELDS, EstimateConfig
-from .expr import compile_filter
+from ..base.config import FIXED_FIELDS, EstimateConfig
+from ..base.expr import compile_filter
 
 CELL_FIELDS = ("depth", "width")
 MAX_AXIS = 1000  # values of depths or widths, counted before a range is expanded

@@ -31,7 +31,7 @@ def search_cmd(
     """Every trial of one cell's search by verdict, brackets and η*, and the curves of the
     trials that decided each seed's bracket."""
     try:
-        from . import plot
+        from ..analysis import plot
 
         path = plot.figure_path(out)  # before anything is read
         view = plot.search_view_from_log(trials, cell[0], cell[1], results)
@@ -54,7 +54,7 @@ def sweep_cmd(
     """η* over depth × width as an annotated heat map, and η* against d·w (one line per depth,
     or with --compare one fitted line per file)."""
     try:
-        from . import plot
+        from ..analysis import plot
 
         path = plot.figure_path(out)
         main = plot.sweep_table(results)

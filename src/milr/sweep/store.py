@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import FIXED_FIELDS, EstimateConfig
-from .files import fsync_dir
-from .results import json_safe
+from ..base.config import FIXED_FIELDS, EstimateConfig
+from ..base.files import fsync_dir
+from ..base.results import json_safe
 
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples

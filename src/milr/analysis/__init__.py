@@ -1,0 +1,1 @@
+"""Results read back: tables aggregated per cell, power-law fits with their intervals, figures."""
