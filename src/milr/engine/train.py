@@ -269,54 +269,22 @@ class BatchedTrainer:
         return m.steps_run // self.cfg.eval_every > last // self.cfg.eval_every
 
     def _check(self, loss: torch.Tensor) -> list[_Member]:
-        """Verdicts of the members at a stop (see _next_stop); the others stop only if they
-        diverged at a step.
-
-        accuracy: success when the threshold is met with the loss within the limit and the
-        outputs finite; divergence when a step diverged, the outputs are not finite, or (with
-        divergence_check "eval") the loss is still above the limit: a transient spike that has
-        recovered by the evaluation is then not divergence. stable: success at the end of the
-        budget when no step diverged and the loss after the last update is finite and within
-        the limit; accuracy is never computed.
-        """
-        cfg = self.cfg
+        """Verdicts of the members at a stop (see _next_stop) by the criterion
+        (`_check_accuracy`, `_check_stable`); the others stop only if they diverged at a step.
+        Then, with `cancel_dominated`, the members a success has dominated stop, and the
+        finished ones get their largest loss. Returns the members that finished here."""
+        open_ = [m for m in self.members if m.outcome is None]
         at_stop = [m.outcome is None and self._at_stop(m) for m in self.members]
-        limit = self.limit.tolist()
-        stepped_bad = self.bad.tolist()
+        stepped_bad = self.bad.tolist()  # a non-finite loss (or, under "step", one too large)
+        # at a stop, also a loss above the limit now
         bad = (self.bad | ~(loss <= self.limit)).tolist() if any(at_stop) else stepped_bad
         loss_l = loss.tolist()
-        wanted = [e and not b for e, b in zip(at_stop, bad, strict=True)]
-        if cfg.criterion == "stable":
-            after = self._loss_after_budget(wanted)
-            acc = finite = [None] * len(wanted)
-        else:
-            acc, finite = _evaluate(self.net, self.data, wanted)
-        finished = []
-        for r, m in enumerate(self.members):
-            if m.outcome is not None:
-                continue
-            if cfg.criterion == "stable" and not stepped_bad[r] and (at_stop[r]
-                                                                     or self._point_due(m)):
-                m.curve.append((m.steps_run, None, loss_l[r]))
-            if at_stop[r] and cfg.criterion == "stable":
-                ok = not bad[r] and math.isfinite(after[r]) and after[r] <= limit[r]
-                self._finish(m, loss_l[r] if after[r] is None else after[r], success=ok,
-                             diverged=not ok)
-            elif at_stop[r]:
-                diverged = bad[r] or finite[r] is False
-                m.acc = None if diverged else acc[r]
-                m.peak = m.peak if m.acc is None else max(m.peak or 0.0, m.acc)
-                m.curve.append((m.steps_run, m.acc, loss_l[r]))
-                ok = not diverged and acc[r] >= cfg.threshold
-                if diverged or ok or m.steps_run >= cfg.steps:
-                    self._finish(m, loss_l[r], success=ok, diverged=diverged)
-            elif stepped_bad[r]:
-                m.acc = None
-                self._finish(m, loss_l[r], diverged=True)
-            if m.outcome is not None:
-                finished.append(m)
-                if m.outcome.success:
-                    self.best[m.seed] = max(self.best.get(m.seed, 0.0), m.lr)
+        judge = self._check_stable if self.cfg.criterion == "stable" else self._check_accuracy
+        judge(at_stop, stepped_bad, bad, loss_l)
+        finished = [m for m in open_ if m.outcome is not None]
+        for m in finished:
+            if m.outcome.success:
+                self.best[m.seed] = max(self.best.get(m.seed, 0.0), m.lr)
         if self.cancel:
             for r, m in enumerate(self.members):
                 if m.outcome is None and m.lr < self.best.get(m.seed, 0.0):
@@ -329,6 +297,54 @@ class BatchedTrainer:
                 m.outcome = replace(m.outcome, max_loss=top[row[id(m)]],
                                     max_loss_step=at[row[id(m)]])
         return finished
+
+    def _open(self):
+        """(row, member) of the members still training."""
+        return [(r, m) for r, m in enumerate(self.members) if m.outcome is None]
+
+    def _check_accuracy(self, at_stop: list[bool], stepped_bad: list[bool], bad: list[bool],
+                        loss: list[float]) -> None:
+        """accuracy, at a member's evaluation: success when the threshold is met with the loss
+        within the limit and the outputs finite; divergence when a step diverged, the outputs
+        are not finite, or (with divergence_check "eval") the loss is still above the limit: a
+        transient spike that has recovered by the evaluation is then not divergence. Neither
+        before the end of the budget: the member trains on."""
+        cfg = self.cfg
+        acc, finite = _evaluate(self.net, self.data,
+                                [e and not b for e, b in zip(at_stop, bad, strict=True)])
+        for r, m in self._open():
+            if at_stop[r]:
+                diverged = bad[r] or finite[r] is False
+                m.acc = None if diverged else acc[r]
+                m.peak = m.peak if m.acc is None else max(m.peak or 0.0, m.acc)
+                m.curve.append((m.steps_run, m.acc, loss[r]))
+                ok = not diverged and acc[r] >= cfg.threshold
+                if diverged or ok or m.steps_run >= cfg.steps:
+                    self._finish(m, loss[r], success=ok, diverged=diverged)
+            elif stepped_bad[r]:
+                self._diverged(m, loss[r])
+
+    def _check_stable(self, at_stop: list[bool], stepped_bad: list[bool], bad: list[bool],
+                      loss: list[float]) -> None:
+        """stable, at the end of the budget: success when no step diverged and the loss after
+        the last update is finite and within the limit; accuracy is never computed. The loss
+        curve takes a point at every multiple of eval_every."""
+        after = self._loss_after_budget([e and not b for e, b in zip(at_stop, bad, strict=True)])
+        limit = self.limit.tolist()
+        for r, m in self._open():
+            if not stepped_bad[r] and (at_stop[r] or self._point_due(m)):
+                m.curve.append((m.steps_run, None, loss[r]))
+            if at_stop[r]:
+                ok = not bad[r] and math.isfinite(after[r]) and after[r] <= limit[r]
+                self._finish(m, loss[r] if after[r] is None else after[r], success=ok,
+                             diverged=not ok)
+            elif stepped_bad[r]:
+                self._diverged(m, loss[r])
+
+    def _diverged(self, m: _Member, loss: float) -> None:
+        """A member whose loss diverged at a step between its stops."""
+        m.acc = None
+        self._finish(m, loss, diverged=True)
 
     def _drop_finished(self) -> None:
         """Compact the finished rows away, or on a graph only retire them until they make up a
