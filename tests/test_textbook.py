@@ -111,7 +111,8 @@ def test_a_changed_stopping_step_or_verdict_is_a_mismatch(pairs, tiny):
 PROTOCOLS = {
     "momentum": ({"optimizer": "momentum"}, (1e-3, 0.1, 0.3, 3.0, 1e3)),
     "nesterov": ({"optimizer": "nesterov"}, (1e-3, 0.1, 0.3, 3.0, 1e3)),
-    "adam": ({"optimizer": "adam"}, (3e-3, 0.03, 0.1, 3.0, 100.0)),
+    # adam far above η* (100, 300) overflows at a step that its last bits decide
+    "adam": ({"optimizer": "adam"}, (3e-3, 0.03, 0.1, 3.0, 30.0)),
     "adamw": ({"optimizer": "adamw", "weight_decay": 0.1}, (0.01, 0.1, 0.3, 100.0)),
     "sgd-warmup": ({"warmup_steps": 40}, (0.01, 0.3, 1.0, 10.0, 40.0, 1e5)),
     "adam-warmup": ({"optimizer": "adam", "warmup_steps": 40}, (0.01, 0.1, 3.0, 1e4)),
