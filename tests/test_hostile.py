@@ -41,13 +41,6 @@ BAD = {
     ("estimate", "seed"): ["-1", *INT_JUNK],
     ("estimate", "input_lr_scale"): ["0", "-1", *NUMBER_JUNK],
     ("estimate", "output_init"): ["xavier"],
-    ("estimate", "divergence_factor"): ["1", "0.5", "-2", *NUMBER_JUNK],
-    ("estimate", "divergence_check"): ["never"],
-    ("estimate", "initial_loss_floor"): ["0", "-1", *NUMBER_JUNK],
-    ("estimate", "nonfinite_every"): ["0", "-1", *INT_JUNK],
-    ("estimate", "lr_min"): ["0", "-1", "20", *NUMBER_JUNK],
-    ("estimate", "lr_max"): ["0", "-1", "1e-4", *NUMBER_JUNK],
-    ("estimate", "lr_start"): ["0", "-1", *NUMBER_JUNK],
     ("estimate", "output_lr_scale"): ["0", "-1", *NUMBER_JUNK],
     ("estimate", "optimizer"): ["rmsprop", ""],
     ("estimate", "momentum"): ["-0.1", "0", "1", "1.5", *NUMBER_JUNK],  # sgd has none
@@ -58,6 +51,13 @@ BAD = {
     ("estimate", "warmup_steps"): ["-1", "21", "1000", *INT_JUNK],  # the budget here is 20
     ("estimate", "parametrization"): ["mup", "muP", "ntk2"],  # mup needs a base width
     ("estimate", "base_width"): ["0", "-4", "64", *INT_JUNK],  # 64: sp has no base width
+    ("estimate", "divergence_factor"): ["1", "0.5", "-2", *NUMBER_JUNK],
+    ("estimate", "divergence_check"): ["never"],
+    ("estimate", "initial_loss_floor"): ["0", "-1", *NUMBER_JUNK],
+    ("estimate", "nonfinite_every"): ["0", "-1", *INT_JUNK],
+    ("estimate", "lr_min"): ["0", "-1", "20", *NUMBER_JUNK],
+    ("estimate", "lr_max"): ["0", "-1", "1e-4", *NUMBER_JUNK],
+    ("estimate", "lr_start"): ["0", "-1", *NUMBER_JUNK],
     ("estimate", "widen"): ["0.5", "-1", *NUMBER_JUNK],
     ("estimate", "grid_per_decade"): ["0", "-1", *INT_JUNK],
     ("estimate", "rtol"): ["0", "-0.1", "1e-9", "5", *NUMBER_JUNK],
@@ -79,6 +79,10 @@ BAD = {
     ("sharpness", "input_lr_scale"): ["0", "-1", *NUMBER_JUNK],
     ("sharpness", "loss"): ["l1"],
     ("sharpness", "output_init"): ["xavier"],
+    ("sharpness", "output_lr_scale"): ["0", "-1", *NUMBER_JUNK],
+    ("sharpness", "parametrization"): ["mup", "ntk2"],
+    ("sharpness", "base_width"): ["0", "-4", "64", *INT_JUNK],
+    ("sharpness", "optimizer"): ["rmsprop"],
     ("sharpness", "samples"): ["0", "-1", *INT_JUNK],
     ("sharpness", "preconditioned"): [],  # a flag
     ("sharpness", "tol"): ["0", "1", "-1", *NUMBER_JUNK],
@@ -86,10 +90,6 @@ BAD = {
     ("sharpness", "solver"): ["power"],
     ("sharpness", "device"): ["tpu", "cuda"],
     ("sharpness", "as_json"): [],  # a flag
-    ("sharpness", "output_lr_scale"): ["0", "-1", *NUMBER_JUNK],
-    ("sharpness", "parametrization"): ["mup", "ntk2"],
-    ("sharpness", "base_width"): ["0", "-4", "64", *INT_JUNK],
-    ("sharpness", "optimizer"): ["rmsprop"],
     ("fit", "results"): ["missing.csv", "/", "EXTRA_FIELDS"],
     ("fit", "where"): ["import os", "width / (depth - depth)", "width ** 10 ** 10", "depth >"],
     ("fit", "min_depth"): ["0", "-1", *INT_JUNK],

@@ -104,14 +104,6 @@ def estimate_cmd(
     input_lr_scale: Annotated[float, option(EstimateConfig, "input_lr_scale")
                               ] = E.input_lr_scale,
     output_init: Annotated[str, option(EstimateConfig, "output_init")] = E.output_init,
-    divergence_factor: Annotated[float, option(EstimateConfig, "divergence_factor")
-                                 ] = E.divergence_factor,
-    divergence_check: Annotated[str, option(EstimateConfig, "divergence_check")
-                                ] = E.divergence_check,
-    initial_loss_floor: Annotated[float, option(EstimateConfig, "initial_loss_floor")
-                                  ] = E.initial_loss_floor,
-    nonfinite_every: Annotated[int, option(EstimateConfig, "nonfinite_every")
-                               ] = E.nonfinite_every,
     output_lr_scale: Annotated[float, option(EstimateConfig, "output_lr_scale")
                                ] = E.output_lr_scale,
     optimizer: Annotated[str, option(EstimateConfig, "optimizer")] = E.optimizer,
@@ -124,6 +116,14 @@ def estimate_cmd(
     parametrization: Annotated[str, option(EstimateConfig, "parametrization")
                                ] = E.parametrization,
     base_width: Annotated[int | None, option(EstimateConfig, "base_width")] = E.base_width,
+    divergence_factor: Annotated[float, option(EstimateConfig, "divergence_factor")
+                                 ] = E.divergence_factor,
+    divergence_check: Annotated[str, option(EstimateConfig, "divergence_check")
+                                ] = E.divergence_check,
+    initial_loss_floor: Annotated[float, option(EstimateConfig, "initial_loss_floor")
+                                  ] = E.initial_loss_floor,
+    nonfinite_every: Annotated[int, option(EstimateConfig, "nonfinite_every")
+                               ] = E.nonfinite_every,
     lr_min: Annotated[float | None, option(EstimateConfig, "lr_min")] = E.lr_min,
     lr_max: Annotated[float | None, option(EstimateConfig, "lr_max")] = E.lr_max,
     lr_start: Annotated[float | None, option(EstimateConfig, "lr_start")] = E.lr_start,
@@ -201,6 +201,12 @@ def sharpness_cmd(
                               ] = E.input_lr_scale,
     loss: Annotated[str, option(EstimateConfig, "loss")] = E.loss,
     output_init: Annotated[str, option(EstimateConfig, "output_init")] = E.output_init,
+    output_lr_scale: Annotated[float, option(EstimateConfig, "output_lr_scale")
+                               ] = E.output_lr_scale,
+    parametrization: Annotated[str, option(EstimateConfig, "parametrization")
+                               ] = E.parametrization,
+    base_width: Annotated[int | None, option(EstimateConfig, "base_width")] = E.base_width,
+    optimizer: Annotated[str, option(EstimateConfig, "optimizer")] = E.optimizer,
     samples: Annotated[int, option(SharpnessConfig, "samples")] = S.samples,
     preconditioned: Annotated[bool, option(SharpnessConfig, "preconditioned")
                               ] = S.preconditioned,
@@ -209,12 +215,6 @@ def sharpness_cmd(
     solver: Annotated[str, option(SharpnessConfig, "solver")] = S.solver,
     device: Annotated[str, option(EstimateConfig, "device")] = E.device,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    output_lr_scale: Annotated[float, option(EstimateConfig, "output_lr_scale")
-                               ] = E.output_lr_scale,
-    parametrization: Annotated[str, option(EstimateConfig, "parametrization")
-                               ] = E.parametrization,
-    base_width: Annotated[int | None, option(EstimateConfig, "base_width")] = E.base_width,
-    optimizer: Annotated[str, option(EstimateConfig, "optimizer")] = E.optimizer,
 ) -> None:
     """λ1, the top Hessian eigenvalue at initialisation, per seed, with its residual."""
     from dataclasses import asdict
