@@ -92,15 +92,13 @@ class SeedSearch:
                 and self.cfg.criterion == "accuracy":
             return self._cold_after_warm_failure(k)
         if lo is None:  # nothing trains yet: continue down the grid
-            i0 = self._grid_index(min(self.tried)) + 1 if self.tried else self._start_index()
-            probes = [self.grid(i) for i in range(i0, i0 + k) if self.grid(i) >= self.floor * 0.999]
+            probes = self._down(self._grid_index(min(self.tried)) + 1 if self.tried
+                                else self._start_index())
             if not probes:
                 self.status = "below_range"
             return probes
         if hi is None:  # the largest rate tried trains: continue up the grid
-            i0 = self._grid_index(max(self.tried)) - 1
-            probes = [self.grid(i) for i in range(i0, i0 - k, -1)
-                      if self.grid(i) <= self.ceiling * 1.001]
+            probes = self._up(self._grid_index(max(self.tried)) - 1)
             if not probes:
                 self.status = "above_range"
             return probes
@@ -121,6 +119,16 @@ class SeedSearch:
             step = (hi / lo) ** (1 / (k + 1))
             return [lo * step**j for j in range(1, k + 1)]
         return [lo + (hi - lo) * j / (k + 1) for j in range(1, k + 1)]
+
+    def _down(self, i0: int) -> list[float]:
+        """The next probes down the scan grid from point i0, not below its floor."""
+        return [self.grid(i) for i in range(i0, i0 + self.probes)
+                if self.grid(i) >= self.floor * 0.999]
+
+    def _up(self, i0: int) -> list[float]:
+        """The next probes up the scan grid from point i0, not above its ceiling."""
+        return [self.grid(i) for i in range(i0, i0 - self.probes, -1)
+                if self.grid(i) <= self.ceiling * 1.001]
 
     def _cold_after_warm_failure(self, k: int) -> list[float]:
         """A warm start failed under `accuracy`: it may have been too slow (below the trainable
@@ -183,17 +191,13 @@ class SeedSearch:
         while everything does, then bisection in log η (several probes: evenly spaced)."""
         lo, hi = self.also_bracket()
         k = self.probes
-        if lo is None:
-            i0 = math.floor(self._grid_position(min(self.tried)) + 1e-9) + 1
-            probes = [self.grid(i) for i in range(i0, i0 + k)
-                      if self.grid(i) >= self.floor * 0.999]
+        if lo is None:  # the grid points strictly below every rate tried
+            probes = self._down(math.floor(self._grid_position(min(self.tried)) + 1e-9) + 1)
             if not probes:
                 self.also_status = "below_range"
             return probes
-        if hi is None:
-            i0 = math.ceil(self._grid_position(max(self.tried)) - 1e-9) - 1
-            probes = [self.grid(i) for i in range(i0, i0 - k, -1)
-                      if self.grid(i) <= self.ceiling * 1.001]
+        if hi is None:  # and strictly above
+            probes = self._up(math.ceil(self._grid_position(max(self.tried)) - 1e-9) - 1)
             if not probes:
                 self.also_status = "above_range"
             return probes
