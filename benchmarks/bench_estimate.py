@@ -40,7 +40,7 @@ from reference import reference_estimate, run_one  # noqa: E402
 from milr import EstimateConfig, estimate  # noqa: E402
 from milr.base.config import ACCURACY_CEILINGS  # noqa: E402
 from milr.base.cost import flops_per_member_step  # noqa: E402
-from milr.data.datasets import load  # noqa: E402
+from milr.data.lookup import load  # noqa: E402
 from milr.engine.train import train  # noqa: E402
 
 FULL_CELLS = [(2, 64), (4, 256), (8, 1024), (16, 512)]

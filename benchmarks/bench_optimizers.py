@@ -28,7 +28,7 @@ from funcpeer import train_func  # noqa: E402
 
 from milr import EstimateConfig  # noqa: E402
 from milr.base.config import ACCURACY_CEILINGS  # noqa: E402
-from milr.data.datasets import load  # noqa: E402
+from milr.data.lookup import load  # noqa: E402
 from milr.engine.train import train  # noqa: E402
 
 # Rates far below each optimizer's η* on Fashion-MNIST: no member stops early.

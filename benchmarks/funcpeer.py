@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from milr.base.config import EstimateConfig
-from milr.data.datasets import Dataset
+from milr.data.formats import Dataset
 
 COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
 

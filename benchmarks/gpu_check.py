@@ -10,7 +10,7 @@ import time
 import torch
 
 from milr import EstimateConfig
-from milr.data.datasets import load
+from milr.data.lookup import load
 from milr.engine.train import train
 
 

@@ -20,7 +20,7 @@ import torch
 from milr import EstimateConfig
 from milr.base.config import ACCURACY_CEILINGS
 from milr.base.device import resolve_device
-from milr.data.datasets import load
+from milr.data.lookup import load
 from milr.engine.estimation import estimate
 from milr.engine.model import Ensemble
 from milr.engine.train import BatchedTrainer, train

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from milr.base.config import EstimateConfig
 from milr.base.seeding import batch_schedule
-from milr.data.datasets import Dataset
+from milr.data.formats import Dataset
 from milr.engine.model import init_weights
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from milr.data.datasets import Dataset, gaussians
+from milr.data.formats import Dataset, gaussians
 
 pytest_plugins = ("pytester",)
 

@@ -39,7 +39,7 @@ def test_estimate_json_has_config_seeds_and_trials():
      "data directory /nonexistent does not exist"),
 ])
 def test_bad_input_is_one_line_exit_2(args, phrase, run_milr, monkeypatch):
-    monkeypatch.setattr("milr.data.datasets.SYSTEM_DIRS", {"mnist": []})
+    monkeypatch.setattr("milr.data.lookup.SYSTEM_DIRS", {"mnist": []})
     code, out, err = run_milr(["estimate", *args])
     assert code == 2
     assert phrase in err

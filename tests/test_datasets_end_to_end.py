@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from milr.cli import app
-from milr.data import datasets as data
+from milr.data import lookup
 
 
 def images(n, shape, seed):
@@ -33,7 +33,7 @@ def write_idx(path, arr):
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "_CACHE", {})
+    monkeypatch.setattr(lookup, "_CACHE", {})
     monkeypatch.delenv("MILR_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 

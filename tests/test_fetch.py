@@ -19,8 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from milr.cli.datacmd import data_app
-from milr.data import datasets as data
-from milr.data import fetch
+from milr.data import fetch, formats, lookup, survey
 from milr.data.fetch import FetchError, Remote, Source
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -46,8 +45,8 @@ def cifar_archive(extra=()):
     rng = np.random.default_rng(1)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in [*data.CIFAR_TRAIN, data.CIFAR_TEST, "batches.meta.txt"]:
-            rec = rng.integers(0, 256, (3, data.CIFAR_RECORD)).astype(np.uint8)
+        for name in [*formats.CIFAR_TRAIN, formats.CIFAR_TEST, "batches.meta.txt"]:
+            rec = rng.integers(0, 256, (3, formats.CIFAR_RECORD)).astype(np.uint8)
             rec[:, 0] = [0, 1, 2]
             add(tar, f"cifar-10-batches-bin/{name}", rec.tobytes())
         for name, payload, kind in extra:
@@ -120,9 +119,9 @@ def server(monkeypatch):
     monkeypatch.setattr(fetch, "SOURCES", dict(fetch.SOURCES))
     monkeypatch.setattr(fetch, "BACKOFF", 0.0)
     monkeypatch.setattr(fetch, "TIMEOUT", 5.0)
-    monkeypatch.setattr(data, "_CACHE", {})
-    monkeypatch.setattr(data, "default_roots", lambda: [])
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(lookup, "_CACHE", {})
+    monkeypatch.setattr(lookup, "default_roots", lambda: [])
+    monkeypatch.setattr(lookup, "SYSTEM_DIRS", {})
     monkeypatch.delenv("MILR_DATA", raising=False)
     s = Server()
     s.thread.start()
@@ -145,7 +144,7 @@ def test_fetch_downloads_verifies_and_load_finds_it(server, tmp_path):
     assert leftovers(tmp_path) == sorted(f"{n}.gz" for n in IDX_NAMES)  # no .part left
     size = len(server.files["train-images-idx3-ubyte.gz"])
     assert ("train-images-idx3-ubyte.gz", size, size) in seen
-    ds = data.load("mnist", tmp_path)
+    ds = lookup.load("mnist", tmp_path)
     assert ds.x_train.shape == (60, 784) and ds.classes == 10
     n = len(server.log)
     again = fetch.fetch("mnist", tmp_path)
@@ -177,7 +176,7 @@ def test_dropped_connection_then_rerun_resumes(server, tmp_path, monkeypatch):
     res = fetch.fetch("mnist", tmp_path)
     assert (big, "bytes=5000-") in server.log  # resumed, not restarted
     assert len(res.downloaded) == 4 and not part.exists()
-    assert data.load("mnist", tmp_path).x_train.shape == (60, 784)
+    assert lookup.load("mnist", tmp_path).x_train.shape == (60, 784)
 
 
 def test_rerun_restarts_when_the_server_ignores_ranges(server, tmp_path, monkeypatch):
@@ -230,7 +229,7 @@ def test_mirror_is_used_and_checked(server, tmp_path):
     fetch.SOURCES["fashion-mnist"] = Source("http://invalid.example/",
                                             fetch.SOURCES["fashion-mnist"].files, "fashion-mnist")
     fetch.fetch("fashion-mnist", tmp_path, mirror=server.url.rstrip("/"))
-    assert data.locate("fashion-mnist", tmp_path).where == tmp_path / "fashion-mnist"
+    assert lookup.locate("fashion-mnist", tmp_path).where == tmp_path / "fashion-mnist"
     with pytest.raises(FetchError, match="mirror must be an http"):
         fetch.fetch("fashion-mnist", tmp_path, mirror="ftp://x")
 
@@ -255,10 +254,10 @@ def test_cifar_archive_is_extracted_safely(server, tmp_path):
     assert res.where == root / "cifar-10-batches-bin"
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
                   if p.is_file()) == sorted(f"root/cifar-10-batches-bin/{n}" for n in [
-        *data.CIFAR_TRAIN, data.CIFAR_TEST, "batches.meta.txt", fetch.MANIFEST])
-    ds = data.load("cifar10", root)
+        *formats.CIFAR_TRAIN, formats.CIFAR_TEST, "batches.meta.txt", fetch.MANIFEST])
+    ds = lookup.load("cifar10", root)
     assert ds.x_train.shape == (15, 3072) and ds.y_eval.tolist() == [0, 1, 2]
-    verdict = fetch.checksum(data.locate("cifar10", root))
+    verdict = survey.checksum(lookup.locate("cifar10", root))
     assert verdict == "ok (extracted from the verified archive)"
     n = len(server.log)
     assert fetch.fetch("cifar10", root).present and len(server.log) == n  # nothing downloaded
@@ -284,10 +283,11 @@ def test_unknown_name_is_refused():
 def test_checksum_of_published_files_matches_and_a_changed_file_does_not(server, tmp_path):
     server.serve("mnist", idx_files())
     fetch.fetch("mnist", tmp_path)
-    assert fetch.checksum(data.locate("mnist", tmp_path)) == "ok"
+    assert survey.checksum(lookup.locate("mnist", tmp_path)) == "ok"
     p = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
     p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes()), mtime=1))  # same content
-    assert fetch.checksum(data.locate("mnist", tmp_path)) == "no match: t10k-labels-idx1-ubyte.gz"
+    assert (survey.checksum(lookup.locate("mnist", tmp_path))
+            == "no match: t10k-labels-idx1-ubyte.gz")
 
 
 def test_checksum_of_recompressed_copy_is_checked_on_its_content(tmp_path, monkeypatch):
@@ -299,25 +299,25 @@ def test_checksum_of_recompressed_copy_is_checked_on_its_content(tmp_path, monke
     for f, b in files.items():  # re-compressed, as Debian ships them, or unpacked
         (tmp_path / (f if "labels" in f else f[:-3])).write_bytes(
             gzip.compress(gzip.decompress(b), mtime=7) if "labels" in f else gzip.decompress(b))
-    found = data.locate("fashion-mnist", tmp_path)
-    assert fetch.checksum(found) == "ok (decompressed content)"
+    found = lookup.locate("fashion-mnist", tmp_path)
+    assert survey.checksum(found) == "ok (decompressed content)"
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\0" * 20)
-    assert fetch.checksum(found) == "no match: t10k-images-idx3-ubyte"
+    assert survey.checksum(found) == "no match: t10k-images-idx3-ubyte"
 
 
 def test_keras_npz_checksum(tmp_path, monkeypatch):
     p = tmp_path / "mnist.npz"
     np.savez(p, x_train=np.zeros((20, 2)), y_train=np.arange(20) % 2, x_test=np.zeros((4, 2)),
              y_test=np.arange(4) % 2)
-    found = data.locate("mnist", tmp_path)
-    assert fetch.checksum(found) == "no match: mnist.npz"
+    found = lookup.locate("mnist", tmp_path)
+    assert survey.checksum(found) == "no match: mnist.npz"
     monkeypatch.setitem(fetch.KERAS_NPZ_SHA256, "mnist.npz", fetch.sha256(p))
-    assert fetch.checksum(found) == "ok"
+    assert survey.checksum(found) == "ok"
 
 
 def test_published_checksum_table_is_complete():
     for name, src in fetch.SOURCES.items():
-        assert name in data.LAYOUT_DIRS and src.base.startswith("https://")
+        assert name in lookup.LAYOUT_DIRS and src.base.startswith("https://")
         for r in src.files:
             assert len(r.sha256) == 64 and int(r.sha256, 16) >= 0 and r.size > 0
     assert {f"{n}.gz" for n in IDX_NAMES} == {r.file for r in fetch.MNIST.files}
@@ -342,17 +342,17 @@ def test_cli_list_shows_every_data_set(server, tmp_path):
     assert res.exit_code == 0, res.output
     for name in ("gaussians", "fashion-mnist", "mnist", "cifar10", "milr data fetch cifar10"):
         assert name in res.output
-    entries = {e.name: e for e in fetch.survey(tmp_path)}
+    entries = {e.name: e for e in survey.survey(tmp_path)}
     assert entries["mnist"].found and entries["mnist"].checksum == "ok"
     assert entries["mnist"].shapes == "60 + 20 × 784, 10 classes"
     assert not entries["cifar10"].found and "milr data fetch cifar10" in entries["cifar10"].problem
 
 
 def test_cli_list_reports_an_unreadable_set(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "default_roots", lambda: [])
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(lookup, "default_roots", lambda: [])
+    monkeypatch.setattr(lookup, "SYSTEM_DIRS", {})
     (tmp_path / "mnist.npz").write_bytes(b"")
-    entry = {e.name: e for e in fetch.survey(tmp_path)}["mnist"]
+    entry = {e.name: e for e in survey.survey(tmp_path)}["mnist"]
     assert entry.found and "is empty (0 bytes)" in entry.problem
     res = runner.invoke(cli(), ["data", "list", "--data-dir", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "does not exist" in res.output

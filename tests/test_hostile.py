@@ -164,7 +164,7 @@ CASES = [(c, o, v) for (c, o), values in BAD.items() for v in values]
 @pytest.mark.parametrize("command, option, value", CASES)
 def test_bad_value_is_one_line_and_exit_nonzero(command, option, value, tmp_path, run_milr,
                                                 monkeypatch):
-    monkeypatch.setattr("milr.data.datasets.SYSTEM_DIRS", {})
+    monkeypatch.setattr("milr.data.lookup.SYSTEM_DIRS", {})
     args = base_args(command, tmp_path)
     param = next(p for p in commands()[command].params if p.name == option)
     if value == "EXTRA_FIELDS":  # a row longer than its header (or a file that is not a CSV)

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from milr import EstimateConfig, estimate
-from milr.data.datasets import DataError, load
+from milr.data.formats import DataError
+from milr.data.lookup import load
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ def _npz(path, scale, dim=8, n=400):
 def test_inputs_of_any_float32_magnitude_are_standardised_as_at_scale_one(tmp_path, scale):
     """float32's sum of squares overflows at 1e20 (every input became -0.0) and underflows at
     1e-30 (std 0, inputs left at 1e-30): the standardised inputs must equal those at scale 1."""
-    from milr.data.datasets import load_npz
+    from milr.data.formats import load_npz
 
     ref = load_npz(_npz(tmp_path / "one.npz", 1.0))
     got = load_npz(_npz(tmp_path / "scaled.npz", scale))
@@ -78,7 +78,7 @@ def test_inputs_of_any_float32_magnitude_are_standardised_as_at_scale_one(tmp_pa
 
 def test_published_inputs_keep_their_float32_standardisation():
     """Data that float32 standardises well are standardised exactly as before (bit for bit)."""
-    from milr.data.datasets import gaussians
+    from milr.data.formats import gaussians
 
     ds = gaussians(seed=1, dim=16, n_train=300, n_eval=100)
     rng = np.random.default_rng(1)
@@ -92,7 +92,7 @@ def test_published_inputs_keep_their_float32_standardisation():
 
 
 def test_an_eval_set_beyond_float32_after_standardising_is_refused(tmp_path):
-    from milr.data.datasets import DataError, load_npz
+    from milr.data.formats import DataError, load_npz
 
     x = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32) * 1e-30
     xe = x[:20].copy()
@@ -324,7 +324,7 @@ def test_a_redirect_loop_is_one_line(http, tmp_path):
 def test_the_gaussians_ceiling_is_their_bayes_accuracy(run_milr):
     """--threshold 0.99 ended below_range advising --lr-min or --steps, which cannot help."""
     from milr.base.config import ACCURACY_CEILINGS, EstimateConfig
-    from milr.data.datasets import GAUSS_DELTA
+    from milr.data.formats import GAUSS_DELTA
 
     assert ACCURACY_CEILINGS["gaussians"] == pytest.approx(
         0.5 * (1 + math.erf(GAUSS_DELTA / 2 / math.sqrt(2))), abs=1e-12)
@@ -357,7 +357,7 @@ def test_an_unreadable_npz_is_not_called_corrupt(tmp_path, monkeypatch):
     import builtins
     import io
 
-    from milr.data.datasets import DataError, read_npz
+    from milr.data.formats import DataError, read_npz
 
     path = _npz(tmp_path / "d.npz", 1.0)
     real = builtins.open
@@ -381,21 +381,20 @@ def test_an_unreadable_root_does_not_hide_a_data_set_found_elsewhere(tmp_path, m
     import struct
     from pathlib import Path
 
-    from milr.data import datasets as data
-    from milr.data import fetch
+    from milr.data import formats, lookup, survey
 
     keras, system = tmp_path / "keras", tmp_path / "system"
     keras.mkdir()
     system.mkdir()
     rng = np.random.default_rng(0)
-    for stem, arr in zip(data.IDX_FILES.values(),
+    for stem, arr in zip(formats.IDX_FILES.values(),
                          [rng.integers(0, 256, (40, 4, 4)), np.arange(40) % 10,
                           rng.integers(0, 256, (20, 4, 4)), np.arange(20) % 10], strict=True):
         raw = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
         (system / f"{stem}.gz").write_bytes(gzip.compress(raw + arr.astype(np.uint8).tobytes()))
-    monkeypatch.setattr(data, "default_roots", lambda: [keras])
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": [system]})
-    monkeypatch.setattr(data, "_CACHE", {})
+    monkeypatch.setattr(lookup, "default_roots", lambda: [keras])
+    monkeypatch.setattr(lookup, "SYSTEM_DIRS", {"mnist": [system]})
+    monkeypatch.setattr(lookup, "_CACHE", {})
     monkeypatch.delenv("MILR_DATA", raising=False)
     real = Path.is_file
 
@@ -405,12 +404,12 @@ def test_an_unreadable_root_does_not_hide_a_data_set_found_elsewhere(tmp_path, m
         return real(self)
 
     monkeypatch.setattr(Path, "is_file", is_file)
-    assert data.locate("mnist").where == system
-    assert data.load("mnist").x_train.shape == (40, 16)
-    assert {e.name: e for e in fetch.survey()}["mnist"].found
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": []})
-    with pytest.raises(data.DataError, match=r"could not search .*keras \(Permission denied\)"):
-        data.locate("mnist")
+    assert lookup.locate("mnist").where == system
+    assert lookup.load("mnist").x_train.shape == (40, 16)
+    assert {e.name: e for e in survey.survey()}["mnist"].found
+    monkeypatch.setattr(lookup, "SYSTEM_DIRS", {"mnist": []})
+    with pytest.raises(formats.DataError, match=r"could not search .*keras \(Permission denied\)"):
+        lookup.locate("mnist")
 
 
 def test_data_dir_that_is_a_file_and_dataset_that_is_a_directory(tmp_path, run_milr):

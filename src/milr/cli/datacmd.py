@@ -1,4 +1,4 @@
-"""`milr data list` and `milr data fetch`: parse, call milr.fetch, render with rich."""
+"""`milr data list` and `milr data fetch`: parse, call milr.data.survey or .fetch, render."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..data.datasets import DataError
-from ..data.fetch import SOURCES, FetchResult, fetch, survey
+from ..data.fetch import SOURCES, FetchResult, fetch
+from ..data.formats import DataError
+from ..data.survey import survey
 from .render import command_app, console, err, fail
 
 data_app = command_app("Find the data sets on disk, and download them with verified checksums.")

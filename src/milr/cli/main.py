@@ -155,7 +155,7 @@ def estimate_cmd(
 
             plot = figure_path(plot, "--plot")
         cfg = _config(EstimateConfig, locals())
-        from ..data.datasets import preflight
+        from ..data.lookup import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
         from ..engine.estimation import estimate  # torch loads here: Ctrl-C is handled below
@@ -222,7 +222,7 @@ def sharpness_cmd(
     try:
         cfg = _config(NetworkConfig, locals())  # what λ1 depends on, and nothing else
         scfg = _config(SharpnessConfig, locals())
-        from ..data.datasets import preflight
+        from ..data.lookup import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
         from ..engine.sharpness import sharpness_seeds

@@ -1,2 +1,2 @@
-"""The data sets: their file formats, where they are found (`datasets`), and verified downloads
-with the survey behind `milr data list` (`fetch`)."""
+"""The data sets: their file formats (`formats`), where they are found (`lookup`), verified
+downloads (`fetch`) and the survey behind `milr data list` (`survey`)."""

@@ -1,4 +1,5 @@
-"""Verified downloads of the named data sets (`milr data fetch`), and what is on disk (`list`).
+"""Verified downloads of the named data sets (`milr data fetch`); what is on disk (`milr data list`)
+is milr.data.survey's business.
 
 Only the standard library speaks HTTP. A file is downloaded to `<name>.part` beside its final
 place, checked against the SHA-256 that milr ships, and only then renamed into place: an
@@ -8,7 +9,6 @@ restarts it, and a file whose checksum does not match is deleted, never kept.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import math
@@ -23,10 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..base.config import DATASETS
 from ..base.files import fsync_dir
-from . import datasets as data
-from .datasets import DataError
+from .formats import CIFAR_TEST, CIFAR_TRAIN, DataError
+from .lookup import milr_home
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ class FetchResult:
 def default_target() -> Path:
     """`$MILR_DATA` if set, else milr's own data directory (both are searched by `load`)."""
     env = os.environ.get("MILR_DATA")
-    return Path(env).expanduser() if env else data.milr_home()
+    return Path(env).expanduser() if env else milr_home()
 
 
 def sha256(path: Path) -> str:
@@ -325,7 +324,7 @@ def extract_cifar(archive: Path, root: Path) -> Path:
     ours (no path from the archive is ever used, so no traversal); the archive is deleted after.
     """
     out = root / CIFAR_DIR
-    wanted = {*data.CIFAR_TRAIN, data.CIFAR_TEST, *CIFAR_EXTRA}
+    wanted = {*CIFAR_TRAIN, CIFAR_TEST, *CIFAR_EXTRA}
     digests = {}
     try:
         out.mkdir(exist_ok=True)
@@ -339,7 +338,7 @@ def extract_cifar(archive: Path, root: Path) -> Path:
         raise FetchError(f"cannot extract {archive}: {type(e).__name__}: {e}") from None
     except OSError as e:
         raise FetchError(f"cannot extract {archive} into {out}: {e.strerror or e}") from None
-    missing = sorted({*data.CIFAR_TRAIN, data.CIFAR_TEST} - set(digests))
+    missing = sorted({*CIFAR_TRAIN, CIFAR_TEST} - set(digests))
     if missing:
         raise FetchError(f"{archive} lacks {', '.join(missing)}: not CIFAR-10's binary version")
     _write_manifest(out, archive, digests)
@@ -372,7 +371,7 @@ def _write_manifest(out: Path, archive: Path, digests: dict[str, str]) -> None:
     os.replace(tmp, out / MANIFEST)
 
 
-def _manifest(out: Path) -> dict[str, str]:
+def read_manifest(out: Path) -> dict[str, str]:
     """The SHA-256 per file recorded when the archive was extracted ({} if none)."""
     try:
         text = (out / MANIFEST).read_text()
@@ -388,93 +387,6 @@ def _manifest(out: Path) -> dict[str, str]:
 
 def _manifest_ok(out: Path) -> bool:
     """Whether every batch extracted earlier is there, unchanged."""
-    m = _manifest(out)
-    names = [*data.CIFAR_TRAIN, data.CIFAR_TEST]
+    m = read_manifest(out)
+    names = [*CIFAR_TRAIN, CIFAR_TEST]
     return all(n in m and (out / n).is_file() and sha256(out / n) == m[n] for n in names)
-
-
-# --- what is on disk (`milr data list`) -------------------------------------------------------
-
-
-@dataclass
-class Entry:
-    """One row of `milr data list`."""
-
-    name: str
-    found: bool
-    where: str
-    layout: str = ""
-    size: int = 0  # bytes on disk
-    shapes: str = ""
-    checksum: str = ""
-    problem: str = ""
-
-
-def survey(data_dir: str | os.PathLike | None = None) -> list[Entry]:
-    """Every known data set: found or not, where, size, shapes, checksums against the published."""
-    data.roots(data_dir)  # a data_dir that does not exist is refused, not listed as "not found"
-    return [_entry(name, data_dir) for name in DATASETS]
-
-
-def _entry(name: str, data_dir) -> Entry:
-    if name == "gaussians":
-        return _described(Entry(name, True, "(generated, no files)", "synthetic"),
-                          data.gaussians())
-    try:
-        found = data.locate(name, data_dir)
-    except DataError as e:
-        return Entry(name, False, "", problem=str(e))
-    e = Entry(name, True, str(found.where), found.layout,
-              sum(p.stat().st_size for p in found.files.values()), checksum=checksum(found))
-    try:
-        return _described(e, data.read_found(found))
-    except DataError as err:
-        e.problem = str(err)
-        return e
-
-
-def _described(e: Entry, ds: data.Dataset) -> Entry:
-    e.shapes = f"{len(ds.x_train)} + {len(ds.x_eval)} × {ds.n_inputs}, {ds.classes} classes"
-    return e
-
-
-def checksum(found: data.Found) -> str:
-    """'ok' when every file matches a published SHA-256; else which do not, or why unknown."""
-    if found.layout == "keras-npz":
-        path = found.files["npz"]
-        return "ok" if sha256(path) == KERAS_NPZ_SHA256[path.name] else f"no match: {path.name}"
-    if found.layout == "cifar-bin":
-        return _cifar_checksum(found)
-    verdicts = {p.name: _idx_checksum(found.name, p) for p in found.files.values()}
-    bad = [f for f, v in verdicts.items() if v == "no match"]
-    unknown = [f for f, v in verdicts.items() if v == "unknown"]
-    if bad:
-        return f"no match: {', '.join(bad)}"
-    if unknown:
-        return f"unknown: no published SHA-256 for {', '.join(unknown)}"
-    return "ok" if set(verdicts.values()) == {"file"} else "ok (decompressed content)"
-
-
-def _idx_checksum(name: str, path: Path) -> str:
-    """'file' or 'content' (which matched a published checksum), 'no match' or 'unknown'."""
-    published = {r.file: r.sha256 for r in SOURCES[name].files}
-    if path.name in published and sha256(path) == published[path.name]:
-        return "file"
-    content = CONTENT_SHA256.get(name, {}).get(path.name.removesuffix(".gz"))
-    if content is None:
-        return "no match" if path.name in published else "unknown"
-    try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-            raw = f.read()
-    except (OSError, EOFError, zlib.error):
-        return "no match"
-    return "content" if hashlib.sha256(raw).hexdigest() == content else "no match"
-
-
-def _cifar_checksum(found: data.Found) -> str:
-    m = _manifest(found.where)
-    if not m:
-        return ("unknown: only the archive's SHA-256 is published (fetch it with milr to record "
-                "the batches')")
-    bad = [p.name for p in found.files.values() if m.get(p.name) != sha256(p)]
-    return f"no match: {', '.join(bad)}" if bad else "ok (extracted from the verified archive)"

@@ -19,7 +19,8 @@ from ..base.device import (
     versions,
 )
 from ..base.results import Estimate
-from ..data.datasets import Dataset, load
+from ..data.formats import Dataset
+from ..data.lookup import load
 from .search import Trainer, midpoint_used, search
 from .sharpness import plain_and_preconditioned
 from .train import BatchedTrainer

@@ -22,7 +22,8 @@ from ..base.config import NetworkConfig, SharpnessConfig
 from ..base.cost import check_sharpness_memory
 from ..base.device import available_memory, resolve_device
 from ..base.seeding import START_VECTOR, batch_schedule, member_seed
-from ..data.datasets import Dataset, load
+from ..data.formats import Dataset
+from ..data.lookup import load
 from .model import Ensemble, Layout, loss_value
 
 

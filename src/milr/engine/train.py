@@ -17,7 +17,7 @@ import torch
 from ..base.config import EstimateConfig
 from ..base.device import matmul_precision
 from ..base.seeding import batch_schedule
-from ..data.datasets import Dataset
+from ..data.formats import Dataset
 from .model import Ensemble, Layout, Optim, loss_value, zero_output_loss
 
 

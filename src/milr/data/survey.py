@@ -1,0 +1,101 @@
+"""What is on disk, behind `milr data list`: every known data set, found or not, where, its size
+and shapes, and its files checked against the SHA-256 that milr.data.fetch ships."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..base.config import DATASETS
+from . import fetch, lookup
+from .formats import DataError, Dataset, gaussians
+from .lookup import Found
+
+
+@dataclass
+class Entry:
+    """One row of `milr data list`."""
+
+    name: str
+    found: bool
+    where: str
+    layout: str = ""
+    size: int = 0  # bytes on disk
+    shapes: str = ""
+    checksum: str = ""
+    problem: str = ""
+
+
+def survey(data_dir: str | os.PathLike | None = None) -> list[Entry]:
+    """Every known data set: found or not, where, size, shapes, checksums against the published."""
+    lookup.roots(data_dir)  # a data_dir that does not exist is refused, not listed as "not found"
+    return [_entry(name, data_dir) for name in DATASETS]
+
+
+def _entry(name: str, data_dir) -> Entry:
+    if name == "gaussians":
+        return _described(Entry(name, True, "(generated, no files)", "synthetic"),
+                          gaussians())
+    try:
+        found = lookup.locate(name, data_dir)
+    except DataError as e:
+        return Entry(name, False, "", problem=str(e))
+    e = Entry(name, True, str(found.where), found.layout,
+              sum(p.stat().st_size for p in found.files.values()), checksum=checksum(found))
+    try:
+        return _described(e, lookup.read_found(found))
+    except DataError as err:
+        e.problem = str(err)
+        return e
+
+
+def _described(e: Entry, ds: Dataset) -> Entry:
+    e.shapes = f"{len(ds.x_train)} + {len(ds.x_eval)} × {ds.n_inputs}, {ds.classes} classes"
+    return e
+
+
+def checksum(found: Found) -> str:
+    """'ok' when every file matches a published SHA-256; else which do not, or why unknown."""
+    if found.layout == "keras-npz":
+        path = found.files["npz"]
+        ok = fetch.sha256(path) == fetch.KERAS_NPZ_SHA256[path.name]
+        return "ok" if ok else f"no match: {path.name}"
+    if found.layout == "cifar-bin":
+        return _cifar_checksum(found)
+    verdicts = {p.name: _idx_checksum(found.name, p) for p in found.files.values()}
+    bad = [f for f, v in verdicts.items() if v == "no match"]
+    unknown = [f for f, v in verdicts.items() if v == "unknown"]
+    if bad:
+        return f"no match: {', '.join(bad)}"
+    if unknown:
+        return f"unknown: no published SHA-256 for {', '.join(unknown)}"
+    return "ok" if set(verdicts.values()) == {"file"} else "ok (decompressed content)"
+
+
+def _idx_checksum(name: str, path: Path) -> str:
+    """'file' or 'content' (which matched a published checksum), 'no match' or 'unknown'."""
+    published = {r.file: r.sha256 for r in fetch.SOURCES[name].files}
+    if path.name in published and fetch.sha256(path) == published[path.name]:
+        return "file"
+    content = fetch.CONTENT_SHA256.get(name, {}).get(path.name.removesuffix(".gz"))
+    if content is None:
+        return "no match" if path.name in published else "unknown"
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error):
+        return "no match"
+    return "content" if hashlib.sha256(raw).hexdigest() == content else "no match"
+
+
+def _cifar_checksum(found: Found) -> str:
+    m = fetch.read_manifest(found.where)
+    if not m:
+        return ("unknown: only the archive's SHA-256 is published (fetch it with milr to record "
+                "the batches')")
+    bad = [p.name for p in found.files.values() if m.get(p.name) != fetch.sha256(p)]
+    return f"no match: {', '.join(bad)}" if bad else "ok (extracted from the verified archive)"
