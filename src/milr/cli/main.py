@@ -6,7 +6,9 @@ import sys
 
 try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not a traceback
     import dataclasses
+    import inspect
     import json
+    import typing
     from typing import Annotated
 
     import typer
@@ -36,12 +38,33 @@ except KeyboardInterrupt:
     sys.stderr.write("milr: interrupted\n")
     raise SystemExit(130) from None
 
-E, S, F = defaults(EstimateConfig), defaults(SharpnessConfig), defaults(FitConfig)
+F = defaults(FitConfig)
 
 
 def option(cls, name: str, *decls: str):
     """A typer option whose help is the config field's: defaults and help live in config.py."""
     return typer.Option(*decls, help=help_for(cls, name))
+
+
+def config_options(*classes):
+    """Give a command one option per field of `classes`, in field order, before its own
+    parameters: each option's type, default and help are its field's, written once (config.py).
+    The command receives them as keyword arguments (`**values`)."""
+    def decorate(command):
+        made = []
+        for cls in classes:
+            types = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+                made.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                              default=default,
+                                              annotation=Annotated[types[f.name],
+                                                                   option(cls, f.name)]))
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        command.__signature__ = inspect.Signature(made + own)
+        return command
+    return decorate
 
 
 app = command_app("Measure the maximal initial learning rate η* of deep ReLU MLPs.")
@@ -87,57 +110,9 @@ def _dump(obj) -> None:
 
 
 @app.command("estimate")
+@config_options(EstimateConfig)
 def estimate_cmd(
-    depth: Annotated[int, option(EstimateConfig, "depth")],
-    width: Annotated[int, option(EstimateConfig, "width")],
-    dataset: Annotated[str, option(EstimateConfig, "dataset")] = E.dataset,
-    data_dir: Annotated[str | None, option(EstimateConfig, "data_dir")] = E.data_dir,
-    loss: Annotated[str, option(EstimateConfig, "loss")] = E.loss,
-    criterion: Annotated[str, option(EstimateConfig, "criterion")] = E.criterion,
-    threshold: Annotated[float | None, option(EstimateConfig, "threshold")] = E.threshold,
-    steps: Annotated[int, option(EstimateConfig, "steps")] = E.steps,
-    also_steps: Annotated[int, option(EstimateConfig, "also_steps")] = E.also_steps,
-    batch_size: Annotated[int, option(EstimateConfig, "batch_size")] = E.batch_size,
-    eval_every: Annotated[int, option(EstimateConfig, "eval_every")] = E.eval_every,
-    seeds: Annotated[int, option(EstimateConfig, "seeds")] = E.seeds,
-    seed: Annotated[int, option(EstimateConfig, "seed")] = E.seed,
-    input_lr_scale: Annotated[float, option(EstimateConfig, "input_lr_scale")
-                              ] = E.input_lr_scale,
-    output_init: Annotated[str, option(EstimateConfig, "output_init")] = E.output_init,
-    output_lr_scale: Annotated[float, option(EstimateConfig, "output_lr_scale")
-                               ] = E.output_lr_scale,
-    optimizer: Annotated[str, option(EstimateConfig, "optimizer")] = E.optimizer,
-    momentum: Annotated[float | None, option(EstimateConfig, "momentum")] = E.momentum,
-    beta1: Annotated[float | None, option(EstimateConfig, "beta1")] = E.beta1,
-    beta2: Annotated[float | None, option(EstimateConfig, "beta2")] = E.beta2,
-    eps: Annotated[float | None, option(EstimateConfig, "eps")] = E.eps,
-    weight_decay: Annotated[float, option(EstimateConfig, "weight_decay")] = E.weight_decay,
-    warmup_steps: Annotated[int, option(EstimateConfig, "warmup_steps")] = E.warmup_steps,
-    parametrization: Annotated[str, option(EstimateConfig, "parametrization")
-                               ] = E.parametrization,
-    base_width: Annotated[int | None, option(EstimateConfig, "base_width")] = E.base_width,
-    divergence_factor: Annotated[float, option(EstimateConfig, "divergence_factor")
-                                 ] = E.divergence_factor,
-    divergence_check: Annotated[str, option(EstimateConfig, "divergence_check")
-                                ] = E.divergence_check,
-    initial_loss_floor: Annotated[float, option(EstimateConfig, "initial_loss_floor")
-                                  ] = E.initial_loss_floor,
-    nonfinite_every: Annotated[int, option(EstimateConfig, "nonfinite_every")
-                               ] = E.nonfinite_every,
-    lr_min: Annotated[float | None, option(EstimateConfig, "lr_min")] = E.lr_min,
-    lr_max: Annotated[float | None, option(EstimateConfig, "lr_max")] = E.lr_max,
-    lr_start: Annotated[float | None, option(EstimateConfig, "lr_start")] = E.lr_start,
-    widen: Annotated[float, option(EstimateConfig, "widen")] = E.widen,
-    grid_per_decade: Annotated[int, option(EstimateConfig, "grid_per_decade")
-                               ] = E.grid_per_decade,
-    rtol: Annotated[float, option(EstimateConfig, "rtol")] = E.rtol,
-    max_rounds: Annotated[int, option(EstimateConfig, "max_rounds")] = E.max_rounds,
-    probes: Annotated[int, option(EstimateConfig, "probes")] = E.probes,
-    midpoint: Annotated[str, option(EstimateConfig, "midpoint")] = E.midpoint,
-    cuda_layer_flops: Annotated[float, option(EstimateConfig, "cuda_layer_flops")
-                                ] = E.cuda_layer_flops,
-    device: Annotated[str, option(EstimateConfig, "device")] = E.device,
-    precision: Annotated[str, option(EstimateConfig, "precision")] = E.precision,
+    *,
     lambda1_samples: Annotated[int, typer.Option(help="Also measure λ1 at initialisation per "
                                                       "seed on this many examples and report "
                                                       "c = η*·λ1 (0: off).")] = 0,
@@ -147,6 +122,7 @@ def estimate_cmd(
                                                   "the extension chooses SVG or PDF): every "
                                                   "trial by verdict, brackets, η*, and the "
                                                   "deciding trials' curves.")] = None,
+    **values,
 ) -> None:
     """Search η* of one constant-width ReLU MLP over several seeds."""
     try:
@@ -154,7 +130,7 @@ def estimate_cmd(
             from ..analysis.plot import figure_path
 
             plot = figure_path(plot, "--plot")
-        cfg = _config(EstimateConfig, locals())
+        cfg = _config(EstimateConfig, values)
         from ..data.lookup import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
@@ -190,38 +166,18 @@ def estimate_cmd(
 
 
 @app.command("sharpness")
+@config_options(NetworkConfig, SharpnessConfig)
 def sharpness_cmd(
-    depth: Annotated[int, option(EstimateConfig, "depth")],
-    width: Annotated[int, option(EstimateConfig, "width")],
-    dataset: Annotated[str, option(EstimateConfig, "dataset")] = E.dataset,
-    data_dir: Annotated[str | None, option(EstimateConfig, "data_dir")] = E.data_dir,
-    seeds: Annotated[int, option(EstimateConfig, "seeds")] = E.seeds,
-    seed: Annotated[int, option(EstimateConfig, "seed")] = E.seed,
-    input_lr_scale: Annotated[float, option(EstimateConfig, "input_lr_scale")
-                              ] = E.input_lr_scale,
-    loss: Annotated[str, option(EstimateConfig, "loss")] = E.loss,
-    output_init: Annotated[str, option(EstimateConfig, "output_init")] = E.output_init,
-    output_lr_scale: Annotated[float, option(EstimateConfig, "output_lr_scale")
-                               ] = E.output_lr_scale,
-    parametrization: Annotated[str, option(EstimateConfig, "parametrization")
-                               ] = E.parametrization,
-    base_width: Annotated[int | None, option(EstimateConfig, "base_width")] = E.base_width,
-    optimizer: Annotated[str, option(EstimateConfig, "optimizer")] = E.optimizer,
-    samples: Annotated[int, option(SharpnessConfig, "samples")] = S.samples,
-    preconditioned: Annotated[bool, option(SharpnessConfig, "preconditioned")
-                              ] = S.preconditioned,
-    tol: Annotated[float, option(SharpnessConfig, "tol")] = S.tol,
-    max_hvps: Annotated[int, option(SharpnessConfig, "max_hvps")] = S.max_hvps,
-    solver: Annotated[str, option(SharpnessConfig, "solver")] = S.solver,
-    device: Annotated[str, option(EstimateConfig, "device")] = E.device,
+    *,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    **values,
 ) -> None:
     """λ1, the top Hessian eigenvalue at initialisation, per seed, with its residual."""
     from dataclasses import asdict
 
     try:
-        cfg = _config(NetworkConfig, locals())  # what λ1 depends on, and nothing else
-        scfg = _config(SharpnessConfig, locals())
+        cfg = _config(NetworkConfig, values)  # what λ1 depends on, and nothing else
+        scfg = _config(SharpnessConfig, values)
         from ..data.lookup import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
