@@ -91,20 +91,13 @@ class SeedSearch:
         if lo is None and self.tried and self.cfg.lr_start is not None \
                 and self.cfg.criterion == "accuracy":
             return self._cold_after_warm_failure(k)
-        if lo is None:  # nothing trains yet: continue down the grid
-            probes = self._down(self._grid_index(min(self.tried)) + 1 if self.tried
-                                else self._start_index())
-            if not probes:
-                self.status = "below_range"
+        scan = self._scan(  # nothing trains yet: down the grid; all trains: up the grid
+            lo, hi, lambda: (self._grid_index(min(self.tried)) + 1 if self.tried
+                             else self._start_index()),
+            lambda: self._grid_index(max(self.tried)) - 1)
+        if scan is not None:
+            probes, self.status = scan
             return probes
-        if hi is None:  # the largest rate tried trains: continue up the grid
-            probes = self._up(self._grid_index(max(self.tried)) - 1)
-            if not probes:
-                self.status = "above_range"
-            return probes
-        if self.converged(lo, hi):
-            self.status = "ok"
-            return []
         if self.bracket is None:
             self.bracket = (lo, hi)
         used = midpoint_used(cfg.midpoint, k)
@@ -129,6 +122,20 @@ class SeedSearch:
         """The next probes up the scan grid from point i0, not above its ceiling."""
         return [self.grid(i) for i in range(i0, i0 - self.probes, -1)
                 if self.grid(i) <= self.ceiling * 1.001]
+
+    def _scan(self, lo: float | None, hi: float | None, down_from: Callable[[], int],
+              up_from: Callable[[], int]) -> tuple[list[float], str | None] | None:
+        """One step of a search before its bisection, given its bracket [lo, hi]: down the scan
+        grid from point down_from() while nothing succeeds, up from up_from() while everything
+        does. The probes and the search's status (None: not ended; below_range or above_range
+        where the grid ends, ok once the bracket has converged); None when bisection is next."""
+        if lo is None:
+            probes = self._down(down_from())
+            return probes, None if probes else "below_range"
+        if hi is None:
+            probes = self._up(up_from())
+            return probes, None if probes else "above_range"
+        return ([], "ok") if self.converged(lo, hi) else None
 
     def _cold_after_warm_failure(self, k: int) -> list[float]:
         """A warm start failed under `accuracy`: it may have been too slow (below the trainable
@@ -191,19 +198,12 @@ class SeedSearch:
         while everything does, then bisection in log η (several probes: evenly spaced)."""
         lo, hi = self.also_bracket()
         k = self.probes
-        if lo is None:  # the grid points strictly below every rate tried
-            probes = self._down(math.floor(self._grid_position(min(self.tried)) + 1e-9) + 1)
-            if not probes:
-                self.also_status = "below_range"
+        scan = self._scan(  # the grid points strictly below every rate tried, or strictly above
+            lo, hi, lambda: math.floor(self._grid_position(min(self.tried)) + 1e-9) + 1,
+            lambda: math.ceil(self._grid_position(max(self.tried)) - 1e-9) - 1)
+        if scan is not None:
+            probes, self.also_status = scan
             return probes
-        if hi is None:  # and strictly above
-            probes = self._up(math.ceil(self._grid_position(max(self.tried)) - 1e-9) - 1)
-            if not probes:
-                self.also_status = "above_range"
-            return probes
-        if self.converged(lo, hi):
-            self.also_status = "ok"
-            return []
         step = (hi / lo) ** (1 / (k + 1))
         return [lo * step**j for j in range(1, k + 1)]
 
