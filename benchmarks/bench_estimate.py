@@ -41,7 +41,7 @@ from milr import EstimateConfig, estimate  # noqa: E402
 from milr.base.config import ACCURACY_CEILINGS  # noqa: E402
 from milr.base.cost import flops_per_member_step  # noqa: E402
 from milr.data.lookup import load  # noqa: E402
-from milr.engine.train import train  # noqa: E402
+from milr.engine.train import BatchedTrainer, train  # noqa: E402
 
 FULL_CELLS = [(2, 64), (4, 256), (8, 1024), (16, 512)]
 QUICK_CELLS = [(1, 32), (2, 64)]
@@ -175,6 +175,8 @@ def main() -> None:
     ap.add_argument("--warmup-steps", type=int, default=0)
     ap.add_argument("--cells", default=None, help="e.g. 2x64,4x256")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's]")
+    ap.add_argument("--matmuls-only", action="store_true",
+                    help="only the engine against this machine's batched-matmul rate, per cell")
     ap.add_argument("--func-compile", default="auto", choices=("auto",) + COMPILE_MODES,
                     help="torch.compile mode of the torch.func peer; auto: off on the CPU "
                          "(measured slower there), default on CUDA")
@@ -202,6 +204,10 @@ def main() -> None:
           f"torch.func compile {compile_mode}; {time.strftime('%Y-%m-%d %H:%M')}")
     first = EstimateConfig(depth=cells[0][0], width=cells[0][1], dataset=dataset,
                            device=device.type, **extra)
+    if args.matmuls_only:
+        report_against_matmuls(cells, dataset, seeds, args.precision, data, device, quick,
+                               args.optimizer)
+        return
     print(f"# warm-up (first calls{', compilation' if compile_mode != 'off' else ''}): "
           f"{warm_up(first, data, compile_mode):.1f} s, not timed")
     print("| cell (d, w) | reference s | torch.func s | milr s | vs reference | vs torch.func | "
@@ -234,6 +240,8 @@ def main() -> None:
         print(f"  ({depth}, {width}) lr={lr:.4g} seed={seed}: milr {mine}, {peer} {theirs} "
               f"({where})")
 
+    report_against_matmuls(cells, dataset, seeds, args.precision, data, device, quick,
+                           args.optimizer)
     report_throughput(cells, dataset, seeds, args.precision, data, device, name, quick,
                       args.optimizer)
     failed = False
@@ -250,6 +258,84 @@ def main() -> None:
 
 def fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
+
+
+def layer_shapes(depth: int, width: int, n_in: int, classes: int) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of every layer of the engine's network."""
+    return [(n_in, width)] + [(width, width)] * (depth - 1) + [(width, classes)]
+
+
+def matmul_rate(members: int, rows: int, shapes: list[tuple[int, int]], device,
+                repeats: int) -> float:
+    """FLOP/s of this machine's fp32 batched matmuls at a step's shapes, in this process: per
+    layer the forward (rows x fan_in @ fan_in x fan_out), the gradient of its input and that of
+    its weights, as a training step runs them; the median of `repeats` timings."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    ops = []
+    for fi, fo in shapes:
+        x, w, d = rand(members, rows, fi), rand(members, fi, fo), rand(members, rows, fo)
+        ops.append((x, w, d, torch.empty(members, rows, fo, device=device),
+                    torch.empty(members, rows, fi, device=device),
+                    torch.empty(members, fi, fo, device=device)))
+    flops = sum(6.0 * members * rows * fi * fo for fi, fo in shapes)
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        sync(device)
+        t = time.perf_counter()
+        for x, w, d, out, dx, dw in ops:
+            torch.bmm(x, w, out=out)
+            torch.bmm(d, w.transpose(1, 2), out=dx)
+            torch.bmm(x.transpose(1, 2), d, out=dw)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return flops / statistics.median(times[1:])
+
+
+def report_against_matmuls(cells, dataset, seeds, precision, data, device, quick,
+                           optimizer="sgd") -> None:
+    """Cell by cell, the engine's training and evaluation FLOP/s (every member training the
+    whole budget, no early exit) as a fraction of the batched-matmul rate measured here at the
+    same shapes: what is left to gain on this machine."""
+    steps = 50 if quick else 200
+    print("\n| cell (d, w) | members | matmul rate GFLOP/s (same shapes) | engine training "
+          "GFLOP/s | fraction | evaluation GFLOP/s | fraction |\n|---|---|---|---|---|---|---|")
+    for depth, width in cells:
+        cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, seeds=seeds,
+                             precision=precision, steps=steps, eval_every=steps,
+                             threshold=min(0.999, ACCURACY_CEILINGS.get(dataset, 1.0)),
+                             optimizer=optimizer)
+        members = seeds * 2
+        shapes = layer_shapes(depth, width, data.n_inputs, data.classes)
+        peak = matmul_rate(members, cfg.batch_size, shapes, device, repeats=5)
+        trainer = BatchedTrainer(cfg, data, device)
+        trainer.admit([cfg.lr_min / 10] * members, [i % seeds for i in range(members)])
+        sync(device)
+        t = time.perf_counter()
+        while trainer.pending:
+            trainer.advance()
+        sync(device)
+        dt = time.perf_counter() - t
+        eval_flops = members * 2.0 * len(data.x_eval) * sum(fi * fo for fi, fo in shapes)
+        net = BatchedTrainer(cfg, data, device)
+        net.admit([1e-3] * members, [i % seeds for i in range(members)])
+        net.net.evaluate(data.x_eval, data.y_eval)  # warm-up
+        sync(device)
+        t = time.perf_counter()
+        net.net.evaluate(data.x_eval, data.y_eval)
+        sync(device)
+        de = time.perf_counter() - t
+        # the timed training run evaluated once, at its end: take that evaluation out
+        train_rate = members * steps * flops_per_member_step(cfg, data.n_inputs, data.classes) \
+            / max(dt - de, 1e-9)
+        eval_rate = eval_flops / de
+        print(f"| ({depth}, {width}) | {members} | {peak / 1e9:.1f} | {train_rate / 1e9:.1f} | "
+              f"{train_rate / peak:.2f} | {eval_rate / 1e9:.1f} | {eval_rate / peak:.2f} |",
+              flush=True)
+        assert math.isfinite(train_rate) and math.isfinite(eval_rate) and peak > 0
 
 
 def report_throughput(cells, dataset, seeds, precision, data, device, name, quick,
