@@ -63,14 +63,13 @@ def _kill_workers(pool) -> None:
         proc.kill()
 
 
-def _in_flight(tasks, limit: int, submit):
+def _in_flight(tasks, limit: int, submit, wait, running: set):
     """Submit at most `limit` tasks at a time, taking the next config only when one finishes
     (after the caller has handled its result): a warm-started sweep's prediction for a task
-    then sees every cell finished before it starts. Yields futures as they finish."""
-    import concurrent.futures as cf
-
+    then sees every cell finished before it starts. `wait(running)` returns some finished
+    handles; they are yielded as they finish. `running` (the caller's) holds what is in flight,
+    so that the caller can cancel it."""
     pending = iter(tasks)
-    running: set = set()
     while True:
         for task in pending:
             running.add(submit(task))
@@ -78,7 +77,8 @@ def _in_flight(tasks, limit: int, submit):
                 break
         if not running:
             return
-        done, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        done = wait(running)
+        running.difference_update(done)
         yield from done
 
 
@@ -102,9 +102,12 @@ def process_runner(workers: int) -> Runner:
                     return
                 yield task
 
+        def first_done(running):
+            return cf.wait(running, return_when=cf.FIRST_COMPLETED)[0]
+
         try:
             for fut in _in_flight(until_failure(), workers,
-                                  lambda task: pool.submit(run_task, task)):
+                                  lambda task: pool.submit(run_task, task), first_done, set()):
                 if fut.exception() is None:
                     yield fut.result()
                 else:
@@ -134,22 +137,20 @@ def ray_runner(address: str | None, gpus_per_task: float | None = None) -> Runne
         remote = ray.remote(run_task)
         # as many in flight as the cluster runs at once (see _in_flight: warm starts)
         limit = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        pending, refs = iter(tasks), []
+
+        def submit(task: TaskConfig):
+            device = task.config.device
+            wants_gpu = device == "cuda" or (device == "auto" and has_gpu)
+            gpus = (gpus_per_task or 1.0) if wants_gpu else 0
+            return remote.options(num_cpus=1, num_gpus=gpus).remote(task)
+
+        running: set = set()
         try:
-            while True:
-                for task in pending:
-                    device = task.config.device
-                    wants_gpu = device == "cuda" or (device == "auto" and has_gpu)
-                    gpus = (gpus_per_task or 1.0) if wants_gpu else 0
-                    refs.append(remote.options(num_cpus=1, num_gpus=gpus).remote(task))
-                    if len(refs) >= limit:
-                        break
-                if not refs:
-                    return
-                ready, refs = ray.wait(refs, num_returns=1)
-                yield ray.get(ready[0])
+            for ref in _in_flight(tasks, limit, submit,
+                                  lambda refs: ray.wait(list(refs), num_returns=1)[0], running):
+                yield ray.get(ref)
         finally:
-            for ref in refs:
+            for ref in running:
                 ray.cancel(ref)
 
     return run
