@@ -71,10 +71,11 @@ def render_estimate(e: Estimate) -> None:
                 console.print(f"[yellow]{n} seed(s) {status}: {STATUSES[status]}[/]")
     also = [s.also_lr_star for s in e.seeds if s.also_status == "ok"]
     if c.also_steps and also:
+        ratio = (f"; {statistics.median(also) / e.median:.3g} × η* at {c.steps}"
+                 if e.median is not None else "")  # no η* at the budget: no ratio, never NaN
         console.print(f"η* at {c.also_steps} steps = [bold]{statistics.median(also):.4g}[/] "
-                      f"(median of {len(also)} seed(s); range {min(also):.4g}–{max(also):.4g}; "
-                      f"{statistics.median(also) / e.median if e.median else float('nan'):.3g}"
-                      f" × η* at {c.steps})")
+                      f"(median of {len(also)} seed(s); range {min(also):.4g}–{max(also):.4g}"
+                      f"{ratio})")
     elif c.also_steps:
         console.print(f"[bold red]no seed gave an η* at {c.also_steps} steps[/]: see its "
                       "status column")
