@@ -20,6 +20,11 @@ validation accuracy came within ACC_MARGIN of the threshold). The run fails (exi
 other disagreement occurs, or when marginal ones exceed MARGINAL_ALLOWED of the trials
 compared with a peer, over all cells. It then measures raw engine throughput on the largest
 cell.
+
+milr runs twice per repeat: as by default (an evaluation stops once its verdict is certain,
+docs/protocol.md §4) and with `full_eval` (every example every time). The two searches must
+train the same trials to the same verdicts, stopping steps and η* (else exit 1); the
+comparison with the peers uses the full-evaluation run, whose accuracies are full ones.
 """
 
 from __future__ import annotations
@@ -90,8 +95,9 @@ def warm_up(cfg: EstimateConfig, data, compile_mode: str) -> float:
 
 
 def timed_cell(cfg: EstimateConfig, data, device, repeats: int, compile_mode: str) -> dict:
-    """Reference, torch.func peer and milr in turn, `repeats` times; the last run of each."""
-    times = {name: [] for name in IMPLS}
+    """Reference, torch.func peer, milr and milr with full evaluations in turn, `repeats` times;
+    the last run of each."""
+    times = {name: [] for name in (*IMPLS, "milr full")}
     for _ in range(repeats):
         ref = reference_estimate(cfg, data, device)
         times["reference"].append(ref["wall_time"])
@@ -100,13 +106,31 @@ def timed_cell(cfg: EstimateConfig, data, device, repeats: int, compile_mode: st
         times["torch.func"].append(func.wall_time)
         est = estimate(cfg, data)
         times["milr"].append(est.wall_time)
+        full = estimate(cfg, data, full_eval=True)
+        times["milr full"].append(full.wall_time)
     return {"times": {k: statistics.median(v) for k, v in times.items()},
-            "runs": {"reference": ref["trials"], "torch.func": func.trials, "milr": est.trials},
+            "early_exit_differs": early_exit_differs(est, full),
+            "runs": {"reference": ref["trials"], "torch.func": func.trials, "milr": full.trials},
             "median": {"reference": ref["median"], "torch.func": func.median,
                        "milr": est.median},
             "stars": {"reference": ref["stars"],
                       "torch.func": {s.seed: s.lr_star for s in func.seeds if s.lr_star},
                       "milr": {s.seed: s.lr_star for s in est.seeds if s.lr_star}}}
+
+
+def early_exit_differs(early, full) -> list[str]:
+    """What the search with early exits did differently from the one with full evaluations:
+    trials (rate, seed, verdict, stopping step) or per-seed results; nothing, when exact."""
+    def trials(est):
+        return sorted((t.seed, same_rate(t.lr), t.cancelled, *kind(t)) for t in est.trials)
+    a, b = trials(early), trials(full)
+    out = [f"trial {x} (early exit) against {y} (full)" for x, y in zip(a, b, strict=False)
+           if x != y]
+    if len(a) != len(b):
+        out.append(f"{len(a)} trials (early exit) against {len(b)} (full)")
+    out += [f"seed {x.seed}: {x} (early exit) against {y} (full)"
+            for x, y in zip(early.seeds, full.seeds, strict=True) if x != y]
+    return out
 
 
 def all_outcomes(cfg: EstimateConfig, data, device, runs: dict, compile_mode: str) -> dict:
@@ -116,7 +140,8 @@ def all_outcomes(cfg: EstimateConfig, data, device, runs: dict, compile_mode: st
            for name, outs in runs.items()}
     keys = sorted(set().union(*own.values()))
     trainers = {
-        "milr": lambda ks: train(cfg, data, [k[0] for k in ks], [k[1] for k in ks], device),
+        "milr": lambda ks: train(cfg, data, [k[0] for k in ks], [k[1] for k in ks], device,
+                                 full_eval=True),
         "torch.func": lambda ks: train_func(cfg, data, [k[0] for k in ks], [k[1] for k in ks],
                                             compile=compile_mode),
         "reference": lambda ks: [run_one(cfg, data, lr, s, device) for lr, s in ks],
@@ -210,16 +235,17 @@ def main() -> None:
         return
     print(f"# warm-up (first calls{', compilation' if compile_mode != 'off' else ''}): "
           f"{warm_up(first, data, compile_mode):.1f} s, not timed")
-    print("| cell (d, w) | reference s | torch.func s | milr s | vs reference | vs torch.func | "
-          "η* reference | η* torch.func | η* milr | trials | differ from reference | "
-          "differ from torch.func |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| cell (d, w) | reference s | torch.func s | milr s | milr full-eval s | "
+          "vs reference | vs torch.func | η* reference | η* torch.func | η* milr | trials | "
+          "differ from reference | differ from torch.func |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     tally = {peer: {"trials": 0, "marginal": 0, "other": 0} for peer in IMPLS[:2]}
-    details = []
+    details, early_exit = [], []
     for depth, width in cells:
         cfg = EstimateConfig(depth=depth, width=width, dataset=dataset, seeds=seeds,
                              device=device.type, precision=args.precision, **extra)
         cell = timed_cell(cfg, data, device, repeats, compile_mode)
+        early_exit += [f"({depth}, {width}) {d}" for d in cell["early_exit_differs"]]
         outcomes = all_outcomes(cfg, data, device, cell["runs"], compile_mode)
         counts, bands = [], edge_bands(cell["stars"], outcomes)
         for peer in IMPLS[:2]:
@@ -232,7 +258,7 @@ def main() -> None:
                         for d in marginal + other]
         t, m = cell["times"], cell["median"]
         print(f"| ({depth}, {width}) | {t['reference']:.2f} | {t['torch.func']:.2f} | "
-              f"{t['milr']:.2f} | {t['reference'] / t['milr']:.1f}× | "
+              f"{t['milr']:.2f} | {t['milr full']:.2f} | {t['reference'] / t['milr']:.1f}× | "
               f"{t['torch.func'] / t['milr']:.1f}× | {fmt(m['reference'])} | "
               f"{fmt(m['torch.func'])} | {fmt(m['milr'])} | {len(outcomes['milr'])} | "
               f"{' | '.join(counts)} |", flush=True)
@@ -244,7 +270,11 @@ def main() -> None:
                            args.optimizer)
     report_throughput(cells, dataset, seeds, args.precision, data, device, name, quick,
                       args.optimizer)
-    failed = False
+    print(f"early exit against full evaluations: {len(early_exit)} difference(s) in trials, "
+          f"verdicts, stopping steps or η*: {'FAIL' if early_exit else 'ok'}")
+    for line in early_exit:
+        print(f"  {line}")
+    failed = bool(early_exit)
     for peer, n in tally.items():
         allowed = math.floor(MARGINAL_ALLOWED * n["trials"])
         bad = n["other"] > 0 or n["marginal"] > allowed
@@ -311,7 +341,7 @@ def report_against_matmuls(cells, dataset, seeds, precision, data, device, quick
         members = seeds * 2
         shapes = layer_shapes(depth, width, data.n_inputs, data.classes)
         peak = matmul_rate(members, cfg.batch_size, shapes, device, repeats=5)
-        trainer = BatchedTrainer(cfg, data, device)
+        trainer = BatchedTrainer(cfg, data, device, full_eval=True)
         trainer.admit([cfg.lr_min / 10] * members, [i % seeds for i in range(members)])
         sync(device)
         t = time.perf_counter()
@@ -352,7 +382,7 @@ def report_throughput(cells, dataset, seeds, precision, data, device, name, quic
     lrs, member_seeds = [cfg.lr_min / 10] * members, [i % seeds for i in range(members)]
     sync(device)
     t = time.perf_counter()
-    train(cfg, data, lrs, member_seeds, device)
+    train(cfg, data, lrs, member_seeds, device, full_eval=True)
     sync(device)
     dt = time.perf_counter() - t
     step = flops_per_member_step(cfg, data.n_inputs, data.classes)

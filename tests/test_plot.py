@@ -63,7 +63,8 @@ def test_curves_go_into_json_and_the_trials_log(run_milr, tmp_path):
     code, out, _ = run_milr(quick)
     assert code == 0
     for t in json.loads(out)["trials"]:
-        assert len(t["curve_steps"]) == len(t["curve_acc"]) == len(t["curve_loss"]) >= 1
+        assert len(t["curve_steps"]) == len(t["curve_acc"]) == len(t["curve_loss"]) \
+            == len(t["curve_seen"]) >= 1
         assert t["curve_steps"][-1] == t["steps"] or verdict(t) == "diverged"
     grid = tmp_path / "g.yaml"
     grid.write_text("depths: [1]\nwidths: [8]\nseeds: 1\nsteps: 40\neval_every: 20\n"
@@ -115,6 +116,26 @@ def test_plot_search_reads_a_log_with_and_without_curves(tmp_path, run_milr):
                                   str(out)])
     assert code == 0 and out.read_text().startswith("<?xml")
     assert "no curves" in err and str(out) in stdout
+
+
+def test_evaluations_that_stopped_early_are_drawn_hollow(tmp_path):
+    """A trial's evaluation that saw fewer examples than the fullest one (an early exit) is
+    marked, and the panel says what its accuracy is; full evaluations are not marked."""
+    log = tmp_path / "t.jsonl"
+    recs = write_log(log)
+    for r in recs:
+        if r["curve_steps"]:
+            r["curve_seen"] = [1024, 2000] if r["seed"] == 0 else [2000, 2000]
+    log.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    fig = search_figure(search_view_from_log(str(log), 1, 4))
+    marked = {ln.get_gid(): list(ln.get_xdata()) for ln in fig.axes[3].lines
+              if (ln.get_gid() or "").startswith("partial:")}
+    assert marked == {"partial:0:lo": [20]}
+    assert "stopped once its verdict was certain" in fig.axes[3].get_title()
+    write_log(log)  # no curve_seen (an older log): every evaluation saw all
+    fig = search_figure(search_view_from_log(str(log), 1, 4))
+    assert not [ln for ln in fig.axes[3].lines if (ln.get_gid() or "").startswith("partial:")]
+    assert "stopped" not in fig.axes[3].get_title()
 
 
 LAW = "depth,width,seed,lr_star,status\n" + "".join(

@@ -14,7 +14,9 @@ from milr.engine.train import BatchedTrainer
 
 COMMANDS = {"estimate": (EstimateConfig,), "sharpness": (NetworkConfig, SharpnessConfig),
             "fit": (FitConfig,)}
-NOT_IN_CONFIG = {"as_json", "lambda1_samples", "results", "predict", "plot"}
+# what a command records or draws, not what it measures (full_eval changes only the recorded
+# accuracies, never a verdict: tests/test_early_exit.py)
+NOT_IN_CONFIG = {"as_json", "lambda1_samples", "results", "predict", "plot", "full_eval"}
 
 
 def command_params(name):

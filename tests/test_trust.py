@@ -69,9 +69,13 @@ def scripted(monkeypatch, losses):
     count = itertools.count()
     monkeypatch.setattr(Ensemble, "sgd_step", lambda self, x, y, lrs, loss="ce": torch.tensor(
         [losses[min(next(count), len(losses) - 1)]]))
-    monkeypatch.setattr(Ensemble, "evaluate", lambda self, x, y: (torch.ones(self.size),
-                                                                  torch.ones(self.size,
-                                                                             dtype=torch.bool)))
+    monkeypatch.setattr(Ensemble, "evaluate", lambda self, x, y, *a: evaluated(self, x, True))
+
+
+def evaluated(net, x, finite: bool):
+    """What Ensemble.evaluate returns when every answer is right: correct, seen, finite."""
+    n = torch.full((net.size,), len(x))
+    return n, n, torch.full((net.size,), finite)
 
 
 def verdict(tiny, **kw):
@@ -107,8 +111,7 @@ def test_the_initial_loss_is_clamped_at_log_c(tiny, monkeypatch):
 
 def test_an_overflow_in_the_last_update_is_not_a_success(tiny, monkeypatch):
     # the last step's loss is finite, but its update made the network's outputs infinite
-    monkeypatch.setattr(Ensemble, "evaluate", lambda self, x, y: (
-        torch.ones(self.size), torch.zeros(self.size, dtype=torch.bool)))
+    monkeypatch.setattr(Ensemble, "evaluate", lambda self, x, y, *a: evaluated(self, x, False))
     cfg = EstimateConfig(depth=1, width=4, steps=20, eval_every=20, threshold=0.5)
     out = train(cfg, tiny, [0.1], [0])[0]
     assert out.diverged and not out.success and out.final_acc is None

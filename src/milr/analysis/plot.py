@@ -372,6 +372,9 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
     deciding = _deciding(view)
     colour = {s.seed: PALETTE[i % len(PALETTE)] for i, s in enumerate(view.seeds)}
     has_curves = any(t.get("curve_steps") for _, _, t in deciding)
+    # the validation set's size, as the fullest evaluation saw it (an early exit sees fewer)
+    n_eval = max((n for _, _, t in deciding for n in t.get("curve_seen") or []), default=0)
+    partial_drawn = False
     for s, end, t in deciding:
         steps = list(t.get("curve_steps") or [])
         loss = list(t.get("curve_loss") or [])
@@ -396,12 +399,21 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
             acc.append((t["steps"], t["final_acc"]))  # its last evaluation, in an old log
         if acc:
             acc_ax.plot(*zip(*acc, strict=True), **style, gid=f"accuracy:{s.seed}:{end}")
+        part = [(x, a) for x, a, n in zip(t.get("curve_steps") or [], t.get("curve_acc") or [],
+                                          t.get("curve_seen") or [], strict=False)
+                if a is not None and 0 < n < n_eval]
+        if part:  # an early exit: the accuracy of the examples it saw
+            acc_ax.plot(*zip(*part, strict=True), ls="", marker="o", ms=7, mfc="white",
+                        mec=colour[s.seed], gid=f"partial:{s.seed}:{end}")
+            partial_drawn = True
     loss_ax.set(xlabel="SGD step", ylabel="training loss (log scale)", yscale="log",
                 title="loss of the trials at each seed's bracket")
     if loss_ax.lines:
         _plain_log_ticks(loss_ax.yaxis)
     acc_ax.set(xlabel="SGD step", ylabel="validation accuracy",
-               title="accuracy of the same trials")
+               title="accuracy of the same trials" + (
+                   "\n(hollow: an evaluation that stopped once its verdict was certain, "
+                   "on the examples it saw; --full-eval sees all)" if partial_drawn else ""))
     if view.threshold is not None:
         acc_ax.axhline(view.threshold, color="k", lw=1, ls=":", gid="threshold")
         acc_ax.annotate(f"threshold {view.threshold:g}", (0.01, view.threshold),

@@ -48,6 +48,7 @@ class Trial:
     curve_steps: tuple[int, ...] = ()
     curve_acc: tuple[float | None, ...] = ()
     curve_loss: tuple[float, ...] = ()
+    curve_seen: tuple[int, ...] = ()  # validation examples each evaluation saw (early exit)
     max_loss: float | None = None
     max_loss_step: int | None = None
 

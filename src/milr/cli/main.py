@@ -39,6 +39,12 @@ except KeyboardInterrupt:
     raise SystemExit(130) from None
 
 F = defaults(FitConfig)
+# `estimate` and `sweep`: what the trials record, never a verdict (docs/protocol.md §4)
+FullEval = Annotated[bool, typer.Option(help="Evaluate all validation examples at every "
+                                             "evaluation, so the trials record full "
+                                             "accuracies. By default an evaluation stops once "
+                                             "its verdict is certain (no verdict changes; a "
+                                             "trial's curve_seen says how many it saw).")]
 
 
 def option(cls, name: str, *decls: str):
@@ -122,6 +128,7 @@ def estimate_cmd(
                                                   "the extension chooses SVG or PDF): every "
                                                   "trial by verdict, brackets, η*, and the "
                                                   "deciding trials' curves.")] = None,
+    full_eval: FullEval = False,
     **values,
 ) -> None:
     """Search η* of one constant-width ReLU MLP over several seeds."""
@@ -140,9 +147,10 @@ def estimate_cmd(
             with err.status("starting") as status:
                 def on_round(r: int, runs: int, active: int) -> None:
                     status.update(f"round {r}: training {runs} runs for {active} seed(s)")
-                result = estimate(cfg, on_round=on_round, lambda1_samples=lambda1_samples)
+                result = estimate(cfg, on_round=on_round, lambda1_samples=lambda1_samples,
+                                  full_eval=full_eval)
         else:
-            result = estimate(cfg, lambda1_samples=lambda1_samples)
+            result = estimate(cfg, lambda1_samples=lambda1_samples, full_eval=full_eval)
     except (ValueError, OSError) as e:
         fail(e)
     except KeyboardInterrupt:
@@ -260,6 +268,7 @@ def sweep_cmd(
                                                              "(e.g. 0.25 packs 4).")] = None,
     dry_run: Annotated[bool, typer.Option(help="List the cells and their cost; train "
                                                "nothing.")] = False,
+    full_eval: FullEval = False,
 ) -> None:
     """Cover a depth × width grid, resumably: one CSV row per (cell, seed)."""
     from pathlib import Path
@@ -296,7 +305,7 @@ def sweep_cmd(
               f"{len(plan.rows)} row(s) already in {out}")
     try:
         with sw.sigterm_as_interrupt(), task_progress(len(plan.tasks)) as on_task:
-            report = sw.run_sweep(grid, out, runner, trials, on_task, plan)
+            report = sw.run_sweep(grid, out, runner, trials, on_task, plan, full_eval)
     except KeyboardInterrupt as e:
         kept = len(ResultStore(out).rows())
         why = "terminated" if isinstance(e, sw.Terminated) else "interrupted"

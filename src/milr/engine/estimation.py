@@ -28,14 +28,17 @@ from .train import BatchedTrainer
 
 def estimate(cfg: EstimateConfig, data: Dataset | None = None,
              on_round: Callable[[int, int, int], None] | None = None,
-             trainer: Trainer | None = None, lambda1_samples: int = 0) -> Estimate:
+             trainer: Trainer | None = None, lambda1_samples: int = 0,
+             full_eval: bool = False) -> Estimate:
     """η* of one (depth, width) for cfg.seeds seeds: the library entry point of `milr estimate`.
 
     `trainer` (the benchmarks' seam, see `search.Trainer`): what trains the members; by
     default the batched engine, with cancellation of dominated members. `lambda1_samples` > 0
     also measures λ1 at initialisation of every seed on that many examples (for c = η*·λ1), and
     the preconditioned λ1 beside it (`sharpness.plain_and_preconditioned`: the one λ1 path of
-    `estimate` and a sweep's tasks).
+    `estimate` and a sweep's tasks). `full_eval`: every evaluation sees the whole validation
+    set, so the trials record full accuracies (`train.BatchedTrainer`); by default an
+    evaluation stops once its verdict is certain.
     """
     if not isinstance(lambda1_samples, int) or lambda1_samples < 0:
         raise ValueError(f"lambda1_samples must be a non-negative integer (0: off), got "
@@ -48,7 +51,8 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     start = time.perf_counter()
     eval_cost = eval_cost_in_steps(cfg, len(data.x_train), len(data.x_eval))
     # the search at also_steps probes below successes of the full budget: none is dominated
-    trainer = trainer or BatchedTrainer(cfg, data, device, cancel_dominated=not cfg.also_steps)
+    trainer = trainer or BatchedTrainer(cfg, data, device, cancel_dominated=not cfg.also_steps,
+                                        full_eval=full_eval)
     threads = torch.get_num_threads()
     if device.type == "cpu":  # small steps cannot feed several threads (see cpu_threads)
         step = cfg.seeds * probes * flops_per_member_step(cfg, data.n_inputs, data.classes)

@@ -308,21 +308,66 @@ class Ensemble:
         return h
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accuracy of every member on a shared set x (N, n_in), y (N,) -> (K,), and whether
-        all its outputs were finite (K,): an overflowed network's argmax means nothing."""
-        correct = torch.zeros(self.size, device=x.device)
-        finite = torch.ones(self.size, dtype=torch.bool, device=x.device)
-        for i in range(0, len(x), chunk):
-            out = self.forward(x[i : i + chunk])  # (K, n, C)
-            finite &= torch.isfinite(out).all(-1).all(-1)
-            correct += (out.argmax(-1) == y[i : i + chunk]).sum(1)
-        return correct / len(x), finite
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096,
+                 need: int | None = None, may_stop: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Correct answers of every member on a shared set x (N, n_in), y (N,) -> (K,) int64,
+        how many of the N it evaluated (K,), and whether all its outputs there were finite (K,):
+        an overflowed network's argmax means nothing.
+
+        With `need`, the exact early exit: a member whose `may_stop` is True (its outputs are
+        known to be finite on all of x, see `finite_bound`) stops being evaluated after the first
+        chunk at which "correct >= need" is decided: correct >= need already, or correct plus
+        the examples left < need. Every other member sees all N. The chunks are taken in x's
+        order, so what a member sees depends on its own answers alone.
+        """
+        k, n = self.size, len(x)
+        correct = torch.zeros(k, dtype=torch.long, device=x.device)
+        seen = torch.zeros(k, dtype=torch.long, device=x.device)
+        finite = torch.ones(k, dtype=torch.bool, device=x.device)
+        rows = torch.arange(k, device=x.device)  # the members still evaluated
+        net = self
+        for i in range(0, n, chunk):
+            out = net.forward(x[i : i + chunk])  # (k', n', C)
+            finite[rows] &= torch.isfinite(out).all(-1).all(-1)
+            correct[rows] += (out.argmax(-1) == y[i : i + chunk]).sum(1)
+            seen[rows] += len(out[0])
+            if need is None:
+                continue
+            left = n - seen[rows]
+            decided = (correct[rows] >= need) | (correct[rows] + left < need)
+            stop = decided & may_stop[rows] & (left > 0)
+            if bool(stop.any()):
+                keep = torch.nonzero(~stop).flatten()
+                if len(keep) == 0:
+                    break
+                rows, net = rows[keep], net.select(keep)
+        return correct, seen, finite
+
+    def finite_bound(self, radius: float) -> torch.Tensor:
+        """(K,) bool: True where every value the forward pass computes, on any input of 2-norm
+        at most `radius`, is proven finite.
+
+        Per layer, |each partial sum of h·W_l[:, j]| <= |h|·|W_l|_F (Cauchy-Schwarz) and
+        |m·hW + b| <= m·|h|·|W_l|_F + |b| (the ReLU shrinks norms); taken in float64, doubled per
+        layer for rounding, against the largest number of the weights' dtype. Weights that are
+        not finite, or too large to prove anything, give False (then evaluate fully).
+        """
+        top = torch.finfo(self.weights[0].dtype).max / 4
+        h = torch.full((self.size,), float(radius), dtype=torch.float64,
+                       device=self.weights[0].device)
+        ok = torch.isfinite(h)
+        for w, b, m in zip(self.weights, self.biases, self.multipliers, strict=True):
+            wn = torch.linalg.vector_norm(w, dim=(1, 2), dtype=torch.float64)
+            bn = torch.linalg.vector_norm(b, dim=(1, 2), dtype=torch.float64)
+            raw = 2 * h * wn
+            h = 2 * (abs(m) * raw + bn)
+            ok &= torch.isfinite(raw) & torch.isfinite(h) & (raw < top) & (h < top)
+        return ok
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Accuracy of every member on a shared set x (N, n_in), y (N,) -> (K,)."""
-        return self.evaluate(x, y)[0]
+        return self.evaluate(x, y)[0].to(torch.get_default_dtype()) / len(x)
 
     @torch.no_grad()
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor],

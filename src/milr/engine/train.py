@@ -39,6 +39,11 @@ class Outcome:
     curve_steps: tuple[int, ...] = ()
     curve_acc: tuple[float | None, ...] = ()
     curve_loss: tuple[float, ...] = ()
+    # How many validation examples each evaluation saw: all of them with full_eval, else those
+    # until its verdict was certain, and curve_acc, final_acc and peak_acc are the accuracy on
+    # those; 0 where nothing was evaluated (stable; a loss that diverged). Empty in trials logs
+    # written before milr recorded it (every evaluation saw all).
+    curve_seen: tuple[int, ...] = ()
     # criterion stable or divergence_check step (where any step's loss decides): the largest
     # training loss of any step run (a NaN counts as inf) and that step; None otherwise.
     max_loss: float | None = None
@@ -55,6 +60,12 @@ class _Member:
     acc: float | None = None  # validation accuracy at its last evaluation
     outcome: Outcome | None = None
     curve: list[tuple[int, float | None, float]] = field(default_factory=list)  # see Outcome
+    seen: list[int] = field(default_factory=list)  # validation examples of each curve point
+
+
+# Validation examples per forward pass of an evaluation (benchmarks/README.md: the early exit
+# against chunk size).
+EVAL_CHUNK = 1024
 
 
 class BatchedTrainer:
@@ -80,12 +91,21 @@ class BatchedTrainer:
 
     `dtype`: of the weights, optimizer state and rates (float32; the tests run float64 against
     torch.optim, on data of that dtype).
+
+    `full_eval` (default off): every evaluation sees the whole validation set. Off, an
+    evaluation under criterion accuracy stops for a member as soon as its verdict (threshold
+    met or not) is certain and its outputs are proven finite (`_evaluate`): no verdict and no
+    stopping step changes, but the accuracy a curve records is then that of the validation
+    examples seen, and `Outcome.curve_seen` says how many. `eval_chunk`: validation examples
+    per forward pass of an evaluation (the granularity of the early exit).
     """
 
     def __init__(self, cfg: EstimateConfig, data: Dataset, device: torch.device | None = None,
                  cancel_dominated: bool = False, graphs: bool | None = None,
-                 retire_in_place: bool | None = None, dtype: torch.dtype = torch.float32):
+                 retire_in_place: bool | None = None, dtype: torch.dtype = torch.float32,
+                 full_eval: bool = False, eval_chunk: int = EVAL_CHUNK):
         self.cfg, self.data, self.cancel, self.dtype = cfg, data, cancel_dominated, dtype
+        self.eval_chunk = eval_chunk
         self.device = device or data.x_train.device
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.graphs and self.device.type != "cuda":
@@ -108,6 +128,11 @@ class BatchedTrainer:
                                                            self.layout.bias_wd, strict=True)
                       for s in pair]
         self.track_max = cfg.criterion == "stable" or cfg.divergence_check == "step"
+        if cfg.criterion == "accuracy":
+            self.need = needed(len(data.x_eval), cfg.threshold)
+            # the largest 2-norm of a validation input (inf: no early exit)
+            self.radius = math.inf if full_eval else float(torch.linalg.vector_norm(
+                data.x_eval, dim=1, dtype=torch.float64).max())
         self.next_key = 0
         self.warm = False  # a first step has run eagerly (CUDA graphs need warmed-up libraries)
         self._empty()
@@ -260,7 +285,8 @@ class BatchedTrainer:
                             final_loss=loss, **{"success": False, "diverged": False, **verdict},
                             curve_steps=tuple(p[0] for p in m.curve),
                             curve_acc=tuple(p[1] for p in m.curve),
-                            curve_loss=tuple(p[2] for p in m.curve))
+                            curve_loss=tuple(p[2] for p in m.curve),
+                            curve_seen=tuple(m.seen))
 
     def _point_due(self, m: _Member) -> bool:
         """Under stable (no evaluations): whether this check is m's first at or after its next
@@ -309,17 +335,18 @@ class BatchedTrainer:
         are not finite, or (with divergence_check "eval") the loss is still above the limit: a
         transient spike that has recovered by the evaluation is then not divergence. Neither
         before the end of the budget: the member trains on."""
-        cfg = self.cfg
-        acc, finite = _evaluate(self.net, self.data,
-                                [e and not b for e, b in zip(at_stop, bad, strict=True)])
+        acc, met, finite, seen = _evaluate(
+            self.net, self.data, [e and not b for e, b in zip(at_stop, bad, strict=True)],
+            self.need, self.radius, self.eval_chunk)
         for r, m in self._open():
             if at_stop[r]:
                 diverged = bad[r] or finite[r] is False
                 m.acc = None if diverged else acc[r]
                 m.peak = m.peak if m.acc is None else max(m.peak or 0.0, m.acc)
                 m.curve.append((m.steps_run, m.acc, loss[r]))
-                ok = not diverged and acc[r] >= cfg.threshold
-                if diverged or ok or m.steps_run >= cfg.steps:
+                m.seen.append(seen[r])
+                ok = not diverged and met[r]
+                if diverged or ok or m.steps_run >= self.cfg.steps:
                     self._finish(m, loss[r], success=ok, diverged=diverged)
             elif stepped_bad[r]:
                 self._diverged(m, loss[r])
@@ -334,6 +361,7 @@ class BatchedTrainer:
         for r, m in self._open():
             if not stepped_bad[r] and (at_stop[r] or self._point_due(m)):
                 m.curve.append((m.steps_run, None, loss[r]))
+                m.seen.append(0)
             if at_stop[r]:
                 ok = not bad[r] and math.isfinite(after[r]) and after[r] <= limit[r]
                 self._finish(m, loss[r] if after[r] is None else after[r], success=ok,
@@ -369,21 +397,41 @@ class BatchedTrainer:
                 lr.index_fill_(0, idx, 0.0)
 
 
-def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool]
-              ) -> tuple[list[float | None], list[bool | None]]:
-    """Validation accuracy of the wanted rows, and whether their outputs were all finite (None
-    for the others: diverged or finished rows need no evaluation, a third of the work on a
-    CPU)."""
+def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool], need: int,
+              radius: float = math.inf, chunk: int = 4096
+              ) -> tuple[list[float | None], list[bool | None], list[bool | None], list[int]]:
+    """Of the wanted rows (None for the others: diverged or finished rows need no evaluation, a
+    third of the work on a CPU): the accuracy on the validation examples seen, whether the
+    threshold is met (correct >= need), whether the outputs were all
+    finite, and how many examples were seen.
+
+    A row stops being evaluated once its verdict is certain (`Ensemble.evaluate`) where its
+    outputs are proven finite on inputs of 2-norm <= radius (`Ensemble.finite_bound`; radius
+    inf: never, every wanted row sees every example): the verdict is the full evaluation's,
+    the accuracy that of the examples seen."""
     rows = [r for r, w in enumerate(wanted) if w]
     acc: list[float | None] = [None] * len(wanted)
+    met: list[bool | None] = [None] * len(wanted)
     finite: list[bool | None] = [None] * len(wanted)
+    seen: list[int] = [0] * len(wanted)
     if rows:
         sub = net if len(rows) == len(wanted) else net.select(
             torch.tensor(rows, device=data.x_eval.device))
-        a, f = sub.evaluate(data.x_eval, data.y_eval)
-        for r, ar, fr in zip(rows, a.tolist(), f.tolist(), strict=True):
-            acc[r], finite[r] = ar, fr
-    return acc, finite
+        may_stop = sub.finite_bound(radius)
+        c, s, f = sub.evaluate(data.x_eval, data.y_eval, chunk, need, may_stop)
+        a = c.to(torch.get_default_dtype()) / s.to(torch.get_default_dtype())
+        for r, ar, cr, sr, fr in zip(rows, a.tolist(), c.tolist(), s.tolist(), f.tolist(),
+                                     strict=True):
+            acc[r], finite[r], seen[r] = ar, fr, sr
+            met[r] = cr >= need
+    return acc, met, finite, seen
+
+
+def needed(n: int, threshold: float) -> int:
+    """The fewest correct answers out of n whose accuracy, computed as the engine computes it
+    (count / n in torch's default dtype), is >= threshold (n + 1: none)."""
+    accs = (torch.arange(n + 1, dtype=torch.get_default_dtype()) / n).tolist()
+    return next((c for c, a in enumerate(accs) if a >= threshold), n + 1)
 
 
 def train(
@@ -395,11 +443,14 @@ def train(
     cancel_dominated: bool = False,
     graphs: bool | None = None,
     retire_in_place: bool | None = None,
+    full_eval: bool = False,
+    eval_chunk: int | None = None,
 ) -> list[Outcome]:
     """Train one member per (lrs[k], seeds[k]) under cfg's protocol, all together; data must be
     on `device`. The options are as for `BatchedTrainer`."""
     assert len(lrs) == len(seeds) > 0
-    trainer = BatchedTrainer(cfg, data, device, cancel_dominated, graphs, retire_in_place)
+    trainer = BatchedTrainer(cfg, data, device, cancel_dominated, graphs, retire_in_place,
+                             full_eval=full_eval, eval_chunk=eval_chunk or EVAL_CHUNK)
     keys = trainer.admit(lrs, seeds)
     out: dict[int, Outcome] = {}
     while trainer.pending:

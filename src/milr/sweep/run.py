@@ -214,17 +214,18 @@ def _write(plan: Plan, rows: list[dict], trials: list[dict]) -> None:
 def run_sweep(grid: Grid, out: str | os.PathLike, runner: Runner = local_runner,
               trials_path: str | os.PathLike | None = None,
               on_task: Callable[[int, int, list[dict]], None] | None = None,
-              plan: Plan | None = None) -> SweepReport:
+              plan: Plan | None = None, full_eval: bool = False) -> SweepReport:
     """Run every missing (cell, seed) of `grid`, appending rows to `out` as each task finishes.
 
-    `plan` is `plan_sweep(grid, out, trials_path, lock=True)` when the caller has already made
-    it (to show it first); an unlocked plan is made again under the lock. The locks are released
+    `full_eval`: every evaluation sees the whole validation set (`TaskConfig`). `plan` is
+    `plan_sweep(grid, out, trials_path, lock=True)` when the caller has already made it (to
+    show it first); an unlocked plan is made again under the lock. The locks are released
     at the end.
     """
     if plan is None or not plan.locked:
         plan = plan_sweep(grid, out, trials_path, lock=True)
     try:
-        return _run(grid, plan, runner, on_task)
+        return _run(grid, plan, runner, on_task, full_eval)
     finally:
         plan.release()
 
@@ -248,7 +249,8 @@ def predict_lr_star(rows: list[dict], depth: int, width: int) -> float | None:
     return cells[near]
 
 
-def _configs(grid: Grid, plan: Plan, done: list[dict]) -> Iterator[TaskConfig]:
+def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool = False
+             ) -> Iterator[TaskConfig]:
     """Each task's config, made when the executor asks for it (every executor asks for the next
     one only when it can start it): a warm-started one then sees every row stored so far."""
     for task in plan.tasks:
@@ -260,13 +262,16 @@ def _configs(grid: Grid, plan: Plan, done: list[dict]) -> Iterator[TaskConfig]:
                 # below it hundreds, so an overestimate is the cheap side to err on
                 up = 10 ** (1 / cfg.grid_per_decade)
                 cfg = EstimateConfig(**{**cfg.row(), "lr_start": guess * up})
-        yield TaskConfig(cfg, grid.config(task.depth, task.width).seeds, grid.lambda1_samples)
+        yield TaskConfig(cfg, grid.config(task.depth, task.width).seeds, grid.lambda1_samples,
+                         full_eval)
 
 
 def _run(grid: Grid, plan: Plan, runner: Runner,
-         on_task: Callable[[int, int, list[dict]], None] | None) -> SweepReport:
+         on_task: Callable[[int, int, list[dict]], None] | None,
+         full_eval: bool = False) -> SweepReport:
     done = counted_rows(plan.rows)
-    configs = _configs(grid, plan, done)  # executors take them one at a time (warm starts)
+    # executors take them one at a time (warm starts)
+    configs = _configs(grid, plan, done, full_eval)
     ran = 0
     results = runner(configs)
     try:

@@ -13,11 +13,14 @@ from .store import LAMBDA1_FIELDS
 @dataclass(frozen=True)
 class TaskConfig:
     """What a task measures: its cell's config narrowed to the task's seeds (seed, seeds), the
-    cell's seed count (which its rows record), and λ1's sample count (0: no λ1)."""
+    cell's seed count (which its rows record), λ1's sample count (0: no λ1), and whether every
+    evaluation sees the whole validation set (`train.BatchedTrainer`'s full_eval: only the
+    trials' recorded accuracies differ)."""
 
     config: EstimateConfig
     cell_seeds: int
     lambda1_samples: int = 0
+    full_eval: bool = False
 
 
 def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
@@ -27,7 +30,7 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     from ..engine.search import depends_on
 
     cfg = task.config
-    est = estimate(cfg, lambda1_samples=task.lambda1_samples)
+    est = estimate(cfg, lambda1_samples=task.lambda1_samples, full_eval=task.full_eval)
     sharp = {p.seed: {"lambda1": p.lambda1, "lambda1_eff": e.lambda1,
                       "lambda1_residual": max(p.residual, e.residual),
                       "lambda1_converged": p.converged and e.converged,

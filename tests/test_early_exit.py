@@ -1,0 +1,111 @@
+"""The exact early exit of an evaluation: it may stop looking at validation examples once the
+verdict is certain, and must never change a verdict, a stopping step or a divergence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from milr.base.config import EstimateConfig
+from milr.engine.model import Ensemble
+from milr.engine.train import needed, train
+
+RATES = (0.01, 0.3, 1.0, 2.0, 5.0, 15.0, 40.0, 1e3)
+
+
+def config(**kw) -> EstimateConfig:
+    return EstimateConfig(**{**dict(depth=2, width=32, steps=200, batch_size=32, eval_every=30,
+                                    threshold=0.75), **kw})
+
+
+def run(tiny, full_eval: bool, **kw):
+    members = [(lr, s) for lr in RATES for s in range(3)]
+    return train(config(**kw), tiny, [lr for lr, _ in members], [s for _, s in members],
+                 full_eval=full_eval, eval_chunk=16)
+
+
+@pytest.mark.parametrize("kw", [{}, {"optimizer": "adam"}, {"parametrization": "ntk"}])
+def test_early_exit_changes_no_verdict_step_or_loss(tiny, kw):
+    """Against full evaluations: every member ends the same way at the same step with the same
+    losses, a full evaluation's accuracy is the same number, and a partial one lies on the side
+    of the threshold that its verdict says."""
+    n = len(tiny.y_eval)
+    early, full = run(tiny, False, **kw), run(tiny, True, **kw)
+    partial = 0
+    for e, f in zip(early, full, strict=True):
+        same = ("success", "diverged", "steps", "final_loss", "curve_steps", "curve_loss")
+        assert repr([getattr(e, k) for k in same]) == repr([getattr(f, k) for k in same])  # nan too
+        assert all(s in (0, n) for s in f.curve_seen)
+        for a, s, fa in zip(e.curve_acc, e.curve_seen, f.curve_acc, strict=True):
+            if s == n or a is None:
+                assert a == fa
+            else:
+                partial += 1
+                assert (a >= 0.75) == (fa >= 0.75)
+    assert partial > 0  # the exit happened
+
+
+def test_needed_is_the_engines_comparison():
+    """correct >= needed(n, t) exactly when count / n, as the engine computes it, is >= t."""
+    for n in (7, 100, 2000, 10_000):
+        for t in (0.0, 1 / 3, 0.75, 0.8, 0.8 - 1e-9, 0.8 + 1e-9, 0.99, 1.0, 1.5):
+            c = needed(n, t)
+            acc = (torch.arange(n + 1, dtype=torch.get_default_dtype()) / n).tolist()
+            assert all((a >= t) == (k >= c) for k, a in enumerate(acc)), (n, t, c)
+
+
+def test_a_member_whose_outputs_may_overflow_is_evaluated_fully():
+    """An overflow that only the last examples reach must still show as non-finite outputs:
+    the bound refuses to prove finiteness there, so the member sees every example; trusting
+    an early exit without it would miss the overflow."""
+    torch.manual_seed(0)
+    net = Ensemble([torch.randn(1, 4, 8), torch.randn(1, 8, 2)],
+                   [torch.zeros(1, 1, 8), torch.zeros(1, 1, 2)])
+    x = torch.randn(40, 4)
+    x[-1] = 1e38  # only the last example overflows
+    y = net.forward(x[:-1]).argmax(-1)[0]
+    y = torch.cat([y, torch.zeros(1, dtype=torch.long)])  # every answer right but the last
+    radius = float(torch.linalg.vector_norm(x.double(), dim=1).max())
+    may_stop = net.finite_bound(radius)
+    assert not bool(may_stop[0])
+    correct, seen, finite = net.evaluate(x, y, 8, need=20, may_stop=may_stop)
+    assert (int(seen[0]), bool(finite[0])) == (40, False)
+    _, seen, finite = net.evaluate(x, y, 8, need=20, may_stop=torch.tensor([True]))
+    assert (int(seen[0]), bool(finite[0])) == (24, True)  # the unsound exit misses it
+
+
+def test_the_finiteness_bound_is_sound_and_not_vacuous():
+    """Wherever the bound says finite, the outputs are, even for inputs chosen to be as large
+    as the radius allows along each network's most amplified direction; with ordinary weights
+    it does prove finiteness, and a non-finite weight never does."""
+    torch.manual_seed(1)
+    k = 8
+    scale = torch.logspace(0, 12, k).view(k, 1, 1)
+    ws = [torch.randn(k, 16, 64) * scale, torch.randn(k, 64, 64) * scale,
+          torch.randn(k, 64, 3) * scale]
+    net = Ensemble(ws, [torch.randn(k, 1, w.shape[-1]) for w in ws])
+    radius = 1e3
+    ok = net.finite_bound(radius)
+    assert bool(ok[0]) and not bool(ok.all())
+    for i in range(k):
+        # the input direction the first layer amplifies most, at full radius
+        v = torch.linalg.svd(ws[0][i].double()).U[:, 0].float()
+        out = net.select(torch.tensor([i])).forward(torch.stack([v, -v]) * radius)
+        if ok[i]:
+            assert bool(torch.isfinite(out).all()), i
+    broken = Ensemble([w[:1].clone() for w in ws], [torch.zeros(1, 1, w.shape[-1]) for w in ws])
+    broken.weights[1][0, 3, 5] = float("nan")
+    assert not bool(broken.finite_bound(1.0)[0])
+
+
+def test_full_evaluations_record_the_full_accuracy(tiny):
+    """full_eval: every evaluation that ran saw every example, and the accuracies are those of a
+    plain evaluation of the whole set."""
+    out = run(tiny, True)
+    n = len(tiny.y_eval)
+    seen = {s for o in out for s, a in zip(o.curve_seen, o.curve_acc, strict=True)
+            if a is not None}
+    assert seen == {n}
+    assert dataclasses.asdict(out[0])["curve_seen"]  # recorded in the outcome
