@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 from contextlib import contextmanager
 
 import torch
@@ -32,18 +33,38 @@ def matmul_precision(name: str):
 
 
 # Matmul FLOPs of one training step (all members in flight) per CPU thread below which a
-# second thread costs more than it gives: measured on the 2-core CI machine (benchmarks/README.md,
-# "Threads"): at 5-50 MFLOP a step 2 threads were 2-17x slower than 1, at 200-800 MFLOP
-# 0.7-1.05x with the cores free, and slower again whenever another process was busy.
-THREAD_FLOPS = 2e8
+# second thread gives nothing: measured on the idle 2-core CI machine (benchmarks/README.md,
+# "Threads"): 2 threads tie with 1 at 1-7 MFLOP a step and win from 32 MFLOP up (1.16x there,
+# 1.3-2.1x at 50-1500 MFLOP). With another process busy a second thread loses at any size:
+# that is the load rule's part (cpu_threads).
+THREAD_FLOPS = 2e7
+
+
+class _OwnLoad:
+    """This process's share of the load average: its CPU seconds per wall second since the
+    previous call (since milr was imported, at the first), at least 1 (it is running now)."""
+
+    def __init__(self, wall=time.monotonic, cpu=time.process_time) -> None:
+        self.wall, self.cpu = wall, cpu
+        self.last = (wall(), cpu())
+
+    def __call__(self) -> float:
+        now = (self.wall(), self.cpu())
+        (w0, c0), (w1, c1) = self.last, now
+        self.last = now
+        return max(1.0, (c1 - c0) / (w1 - w0)) if w1 > w0 else 1.0
+
+
+own_load = _OwnLoad()
 
 
 def cpu_threads(step_flops: float, cap: int, cpus: int | None = None,
-                load: float | None = None) -> int:
+                load: float | None = None, own: float | None = None) -> int:
     """Threads for training on the CPU: one per THREAD_FLOPS of work in a step, at most `cap`
     (torch's count when called: the worker's share under --workers, or OMP_NUM_THREADS), and
     at most the cores other processes leave free (`load`: the 1-minute load average, of which
-    one is this process)."""
+    `own` is this process's: `own_load`, its recent CPU use; a search that just ran on two
+    threads must not count itself as someone else)."""
     import os
 
     cpus = cpus or os.cpu_count() or 1
@@ -52,7 +73,8 @@ def cpu_threads(step_flops: float, cap: int, cpus: int | None = None,
             load = os.getloadavg()[0]
         except OSError:
             load = 0.0
-    free = max(1, cpus - int(max(0.0, load - 1.0)))
+    own = own_load() if own is None else own
+    free = max(1, cpus - int(max(0.0, load - own)))
     return max(1, min(cap, free, int(step_flops // THREAD_FLOPS)))
 
 
