@@ -2,6 +2,7 @@
 
     python benchmarks/profile_estimate.py --cells 4x256,8x1024      # Fashion-MNIST, 5 seeds
     python benchmarks/profile_estimate.py --kernels 8x1024          # plus a torch.profiler table
+    python benchmarks/profile_estimate.py --cells 4x256 --criterion stable --kernels 4x256
 
 Per cell it prints the search's time, trials, member-steps and chunks (with the rows trained per
 chunk), each seed's trials (round/lr/outcome and steps: S success, D diverged, F failed, C
@@ -66,6 +67,7 @@ def step_costs(cfg: EstimateConfig, data, device: torch.device, members: list[in
     print("members | ms per step | ms per member-step | ms per evaluation | ms per member-eval")
     for k in members:
         c = EstimateConfig(**{**cfg.row(), "steps": steps, "eval_every": 50,
+                              "criterion": "accuracy", "divergence_check": "eval",
                               "threshold": min(0.999, ACCURACY_CEILINGS.get(cfg.dataset, 1.0))})
         args = ([1e-4] * k, [i % cfg.seeds for i in range(k)], device)
         train(c, data, *args)  # warm-up (and graph capture)
@@ -97,20 +99,23 @@ def main() -> None:
     ap.add_argument("--members", default="1,5,10,20,40")
     ap.add_argument("--kernels", default=None, help="a cell to run under torch.profiler")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--criterion", default="accuracy", choices=("accuracy", "stable"))
     args = ap.parse_args()
     device = resolve_device(args.device)
     data = load(args.dataset).to(device)
     for cell in args.cells.split(","):
         depth, width = map(int, cell.split("x"))
         cfg = EstimateConfig(depth=depth, width=width, dataset=args.dataset, seeds=args.seeds,
-                             device=device.type, precision=args.precision)
+                             device=device.type, precision=args.precision,
+                             criterion=args.criterion)
         for p in [0] if args.probes == "auto" else map(int, args.probes.split(",")):
             trace(EstimateConfig(**{**cfg.row(), "probes": p}), data, device)
         step_costs(cfg, data, device, [int(m) for m in args.members.split(",")])
     if args.kernels:
         depth, width = map(int, args.kernels.split("x"))
         cfg = EstimateConfig(depth=depth, width=width, dataset=args.dataset, seeds=args.seeds,
-                             device=device.type, precision=args.precision)
+                             device=device.type, precision=args.precision,
+                             criterion=args.criterion)
         from torch.profiler import ProfilerActivity, profile
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=acts) as prof:
