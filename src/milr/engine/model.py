@@ -349,17 +349,18 @@ class Ensemble:
         at most `radius`, is proven finite.
 
         Per layer, |each partial sum of h·W_l[:, j]| <= |h|·|W_l|_F (Cauchy-Schwarz) and
-        |m·hW + b| <= m·|h|·|W_l|_F + |b| (the ReLU shrinks norms); taken in float64, doubled per
-        layer for rounding, against the largest number of the weights' dtype. Weights that are
-        not finite, or too large to prove anything, give False (then evaluate fully).
+        |m·hW + b| <= m·|h|·|W_l|_F + |b| (the ReLU shrinks norms); chained in float64, doubled
+        per layer for rounding, against the largest number of the weights' dtype / 4. Weights
+        that are not finite, or too large to prove anything, give False (then evaluate fully).
         """
         top = torch.finfo(self.weights[0].dtype).max / 4
         h = torch.full((self.size,), float(radius), dtype=torch.float64,
                        device=self.weights[0].device)
         ok = torch.isfinite(h)
         for w, b, m in zip(self.weights, self.biases, self.multipliers, strict=True):
-            wn = torch.linalg.vector_norm(w, dim=(1, 2), dtype=torch.float64)
-            bn = torch.linalg.vector_norm(b, dim=(1, 2), dtype=torch.float64)
+            # in the weights' dtype (no float64 copy of them): an overflow gives inf, no proof
+            wn = torch.linalg.vector_norm(w, dim=(1, 2)).double()
+            bn = torch.linalg.vector_norm(b, dim=(1, 2)).double()
             raw = 2 * h * wn
             h = 2 * (abs(m) * raw + bn)
             ok &= torch.isfinite(raw) & torch.isfinite(h) & (raw < top) & (h < top)
