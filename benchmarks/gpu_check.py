@@ -37,6 +37,11 @@ def main() -> None:
     alone = [train(cfg, data.to("cuda"), [lrs[i]], [seeds[i]])[0] for i in (0, 7, 15)]
     match = sum(a == gpu[i] for a, i in zip(alone, (0, 7, 15), strict=True))
     print(f"cuda: member alone == member in a batch of 16, exactly: {match}/3")
+    # the early exit: the same members with every evaluation seeing every example
+    full = train(cfg, data.to("cuda"), lrs, seeds, torch.device("cuda"), full_eval=True)
+    agree = sum((a.success, a.diverged, a.steps) == (b.success, b.diverged, b.steps)
+                for a, b in zip(gpu, full, strict=True))
+    print(f"cuda: early exit == full evaluations in verdict and step: {agree}/16")
     eager = train(cfg, data.to("cuda"), lrs, seeds, torch.device("cuda"), graphs=False)
     same = sum(g.success == e.success for g, e in zip(gpu, eager, strict=True))
     exact = sum(g == e for g, e in zip(gpu, eager, strict=True))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from milr.base.config import EstimateConfig
-from milr.engine.model import Ensemble
+from milr.data.formats import Dataset
+from milr.engine.model import Ensemble, eval_chunks
 from milr.engine.train import needed, train
 
 RATES = (0.01, 0.3, 1.0, 2.0, 5.0, 15.0, 40.0, 1e3)
@@ -109,3 +110,30 @@ def test_full_evaluations_record_the_full_accuracy(tiny):
             if a is not None}
     assert seen == {n}
     assert dataclasses.asdict(out[0])["curve_seen"]  # recorded in the outcome
+
+
+@pytest.mark.parametrize("n", [10_000, 10_001, 10_003, 1025, 4097, 100])
+def test_finer_chunks_give_the_logits_of_the_old_ones_bit_for_bit(n):
+    """An evaluation in chunks of 1024 (eval_chunks) sees every example's logits exactly as
+    in chunks of 4096: a CPU matmul's last bits depend on whether the rows around a row come
+    in multiples of 4, and plain chunks of 1024 would move rows across such boundaries."""
+    torch.manual_seed(0)
+    net = Ensemble.create([0, 1, 2, 3], 784, 2, 128, 10)
+    x = torch.randn(n, 784)
+    old = torch.cat([net.forward(x[i : i + 4096]) for i in range(0, n, 4096)], 1)
+    new = torch.cat([net.forward(x[i:j]) for i, j in eval_chunks(n, 1024)], 1)
+    assert torch.equal(old, new)
+    spans = eval_chunks(n, 1024)
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        eval_chunks(n, 1000)
+
+
+def test_an_empty_validation_set_never_succeeds(tiny):
+    """No examples: no accuracy to reach (as before the early exit), and no crash."""
+    empty = Dataset(tiny.name, tiny.x_train, tiny.y_train, tiny.x_eval[:0], tiny.y_eval[:0],
+                    tiny.classes)
+    for full in (False, True):
+        out = train(config(steps=60), empty, [0.3], [0], full_eval=full)[0]
+        assert not out.success and out.steps == 60

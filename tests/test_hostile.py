@@ -69,6 +69,7 @@ BAD = {
     ("estimate", "precision"): ["fp16"],
     ("estimate", "lambda1_samples"): ["-1", *INT_JUNK],
     ("estimate", "as_json"): [],  # a flag: no value to get wrong
+    ("estimate", "full_eval"): [],  # a flag
     ("estimate", "plot"): ["/nonexistent/dir/s.png", "s.txt", "/"],  # refused before training
     ("sharpness", "depth"): ["0", "-1", *INT_JUNK, "100000000"],
     ("sharpness", "width"): ["0", "-3", *INT_JUNK, "1000000000"],
@@ -110,6 +111,7 @@ BAD = {
     ("sweep", "ray"): [],  # an address: a wrong one is Ray's to report (see test_sweep)
     ("sweep", "gpus_per_cell"): ["0", "2", "-0.5", *NUMBER_JUNK, "0.5"],  # 0.5: without --ray
     ("sweep", "dry_run"): [],  # a flag
+    ("sweep", "full_eval"): [],  # a flag
     ("plot search", "trials"): ["missing.jsonl", "/", "EXTRA_FIELDS"],
     ("plot search", "cell"): ["0 4", "9 9", "a b"],  # 9 9: no such cell in the log
     ("plot search", "results"): ["missing.csv", "EXTRA_FIELDS"],

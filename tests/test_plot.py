@@ -132,6 +132,13 @@ def test_evaluations_that_stopped_early_are_drawn_hollow(tmp_path):
               if (ln.get_gid() or "").startswith("partial:")}
     assert marked == {"partial:0:lo": [20]}
     assert "stopped once its verdict was certain" in fig.axes[3].get_title()
+    for r in recs:  # every deciding evaluation stopped early: the recorded size tells
+        if r["curve_steps"]:
+            r |= {"curve_seen": [1024, 1024], "eval_examples": 2000}
+    log.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    fig = search_figure(search_view_from_log(str(log), 1, 4))
+    assert {ln.get_gid() for ln in fig.axes[3].lines
+            if (ln.get_gid() or "").startswith("partial:")} == {"partial:0:lo", "partial:1:lo"}
     write_log(log)  # no curve_seen (an older log): every evaluation saw all
     fig = search_figure(search_view_from_log(str(log), 1, 4))
     assert not [ln for ln in fig.axes[3].lines if (ln.get_gid() or "").startswith("partial:")]

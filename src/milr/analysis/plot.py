@@ -372,8 +372,8 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
     deciding = _deciding(view)
     colour = {s.seed: PALETTE[i % len(PALETTE)] for i, s in enumerate(view.seeds)}
     has_curves = any(t.get("curve_steps") for _, _, t in deciding)
-    # the validation set's size, as the fullest evaluation saw it (an early exit sees fewer)
-    n_eval = max((n for _, _, t in deciding for n in t.get("curve_seen") or []), default=0)
+    # the validation set's size where a trial records it, else as the fullest evaluation saw it
+    fullest = max((n for _, _, t in deciding for n in t.get("curve_seen") or []), default=0)
     partial_drawn = False
     for s, end, t in deciding:
         steps = list(t.get("curve_steps") or [])
@@ -401,7 +401,7 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
             acc_ax.plot(*zip(*acc, strict=True), **style, gid=f"accuracy:{s.seed}:{end}")
         part = [(x, a) for x, a, n in zip(t.get("curve_steps") or [], t.get("curve_acc") or [],
                                           t.get("curve_seen") or [], strict=False)
-                if a is not None and 0 < n < n_eval]
+                if a is not None and 0 < n < (t.get("eval_examples") or fullest)]
         if part:  # an early exit: the accuracy of the examples it saw
             acc_ax.plot(*zip(*part, strict=True), ls="", marker="o", ms=7, mfc="white",
                         mec=colour[s.seed], gid=f"partial:{s.seed}:{end}")

@@ -49,6 +49,7 @@ class Trial:
     curve_acc: tuple[float | None, ...] = ()
     curve_loss: tuple[float, ...] = ()
     curve_seen: tuple[int, ...] = ()  # validation examples each evaluation saw (early exit)
+    eval_examples: int | None = None  # of how many (None: stable, or an older log)
     max_loss: float | None = None
     max_loss_step: int | None = None
 

@@ -44,6 +44,7 @@ class Outcome:
     # those; 0 where nothing was evaluated (stable; a loss that diverged). Empty in trials logs
     # written before milr recorded it (every evaluation saw all).
     curve_seen: tuple[int, ...] = ()
+    eval_examples: int | None = None  # the validation set's size (None: stable, older logs)
     # criterion stable or divergence_check step (where any step's loss decides): the largest
     # training loss of any step run (a NaN counts as inf) and that step; None otherwise.
     max_loss: float | None = None
@@ -129,10 +130,10 @@ class BatchedTrainer:
                       for s in pair]
         self.track_max = cfg.criterion == "stable" or cfg.divergence_check == "step"
         if cfg.criterion == "accuracy":
-            self.need = needed(len(data.x_eval), cfg.threshold)
+            self.need = needed(len(data.x_eval), cfg.threshold, data.x_eval.device)
             # the largest 2-norm of a validation input (inf: no early exit)
-            self.radius = math.inf if full_eval else float(torch.linalg.vector_norm(
-                data.x_eval, dim=1, dtype=torch.float64).max())
+            self.radius = math.inf if full_eval or not len(data.x_eval) else float(
+                torch.linalg.vector_norm(data.x_eval, dim=1, dtype=torch.float64).max())
         self.next_key = 0
         self.warm = False  # a first step has run eagerly (CUDA graphs need warmed-up libraries)
         self._empty()
@@ -286,7 +287,9 @@ class BatchedTrainer:
                             curve_steps=tuple(p[0] for p in m.curve),
                             curve_acc=tuple(p[1] for p in m.curve),
                             curve_loss=tuple(p[2] for p in m.curve),
-                            curve_seen=tuple(m.seen))
+                            curve_seen=tuple(m.seen), eval_examples=(
+                                len(self.data.x_eval) if self.cfg.criterion == "accuracy"
+                                else None))
 
     def _point_due(self, m: _Member) -> bool:
         """Under stable (no evaluations): whether this check is m's first at or after its next
@@ -427,10 +430,12 @@ def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool], need: int,
     return acc, met, finite, seen
 
 
-def needed(n: int, threshold: float) -> int:
-    """The fewest correct answers out of n whose accuracy, computed as the engine computes it
-    (count / n in torch's default dtype), is >= threshold (n + 1: none)."""
-    accs = (torch.arange(n + 1, dtype=torch.get_default_dtype()) / n).tolist()
+def needed(n: int, threshold: float, device: torch.device | str = "cpu") -> int:
+    """The fewest correct answers out of n whose accuracy, computed as the engine computed it
+    before the early exit (count / n in torch's default dtype, on the evaluation's device: a
+    CUDA division by a scalar multiplies by its reciprocal, which may differ in the last bit),
+    is >= threshold (n + 1: none)."""
+    accs = (torch.arange(n + 1, dtype=torch.get_default_dtype(), device=device) / n).tolist()
     return next((c for c, a in enumerate(accs) if a >= threshold), n + 1)
 
 
