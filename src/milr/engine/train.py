@@ -60,8 +60,8 @@ class _Member:
     peak: float | None = None
     acc: float | None = None  # validation accuracy at its last evaluation
     outcome: Outcome | None = None
-    curve: list[tuple[int, float | None, float]] = field(default_factory=list)  # see Outcome
-    seen: list[int] = field(default_factory=list)  # validation examples of each curve point
+    # (step, accuracy, loss, validation examples seen) per curve point: see Outcome
+    curve: list[tuple[int, float | None, float, int]] = field(default_factory=list)
 
 
 # Validation examples per forward pass of an evaluation (benchmarks/README.md: the early exit
@@ -287,7 +287,7 @@ class BatchedTrainer:
                             curve_steps=tuple(p[0] for p in m.curve),
                             curve_acc=tuple(p[1] for p in m.curve),
                             curve_loss=tuple(p[2] for p in m.curve),
-                            curve_seen=tuple(m.seen), eval_examples=(
+                            curve_seen=tuple(p[3] for p in m.curve), eval_examples=(
                                 len(self.data.x_eval) if self.cfg.criterion == "accuracy"
                                 else None))
 
@@ -346,8 +346,7 @@ class BatchedTrainer:
                 diverged = bad[r] or finite[r] is False
                 m.acc = None if diverged else acc[r]
                 m.peak = m.peak if m.acc is None else max(m.peak or 0.0, m.acc)
-                m.curve.append((m.steps_run, m.acc, loss[r]))
-                m.seen.append(seen[r])
+                m.curve.append((m.steps_run, m.acc, loss[r], seen[r]))
                 ok = not diverged and met[r]
                 if diverged or ok or m.steps_run >= self.cfg.steps:
                     self._finish(m, loss[r], success=ok, diverged=diverged)
@@ -363,8 +362,7 @@ class BatchedTrainer:
         limit = self.limit.tolist()
         for r, m in self._open():
             if not stepped_bad[r] and (at_stop[r] or self._point_due(m)):
-                m.curve.append((m.steps_run, None, loss[r]))
-                m.seen.append(0)
+                m.curve.append((m.steps_run, None, loss[r], 0))
             if at_stop[r]:
                 ok = not bad[r] and math.isfinite(after[r]) and after[r] <= limit[r]
                 self._finish(m, loss[r] if after[r] is None else after[r], success=ok,
@@ -420,8 +418,11 @@ def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool], need: int,
     if rows:
         sub = net if len(rows) == len(wanted) else net.select(
             torch.tensor(rows, device=data.x_eval.device))
-        may_stop = sub.finite_bound(radius)
-        c, s, f = sub.evaluate(data.x_eval, data.y_eval, chunk, need, may_stop)
+        if math.isfinite(radius):
+            c, s, f = sub.evaluate(data.x_eval, data.y_eval, chunk, need,
+                                   sub.finite_bound(radius))
+        else:  # no early exit: neither the bound nor the per-chunk decisions are needed
+            c, s, f = sub.evaluate(data.x_eval, data.y_eval, chunk)
         a = c.to(torch.get_default_dtype()) / s.to(torch.get_default_dtype())
         for r, ar, cr, sr, fr in zip(rows, a.tolist(), c.tolist(), s.tolist(), f.tolist(),
                                      strict=True):
