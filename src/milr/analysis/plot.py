@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..base.results import bracket as results_bracket
 from ..base.results import power, protocol_line
 from .fit import PowerLaw
 
@@ -160,11 +161,7 @@ class SearchView:
 def bracket(trials: list[dict]) -> tuple[float | None, float | None]:
     """The search's own rule over one seed's trials: lo is the largest success, hi the smallest
     failure above it (cancelled runs have no verdict)."""
-    done = [t for t in trials if not t.get("cancelled")]
-    ok = [t["lr"] for t in done if t["success"]]
-    lo = max(ok) if ok else None
-    bad = [t["lr"] for t in done if not t["success"] and (lo is None or t["lr"] > lo)]
-    return lo, (min(bad) if bad else None)
+    return results_bracket((t["lr"], t["success"]) for t in trials if not t.get("cancelled"))
 
 
 def search_view_of(est) -> SearchView:

@@ -31,6 +31,16 @@ def json_safe(obj):
     return obj
 
 
+def bracket(verdicts) -> tuple[float | None, float | None]:
+    """The search's bracket over one seed's (learning rate, success) pairs: lo is the largest
+    success, hi the smallest failure above it (None where there is none)."""
+    verdicts = list(verdicts)
+    ok = [lr for lr, s in verdicts if s]
+    lo = max(ok) if ok else None
+    bad = [lr for lr, s in verdicts if not s and (lo is None or lr > lo)]
+    return lo, (min(bad) if bad else None)
+
+
 @dataclass(frozen=True)
 class Trial:
     round: int

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from typing import Protocol
 
 from ..base.config import EstimateConfig
-from ..base.results import SeedResult, Trial
+from ..base.results import SeedResult, Trial, bracket
 from .train import Outcome
 
 # Above this many bracket cells the weighted split is planned on this many and scaled: the
@@ -52,15 +52,6 @@ class SeedSearch:
         return self.status is not None and (not self.cfg.also_steps
                                             or self.also_status is not None)
 
-    def lo(self) -> float | None:
-        ok = [lr for lr, s in self.tried.items() if s]
-        return max(ok) if ok else None
-
-    def hi(self) -> float | None:
-        lo = self.lo()
-        bad = [lr for lr, s in self.tried.items() if not s and (lo is None or lr > lo)]
-        return min(bad) if bad else None
-
     def grid(self, i: int) -> float:
         """Point i of the scan grid, counted down from lr_max (negative i: above lr_max)."""
         return self.cfg.lr_max / self.factor**i
@@ -86,7 +77,7 @@ class SeedSearch:
         default this seed's own measurement (`cost_ratio()`), so that its probes depend on its
         configuration and seed alone.
         """
-        cfg, lo, hi = self.cfg, self.lo(), self.hi()
+        cfg, (lo, hi) = self.cfg, bracket(self.tried.items())
         k = self.probes
         if lo is None and self.tried and self.cfg.lr_start is not None \
                 and self.cfg.criterion == "accuracy":
@@ -186,11 +177,7 @@ class SeedSearch:
         return {lr: ok and self.steps[lr] <= b for lr, ok in self.tried.items()}
 
     def also_bracket(self) -> tuple[float | None, float | None]:
-        verdicts = self.also_verdicts()
-        ok = [lr for lr, s in verdicts.items() if s]
-        lo = max(ok) if ok else None
-        bad = [lr for lr, s in verdicts.items() if not s and (lo is None or lr > lo)]
-        return lo, (min(bad) if bad else None)
+        return bracket(self.also_verdicts().items())
 
     def _also_probes(self) -> list[float]:
         """The search at also_steps, on the verdicts `also_verdicts` gives every trial: on down
@@ -232,10 +219,7 @@ class SeedSearch:
 
     def result(self, trials: int) -> SeedResult:
         tried = self.primary if self.primary is not None else self.tried
-        ok = [lr for lr, s in tried.items() if s]
-        lo = max(ok) if ok else None
-        bad = [lr for lr, s in tried.items() if not s and (lo is None or lr > lo)]
-        hi = min(bad) if bad else None
+        lo, hi = bracket(tried.items())
         star = self._star(lo, hi) if self.status == "ok" else None
         ordered = sorted(tried.items())
         succ = [lr for lr, s in ordered if s]
