@@ -32,6 +32,7 @@ comparison with the peers uses the full-evaluation run, whose accuracies are ful
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -261,10 +262,10 @@ def main() -> None:
         early_exit += [f"({depth}, {width}) {d}" for d in cell["early_exit_differs"]]
         outcomes = all_outcomes(cfg, data, device, cell["runs"], compile_mode)
         counts, bands = [], edge_bands(cell["stars"], outcomes)
+        # asked per peer: a trial both peers disagree on is retrained once
+        is_chaotic = functools.cache(functools.partial(chaotic, cfg, data, device))
         for peer in IMPLS[:2]:
-            marginal, other = disagreements(
-                outcomes, bands, cfg.threshold, peer,
-                lambda lr, seed, cfg=cfg: chaotic(cfg, data, device, lr, seed))
+            marginal, other = disagreements(outcomes, bands, cfg.threshold, peer, is_chaotic)
             tally[peer]["trials"] += len(outcomes["milr"])
             tally[peer]["marginal"] += len(marginal)
             tally[peer]["other"] += len(other)
