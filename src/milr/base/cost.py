@@ -7,7 +7,7 @@ from .config import OPTIMIZER_SLOTS, EstimateConfig
 
 # (inputs, classes) of the named data sets, for cost bounds without loading any data.
 SHAPES = {"gaussians": (64, 2), "fashion-mnist": (784, 10), "mnist": (784, 10),
-          "cifar10": (3072, 10)}
+          "cifar10": (3072, 10), "mnist1d": (40, 10), "mnist1d-large": (40, 10)}
 # A seed's search trains about this many full-budget runs (scan and refinement) at the most.
 RUNS_PER_SEED_BOUND = 12
 

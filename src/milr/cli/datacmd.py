@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..data import mnist1d
 from ..data.fetch import SOURCES, FetchResult, fetch
 from ..data.formats import DataError
+from ..data.lookup import roots
 from ..data.survey import survey
 from .render import command_app, console, err, fail
 
@@ -31,7 +33,7 @@ def list_cmd(
     for e in entries:
         found = "[green]yes[/]" if e.found and not e.problem else (
             "[red]unreadable[/]" if e.found else "[yellow]no[/]")
-        shapes = e.shapes or (e.problem if e.found else f"milr data fetch {e.name}")
+        shapes = e.shapes or (e.problem if e.found else e.get)
         table.add_row(e.name, found, e.where or "-", e.layout or "-", _size(e.size),
                       shapes, e.checksum or "-")
     console.print(table)
@@ -42,6 +44,28 @@ def list_cmd(
 
 def _size(n: int) -> str:
     return "-" if not n else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} B"
+
+
+@data_app.command("build")
+def build_cmd(
+    name: Annotated[str, typer.Argument(help=f"One of {', '.join(mnist1d.SAMPLES)}.")],
+    data_dir: Annotated[str | None, typer.Option(help="Root to build in [default: $MILR_DATA, "
+                                                      "else ~/.local/share/milr].")] = None,
+) -> None:
+    """Generate a data set that a package builds offline (MNIST-1D), and cache it with its
+    SHA-256; a set already built is checked instead."""
+    try:
+        if name not in mnist1d.SAMPLES:
+            raise DataError(f"unknown data set to build {name!r}: expected one of "
+                            f"{', '.join(mnist1d.SAMPLES)}")
+        _, b, built = mnist1d.arrays(name, roots(data_dir)[0])
+    except (DataError, OSError) as e:
+        fail(e)
+    where = mnist1d.cache_paths(roots(data_dir)[0], name)[0]
+    console.print(f"{name}: {'built' if built else 'already built and verified'} in {where} "
+                  f"(SHA-256 {b.sha256[:12]}…)", markup=False, highlight=False)
+    if not b.matches_reference:
+        err.print(b.mismatch(), markup=False, highlight=False, soft_wrap=True)
 
 
 @data_app.command("fetch")

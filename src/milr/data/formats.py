@@ -86,7 +86,7 @@ def gaussians(
 
     xt, yt = draw(n_train)
     xe, ye = draw(n_eval)
-    return _standardised("gaussians", xt, yt, xe, ye, classes=2)
+    return standardised("gaussians", xt, yt, xe, ye, classes=2)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def gaussians(
 KEYS = ("x_train", "y_train", "x_eval", "y_eval")
 
 
-def _standardised(name, x_train, y_train, x_eval, y_eval, classes=None, where=None) -> Dataset:
+def standardised(name, x_train, y_train, x_eval, y_eval, classes=None, where=None) -> Dataset:
     """Validate, flatten and standardise with the training set's mean and std (no eval leakage).
 
     `where` names, per array, the file it came from, so that every refusal names the file.
@@ -266,7 +266,7 @@ def read_idx(path: Path) -> np.ndarray:
 def read_idx_set(name: str, paths: dict[str, Path]) -> Dataset:
     parts = {key: read_idx(p) for key, p in paths.items()}
     where = {key: str(p) for key, p in paths.items()}
-    return _standardised(name, **parts, classes=CLASSES.get(name, 10), where=where)
+    return standardised(name, **parts, classes=CLASSES.get(name, 10), where=where)
 
 
 # --- CIFAR-10 binary version (no pickles) -----------------------------------------------------
@@ -301,7 +301,7 @@ def read_cifar_set(paths: dict[str, Path]) -> Dataset:
     yt = np.concatenate([y for _, y in train])
     batches, test = str(paths[CIFAR_TEST].parent / "data_batch_*.bin"), str(paths[CIFAR_TEST])
     where = {"x_train": batches, "y_train": batches, "x_eval": test, "y_eval": test}
-    return _standardised("cifar10", xt, yt, xe, ye, classes=10, where=where)
+    return standardised("cifar10", xt, yt, xe, ye, classes=10, where=where)
 
 
 # --- .npz -------------------------------------------------------------------------------------
@@ -393,4 +393,4 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
     else:
         raise DataError(f"{path} must hold arrays x and y (or x_train, y_train, x_eval, y_eval); "
                         f"found {sorted(arrays)}")
-    return _standardised(name or path.stem, *parts, classes=CLASSES.get(name), where=where)
+    return standardised(name or path.stem, *parts, classes=CLASSES.get(name), where=where)

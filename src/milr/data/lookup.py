@@ -26,6 +26,7 @@ from .formats import (
     load_npz,
     read_cifar_set,
     read_idx_set,
+    standardised,
 )
 
 # Where Debian's dataset packages put their files (`apt-get install dataset-fashion-mnist`).
@@ -200,8 +201,21 @@ def preflight(name: str, data_dir: str | os.PathLike | None = None) -> None:
         roots(data_dir)
     if name in CLASSES:
         locate(name, data_dir)
+    elif name.startswith("mnist1d"):
+        from . import mnist1d
+
+        mnist1d.check_available(name, roots(data_dir)[0])
     elif name.endswith(".npz"):
         check_npz_file(Path(name))
+
+
+def load_mnist1d(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """MNIST-1D from its cache under the first root (`data_dir`, `$MILR_DATA`, milr's data
+    directory), built there by the `mnist1d` package on first use."""
+    from . import mnist1d
+
+    arrays, _, _ = mnist1d.arrays(name, roots(data_dir)[0])
+    return standardised(name, **arrays, classes=10)
 
 
 _CACHE: dict[tuple, Dataset] = {}
@@ -217,6 +231,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
             ds = gaussians()
         elif name in CLASSES:
             ds = read_found(locate(name, data_dir))
+        elif name.startswith("mnist1d"):
+            ds = load_mnist1d(name, data_dir)
         elif name.endswith(".npz"):
             ds = load_npz(Path(name))
         else:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base.config import DATASETS
-from . import fetch, lookup
+from . import fetch, lookup, mnist1d
 from .formats import DataError, Dataset, gaussians
 from .lookup import Found
 
@@ -28,6 +28,10 @@ class Entry:
     shapes: str = ""
     checksum: str = ""
     problem: str = ""
+    get: str = ""  # the command that gets it, where it is not found
+
+    def __post_init__(self):
+        self.get = self.get or f"milr data fetch {self.name}"
 
 
 def survey(data_dir: str | os.PathLike | None = None) -> list[Entry]:
@@ -40,6 +44,8 @@ def _entry(name: str, data_dir) -> Entry:
     if name == "gaussians":
         return _described(Entry(name, True, "(generated, no files)", "synthetic"),
                           gaussians())
+    if name in mnist1d.SAMPLES:
+        return _mnist1d_entry(name, data_dir)
     try:
         found = lookup.locate(name, data_dir)
     except DataError as e:
@@ -51,6 +57,29 @@ def _entry(name: str, data_dir) -> Entry:
     except DataError as err:
         e.problem = str(err)
         return e
+
+
+def _mnist1d_entry(name: str, data_dir) -> Entry:
+    """Built or not (and how to build it); a cache is checked against its record and against
+    milr's reference checksum."""
+    root = lookup.roots(data_dir)[0]
+    data, _ = mnist1d.cache_paths(root, name)
+    try:
+        cached = mnist1d.read_cache(name, root)
+    except DataError as e:
+        return Entry(name, True, str(data.parent), "mnist1d-cache", problem=str(e))
+    if cached is None:
+        try:
+            mnist1d.check_available(name, root)
+        except DataError as e:
+            return Entry(name, False, "", problem=str(e), get=mnist1d.INSTALL)
+        return Entry(name, False, "", get=f"milr data build {name}",
+                     problem=f"{name}: not built yet; it is built in {data.parent} on first "
+                             f"use, or now with `milr data build {name}`")
+    arrays, b = cached
+    e = Entry(name, True, str(data.parent), "mnist1d-cache", data.stat().st_size,
+              checksum="ok" if b.matches_reference else f"differs: {b.mismatch()}")
+    return _described(e, lookup.standardised(name, **arrays, classes=10))
 
 
 def _described(e: Entry, ds: Dataset) -> Entry:
