@@ -66,7 +66,7 @@ def test_lambda1_network_is_the_engines_network(tiny):
 LAYERS = [
     ("", ["version"]),
     ("base", ["__init__", "files", "seeding", "expr", "config", "cost", "device", "results"]),
-    ("data", ["__init__", "formats", "lookup", "fetch", "survey"]),
+    ("data", ["__init__", "formats", "mnist1d", "lookup", "fetch", "survey"]),
     ("engine", ["__init__", "model", "train", "search", "sharpness", "estimation"]),
     ("sweep", ["__init__", "grid", "store", "tasks", "executors", "run"]),
     ("analysis", ["__init__", "table", "fit", "plot"]),
