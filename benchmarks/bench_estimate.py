@@ -105,7 +105,7 @@ def timed_cell(cfg: EstimateConfig, data, device, repeats: int, compile_mode: st
     for _ in range(repeats):
         ref = reference_estimate(cfg, data, device)
         times["reference"].append(ref["wall_time"])
-        peer = FuncTrainer(cfg, data, device, cancel_dominated=True, compile=compile_mode)
+        peer = FuncTrainer(cfg, data, device, compile=compile_mode)
         func = estimate(cfg, data, trainer=peer)
         times["torch.func"].append(func.wall_time)
         est = estimate(cfg, data)

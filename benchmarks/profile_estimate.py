@@ -46,7 +46,7 @@ class TimedPool(BatchedTrainer):
 
 def trace(cfg: EstimateConfig, data, device: torch.device) -> None:
     """One estimate, searched exactly as `milr estimate` does it, with its chunk log."""
-    pool = TimedPool(cfg, data, device, cancel_dominated=True)
+    pool = TimedPool(cfg, data, device)
     est = estimate(cfg, data, trainer=pool)
     print(f"## ({cfg.depth}, {cfg.width}): {est.wall_time:.2f} s, probes {est.probes}, "
           f"rounds {est.rounds}, {len(est.trials)} trials, {est.member_steps} member-steps, "

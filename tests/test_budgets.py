@@ -58,16 +58,24 @@ def test_eta_at_a_shorter_budget_brackets_its_true_edge(short):
         == [t for t in plain_trials if t.seed == 0]
 
 
-def stable_fake(lrs, seeds):
-    """Diverges above 1.0, later the closer it is (step 10 at 2.0, 5000 near 1.0)."""
-    return [Outcome(lr, s, lr <= 1.0, lr > 1.0,
-                    1000 if lr <= 1.0 else min(1000, math.ceil(10 / (lr - 1.0) ** 2)),
-                    None, 0.0, 0.5) for lr, s in zip(lrs, seeds, strict=True)]
+def stable_fake(also_steps):
+    """Diverges above 1.0, later the closer it is (step 10 at 2.0, 5000 near 1.0); a run is
+    caught at the next check, 10 steps on, and reports where it diverged, as the engine does."""
+    def run(lrs, seeds):
+        out = []
+        for lr, s in zip(lrs, seeds, strict=True):
+            bad = None if lr <= 1.0 else min(1000, math.ceil(10 / (lr - 1.0) ** 2))
+            stop = 1000 if bad is None else min(1000, bad + 10)
+            out.append(Outcome(lr, s, bad is None, bad is not None, stop, None, 0.0, 0.5,
+                               first_bad_step=bad,
+                               also_success=bad is None or bad > also_steps + 1))
+        return out
+    return SyncTrainer(run)
 
 
 def test_under_stable_a_shorter_budget_has_a_larger_eta():
     base = dict(depth=1, width=1, seeds=1, steps=1000, rtol=0.02, criterion="stable")
-    res, _, _ = search(EstimateConfig(**base, also_steps=100), SyncTrainer(stable_fake), 1)
+    res, _, _ = search(EstimateConfig(**base, also_steps=100), stable_fake(100), 1)
     r = res[0]
     true_short = 1.0 + math.sqrt(10 / 100)  # diverges after step 100 up to here
     assert r.status == "ok" and r.lo <= 1.0 < r.hi
@@ -100,3 +108,30 @@ def test_the_engine_runs_the_shorter_budget_search_to_its_end(tiny):
         mine = [t for t in est.trials if t.seed == s.seed]
         assert any(t.lr == s.also_lo and t.success and t.steps <= 60 for t in mine)
         assert any(t.lr == s.also_hi and not (t.success and t.steps <= 60) for t in mine)
+
+
+def test_the_shorter_budgets_verdicts_are_those_of_real_runs_of_that_budget(tiny):
+    """Under stable, each run's verdict at also_steps equals a real run of exactly also_steps
+    steps at the same rate and seed, including runs that diverge between also_steps and the
+    check that catches them (the old rule read the check's step as the divergence's)."""
+    from milr.engine.train import train
+
+    # a warm-up spreads the divergences over many steps, on both sides of step 25
+    base = dict(depth=2, width=16, criterion="stable", eval_every=25, warmup_steps=20,
+                nonfinite_every=10, seeds=1, device="cpu")
+    lrs = [2 * 1.02**x for x in range(240)]
+    seeds = [0, 1] * (len(lrs) // 2)
+    long = train(EstimateConfig(**base, steps=200, also_steps=25), tiny, lrs, seeds)
+    short = train(EstimateConfig(**base, steps=25), tiny, lrs, seeds)
+    assert [o.also_success for o in long] == [o.success for o in short]
+    assert 0 < sum(o.success for o in short) < len(short)
+    assert all(o.first_bad_step <= o.steps for o in long if o.first_bad_step)
+    # the old rule (a failure counts as diverged at the step of the check that caught it)
+    # was wrong for some of these members
+    old = [o.success or o.steps > 25 for o in long]
+    assert old != [o.success for o in short]
+
+
+def test_also_steps_below_the_warm_up_is_refused():
+    with pytest.raises(ValueError, match=r"warmup_steps \(100\) must not exceed also_steps"):
+        EstimateConfig(depth=1, width=1, steps=1000, warmup_steps=100, also_steps=50)

@@ -92,7 +92,7 @@ def test_failed_seeds_and_cells_are_left_out_and_named():
     assert [(e["line"], e["depth"], e["width"], e["seed"], e["status"]) for e in excluded] == [
         (2, 1, 32, "0", "below_range"), (3, 1, 32, "1", "below_range"),
         (4, 1, 64, "0", "above_range")]
-    assert excluded[2]["reason"].startswith("above_range: still trains at the widened top")
+    assert excluded[2]["reason"].startswith("above_range: trained at the widened top")
     assert (1, 32) not in {(c.depth, c.width) for c in cells}
     thin = next(c for c in cells if (c.depth, c.width) == (1, 64))
     assert (thin.seeds, thin.rows) == (1, 2)
@@ -222,7 +222,7 @@ def test_cli_lists_excluded_rows_and_seeds_per_cell(tmp_path, run_milr):
     assert code == 0, err
     assert flat("seeds per cell: 2 of 2 in 18 cells; 1 of 2 in (1, 64), (1, 256)") in flat(out)
     assert "2 row(s) left out of the fit" in out
-    assert "unfinished: max_rounds reached" in out and "below_range: nothing trains" in out
+    assert "unfinished: max_rounds reached" in out and "below_range: no rate tried trained" in out
     code, out, _ = run_milr(["fit", path, "--json"])
     doc = json.loads(out)
     assert [(e["line"], e["depth"], e["width"], e["seed"], e["status"]) for e in
@@ -257,7 +257,8 @@ def one_dw(rows):
     (csv_text([{**r, "depth": "0"} if i == 4 else r for i, r in enumerate(law_rows())]
               ).encode(), "r.csv line 6: depth must be a positive integer, got '0'"),
     (csv_text([{**r, "status": "below_range", "lr_star": ""} for r in law_rows()]).encode(),
-     "r.csv: no row has a usable lr_star: all 60 rows left out: 60 below_range: nothing trains"),
+     "r.csv: no row has a usable lr_star: all 60 rows left out: 60 below_range: no rate tried "
+     "trained"),
     (csv_text(one_dw(law_rows())).encode(),
      "the 4 cells share one value of depth × width (64): a slope in d·w cannot be fitted"),
 ])

@@ -64,6 +64,8 @@ BAD = {
     ("estimate", "max_rounds"): ["0", "-1", *INT_JUNK],
     ("estimate", "probes"): ["-1", *INT_JUNK, "930"],  # 930: OverflowError in search.grid
     ("estimate", "midpoint"): ["middle"],
+    ("estimate", "edge_probes"): ["-1", *INT_JUNK, "65"],
+    ("estimate", "edge_factor"): ["1", "0.5", "11", *NUMBER_JUNK],
     ("estimate", "cuda_layer_flops"): ["0", "-1", *NUMBER_JUNK],
     ("estimate", "device"): ["tpu", "cuda"],  # this machine has no CUDA device
     ("estimate", "precision"): ["fp16"],

@@ -82,6 +82,28 @@ def test_the_engine_gives_a_seed_the_same_trials_alone_and_among_others(tiny):
     assert [t for t in alone.trials if t.seed == 1] == [t for t in together.trials if t.seed == 1]
 
 
+@pytest.mark.parametrize("criterion", ["accuracy", "stable"])
+def test_the_engine_gives_a_seed_the_same_result_at_every_probe_count(tiny, criterion):
+    """More probes per round only run more of the one-probe search's tree at once: every seed's
+    status, bracket, η* and edge band are the same, on the engine's real (ragged) verdicts."""
+    from milr import estimate
+
+    base = dict(depth=2, width=16, steps=120, eval_every=20, rtol=0.02, device="cpu", seeds=3,
+                criterion=criterion, threshold=0.75 if criterion == "accuracy" else None)
+
+    def result(est):
+        return [(s.status, s.lo, s.hi, s.lr_star, s.nonmonotone, s.edge_trained)
+                for s in est.seeds]
+
+    one = estimate(EstimateConfig(**base, probes=1), data=tiny)
+    assert all(s.status == "ok" for s in one.seeds)
+    for probes in (3, 7):
+        many = estimate(EstimateConfig(**base, probes=probes), data=tiny)
+        assert result(many) == result(one) and many.rounds < one.rounds
+    warm = estimate(EstimateConfig(**base, probes=1, lr_start=0.5), data=tiny)
+    assert result(warm) == result(one)
+
+
 GRID = """\
 depths: [1, 2]
 widths: [8]

@@ -4,17 +4,17 @@ import random
 import pytest
 
 from milr import EstimateConfig
-from milr.engine.search import SeedSearch, SyncTrainer, search
+from milr.engine.search import SyncTrainer, search
 from milr.engine.train import Outcome
 
 
 def oracle(trains, log=None):
-    """A fake trainer: success iff trains(lr, seed); records every call."""
+    """A fake trainer: success iff trains(lr, seed), a failure diverges; records every call."""
 
     def run(lrs, seeds):
         if log is not None:
             log.append(list(zip(lrs, seeds, strict=True)))
-        return [Outcome(lr, s, trains(lr, s), False, 1, 0.0, 0.0, 0.0)
+        return [Outcome(lr, s, trains(lr, s), not trains(lr, s), 1, 0.0, 0.0, 0.0)
                 for lr, s in zip(lrs, seeds, strict=True)]
 
     return SyncTrainer(run)
@@ -24,19 +24,22 @@ def cfg(**kw):
     return EstimateConfig(**{**dict(depth=1, width=1, seeds=3), **kw})
 
 
-def test_finds_planted_threshold_with_expected_rounds():
+def test_finds_planted_threshold_and_more_probes_take_fewer_rounds_to_the_same_brackets():
     star = {0: 0.37, 1: 0.52, 2: 0.29}
-    log = []
-    results, trials, rounds = search(cfg(), oracle(lambda lr, s: lr <= star[s], log), probes=4)
-    for r in results:
-        assert r.status == "ok"
-        assert r.lo <= star[r.seed] < r.hi and r.hi / r.lo - 1 <= 0.05
-        assert abs(math.log(r.lr_star / star[r.seed])) <= math.log(1.05) / 2 + 1e-12
-    # scan 10 .. 1 (all fail), scan 0.46 .. 0.046 (successes), then 2 refinements of 5x each:
-    # 2.154 ** (1 / 25) = 1.031 <= 1.05
-    assert rounds == 4
-    assert all(len(batch) == 12 for batch in log)  # 4 probes x 3 seeds each round
-    assert len(trials) == 48
+    found = {}
+    for probes in (1, 4):
+        log = []
+        results, trials, rounds = search(cfg(), oracle(lambda lr, s: lr <= star[s], log),
+                                         probes=probes)
+        for r in results:
+            assert r.status == "ok"
+            assert r.lo <= star[r.seed] < r.hi and r.hi / r.lo - 1 <= 0.05
+            assert abs(math.log(r.lr_star / star[r.seed])) <= math.log(1.05) / 2 + 1e-12
+        # at most `probes` rates per seed and round, but the edge round (edge_probes = 4)
+        assert all(len(batch) <= 3 * max(probes, 4) for batch in log)
+        found[probes] = ([(r.lo, r.hi, r.lr_star) for r in results], rounds)
+    assert found[4][0] == found[1][0]
+    assert found[4][1] < found[1][1]
 
 
 def test_slow_low_rates_do_not_trap_the_search():
@@ -61,14 +64,26 @@ def test_noisy_oracle_within_tolerance_of_the_edge():
         assert abs(math.log(r.lr_star / 0.4)) < 0.03 + math.log(1.05)
 
 
-def test_ragged_boundary_takes_upper_edge_and_counts_it():
-    # Trains below 0.15 and on an island [0.45, 0.5]; the scan probes 0.464 (S), 0.215 (F), 0.1 (S)
-    results, trials, _ = search(cfg(seeds=1), oracle(lambda lr, s: lr <= 0.15 or 0.45 <= lr <= 0.5),
-                                probes=4)
+def test_ragged_boundary_takes_upper_edge_and_the_edge_probes_count_the_band_above():
+    # Trains below 0.15 and on an island [0.45, 0.5]; the scan goes down from 10 and the first
+    # success is 0.464, on the island: its upper edge is the one found
+    def trains(lr, s):
+        return lr <= 0.15 or 0.45 <= lr <= 0.5
+
+    results, trials, _ = search(cfg(seeds=1), oracle(trains), probes=4)
     r = results[0]
     assert r.lo <= 0.5 < r.hi
-    assert r.nonmonotone >= 1
-    assert any(t.lr == pytest.approx(0.2154, rel=1e-3) and not t.success for t in trials)
+    assert r.edge_trained == 0 and r.nonmonotone == 0  # nothing trains in (hi, 1.25 hi]
+    # successes again just above the edge: each edge probe that lands there is counted
+    def band(lr, s):
+        return lr <= 0.37 or 0.40 <= lr <= 0.44
+
+    (r,), trials, _ = search(cfg(seeds=1), oracle(band), probes=1)
+    edge = [t for t in trials if t.role == "edge"]
+    assert [t.lr for t in edge] == pytest.approx([r.hi * 1.25 ** (j / 4) for j in (1, 2, 3, 4)])
+    assert r.edge_trained == sum(band(t.lr, 0) for t in edge) >= 1
+    assert r.nonmonotone == r.edge_trained
+    assert r.lo <= 0.37 < r.hi  # η* stays the boundary the search reached
 
 
 def test_widens_above_and_reports_bracket_ends():
@@ -93,17 +108,29 @@ def test_arithmetic_midpoint_converges_too():
     assert r.lo <= 0.37 < r.hi and (r.hi - r.lo) / r.lo <= 0.05
 
 
-def test_refine_probes_are_inside_bracket():
-    st = SeedSearch(0, cfg(midpoint="geometric"), probes=3)
-    st.record(0.2, True)
-    st.record(0.8, False)
-    probes = st.next_probes()
-    assert probes == pytest.approx([0.2 * 4 ** (j / 4) for j in (1, 2, 3)])
+@pytest.mark.parametrize("probes", [3, 7])
+def test_several_probes_try_only_nodes_of_the_one_probe_bisection_tree(probes):
+    log, one = [], []
+    base = dict(seeds=1, midpoint="geometric", edge_probes=0, rtol=0.01)
+    (r,), _, rounds = search(cfg(**base), oracle(lambda lr, s: lr <= 0.37, log), probes=probes)
+    (r1,), _, rounds1 = search(cfg(**base), oracle(lambda lr, s: lr <= 0.37, one), probes=1)
+    assert (r.lo, r.hi) == (r1.lo, r1.hi) and rounds < rounds1
+    lo, hi = 0.2154434690031883, 0.46415888336127775  # the scan's cell: 0.464 F, 0.215 S
+    inside = [lr for b in log for lr, _ in b if lo < lr < hi]
+    for lr in inside:  # at position k / 2^j of the cell in log η
+        x = math.log(lr / lo) / math.log(hi / lo) * 2**12
+        assert abs(x - round(x)) < 1e-6
+    assert all(len(b) <= probes for b in log)
+    # 2^j - 1 probes a round cover j levels: the refinement needs about 1/j of the rounds
+    levels = {3: 2, 7: 3}[probes]
+    assert len([b for b in log if any(lo < lr < hi for lr, _ in b)]) <= \
+        math.ceil(len([b for b in one if lo < b[0][0] < hi]) / levels) + 1
 
 
 def test_bisection_with_one_probe_halves_the_log_bracket():
     log = []
-    results, _, rounds = search(cfg(seeds=1), oracle(lambda lr, s: lr <= 0.37, log), probes=1)
+    results, _, rounds = search(cfg(seeds=1, edge_probes=0),
+                                oracle(lambda lr, s: lr <= 0.37, log), probes=1)
     assert all(len(b) == 1 for b in log)
     # grid 10, 4.6, 2.2, 1, 0.46 fail, 0.22 trains; log2(log(2.154) / log(1.05)) = 3.97 -> 4
     assert rounds == 6 + 4

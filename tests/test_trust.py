@@ -44,10 +44,9 @@ def test_fine_rtol_plans_without_recursion():
 def test_a_probe_never_equals_lo_just_above_rtol():
     for midpoint in ("weighted", "geometric"):
         st = SeedSearch(0, EstimateConfig(depth=1, width=1, midpoint=midpoint), probes=1)
-        st.record(0.2, True)
-        st.record(0.2 * 1.0500001, False)  # hi / lo - 1 just above rtol = 0.05
-        probe, = st.next_probes(0.05)
-        assert 0.2 < probe < 0.2 * 1.0500001
+        hi = 0.2 * 1.0500001  # hi / lo - 1 just above rtol = 0.05
+        assert not st.converged(0.2, hi)
+        assert 0.2 < st._split(0.2, hi, 0.05) < hi
 
 
 def test_unfinished_is_its_own_status_and_shown():

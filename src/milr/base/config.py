@@ -131,11 +131,15 @@ class EstimateConfig:
     grid_per_decade: int = opt(3, "Points per decade of the coarse scan that finds a rate that "
                                   "trains.")
     rtol: float = opt(0.05, "Stop when the bracket [lo, hi] has hi / lo - 1 <= rtol.")
-    max_rounds: int = opt(64, "Rounds of the search per seed before it is reported unfinished.")
+    max_rounds: int = opt(64, "Trials on a seed's decision path (the rounds of the one-probe "
+                              "search) before it is reported unfinished.")
     probes: int = opt(0, "Learning rates per seed and round (0: auto, 1 on CPU, up to 8 on "
                          "CUDA).")
     midpoint: str = opt("weighted", "Where a bracket is split: weighted (least expected cost, "
                                     "one probe per round), geometric or arithmetic.")
+    edge_probes: int = opt(4, "After the bracket converges, try this many rates over (hi, "
+                              "edge_factor · hi] and report how many train (0: none).")
+    edge_factor: float = opt(1.25, "How far above hi the edge probes reach.")
     cuda_layer_flops: float = opt(5e9, "Auto probes on CUDA: matmul FLOPs a layer of a step "
                                        "costs however little it holds.")
     device: str = opt("auto", "auto, cpu or cuda.")
@@ -147,6 +151,12 @@ class EstimateConfig:
                       "nonfinite_every", "max_rounds")
         if not isinstance(self.probes, int) or self.probes < 0:
             raise ValueError(f"probes must be 0 (auto) or a positive integer, got {self.probes!r}")
+        if not isinstance(self.edge_probes, int) or isinstance(self.edge_probes, bool) \
+                or not 0 <= self.edge_probes <= MAX_PROBES:
+            raise ValueError(f"edge_probes must be an integer in [0, {MAX_PROBES}], got "
+                             f"{self.edge_probes!r}")
+        if not (_finite(self.edge_factor) and 1 < self.edge_factor <= 10):
+            raise ValueError(f"edge_factor must lie in (1, 10], got {self.edge_factor!r}")
         if self.probes > MAX_PROBES:
             raise ValueError(f"probes must be at most {MAX_PROBES}, got {self.probes}")
         _choice(self, "criterion", CRITERIA)
@@ -229,6 +239,10 @@ class EstimateConfig:
         if w > self.steps:
             raise ValueError(f"warmup_steps ({w}) must not exceed steps ({self.steps}): the "
                              "peak rate would never be reached")
+        if self.also_steps and w > self.also_steps:
+            raise ValueError(f"warmup_steps ({w}) must not exceed also_steps "
+                             f"({self.also_steps}): at the shorter budget the peak rate would "
+                             "never be reached")
         lo, hi = LR_RANGES[self.optimizer]
         if self.lr_min is None:
             object.__setattr__(self, "lr_min", lo)
@@ -275,7 +289,11 @@ NetworkConfig = make_dataclass(
 # Config fields that may differ between rows of one results file: the cell, which seeds,
 # max_rounds (a limit on the search, not part of its estimand: raising it reruns unfinished seeds)
 # and lr_start (where the scan starts, predicted per cell by a warm-started sweep).
-FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start")
+# How a search runs, not what it measures (η* is the one-probe search's on any device and probe
+# count): never blocks a resume or a fit, recorded per row.
+EXECUTION_FIELDS = ("probes", "cuda_layer_flops", "device", "precision", "data_dir",
+                    "edge_probes", "edge_factor")
+FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start", *EXECUTION_FIELDS)
 FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
 
 

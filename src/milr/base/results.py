@@ -11,9 +11,12 @@ from .config import EstimateConfig
 # What a seed's search can end in. Only "ok" carries an η*; the others are never shown as one.
 STATUSES = {
     "ok": "η* found: a verified success lo and a verified failure hi with hi / lo - 1 <= rtol",
-    "above_range": "still trains at the widened top of the bracket: lo is a lower bound only",
-    "below_range": "nothing trains down to the widened bottom of the bracket (lr_min / widen): "
-                   "lower --lr-min (its default depends on --optimizer) or raise --steps",
+    "above_range": "trained at the widened top of the bracket (lr_max · widen, tried): lo is a "
+                   "lower bound only",
+    "below_range": "no rate tried trained, down to the widened bottom of the bracket "
+                   "(lr_min / widen, tried and failed): lower --lr-min (its default depends on "
+                   "--optimizer) or raise --steps; where the top was too slow rather than "
+                   "diverging, raise --lr-max",
     "unfinished": "max_rounds reached before the bracket met rtol: no η*",
 }
 
@@ -62,6 +65,11 @@ class Trial:
     eval_examples: int | None = None  # of how many (None: stable, or an older log)
     max_loss: float | None = None
     max_loss_step: int | None = None
+    first_bad_step: int | None = None  # see `train.Outcome`
+    also_success: bool | None = None
+    # What the trial was to its seed's result (`search.SeedSearch.role`): "path" (on the
+    # budget's decision path), "edge", "also" or "speculative"; "" in older trials logs.
+    role: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,12 +80,16 @@ class SeedResult:
     lo: float | None  # largest learning rate that trained
     hi: float | None  # smallest learning rate above lo that failed
     trials: int  # training runs for this seed, cancelled ones included
-    nonmonotone: int  # failures lying between two successes (a ragged boundary)
+    # trials that contradict a monotone boundary: successes above hi among the edge probes,
+    # and failures between two successes on the decision path
+    nonmonotone: int
     # The same at the shorter budget also_steps (config), when asked for; None otherwise.
     also_status: str | None = None
     also_lr_star: float | None = None
     also_lo: float | None = None
     also_hi: float | None = None
+    # of the edge_probes rates over (hi, edge_factor·hi], how many trained (None: not probed)
+    edge_trained: int | None = None
 
 
 @dataclass

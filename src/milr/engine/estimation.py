@@ -50,9 +50,9 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     data = data.to(device)
     start = time.perf_counter()
     eval_cost = eval_cost_in_steps(cfg, len(data.x_train), len(data.x_eval))
-    # the search at also_steps probes below successes of the full budget: none is dominated
-    trainer = trainer or BatchedTrainer(cfg, data, device, cancel_dominated=not cfg.also_steps,
-                                        full_eval=full_eval)
+    # No member is cancelled: the decision path may need the verdict of a rate below a
+    # speculative success, and an edge probe's is reported whatever larger ones did.
+    trainer = trainer or BatchedTrainer(cfg, data, device, full_eval=full_eval)
     threads = torch.get_num_threads()
     if device.type == "cpu":  # small steps cannot feed several threads (see cpu_threads)
         step = cfg.seeds * probes * flops_per_member_step(cfg, data.n_inputs, data.classes)

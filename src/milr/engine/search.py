@@ -4,22 +4,31 @@ Trainability is not monotone in η under a finite budget: small rates are too sl
 diverge. Plain bisection from a wide bracket returns the lower end when its first midpoint is too
 slow. So each seed first scans a coarse log grid *from the top down* (large rates diverge within a
 few steps, so this part is cheap) until some rate succeeds, widening above `lr_max` if the top
-itself trains. Then it refines between `lo`, the largest rate that succeeded, and `hi`, the
-smallest failure above it: with one probe per round at the split of least expected cost (a
-failure by divergence costs a few steps, a success hundreds), with several (a GPU's small cells)
-evenly spaced (multisection). All seeds' members train together in one `Trainer`.
+itself trains (or, under `accuracy`, is too slow without diverging: the window may lie above).
+Then it refines between `lo`, the largest rate that succeeded, and `hi`, the smallest failure
+above it, at the split of least expected cost (a failure by divergence costs a few steps, a
+success hundreds) until hi / lo - 1 <= rtol.
 
-Ragged boundaries: after every round lo and hi are recomputed from *all* trials of the seed, so a
-success above a failure always moves lo up (η* is the upper edge of the trainable set). Failures
-that lie between two successes are counted per seed as `nonmonotone` and every trial is kept.
+The search *is* that sequential procedure, one probe at a time (`SeedSearch._budget`: a generator
+that yields a rate and receives its verdict). Several probes per round (a GPU's small cells) and a
+warm start (`lr_start`) only run parts of its decision tree in advance: a round's probes are the
+next nodes of the tree under every verdict the pending ones may get (`speculate`), and the seed's
+bracket, status and η* are read off the one path its real verdicts take (`walk`). So they are the
+one-probe search's, whatever the probe count, the other seeds of the run or lr_start; the
+speculative trials off that path are kept in the trials log and change nothing.
+
+After the bracket has converged, `edge_probes` rates spread over (hi, edge_factor·hi] are tried in
+one round: near the edge of stability verdicts can be chaotic, and how many of them train says
+how wide that band is (`edge_trained`; each success also counts in `nonmonotone`). η* stays the
+boundary the search reached; the band above it is reported beside it.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Callable
-from dataclasses import asdict
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from ..base.config import EstimateConfig
@@ -29,128 +38,292 @@ from .train import Outcome
 # Above this many bracket cells the weighted split is planned on this many and scaled: the
 # dynamic programme is quadratic in the cells, and its split fraction has long settled by then.
 PLAN_CELLS = 256
+# Hypotheses a round's speculation may examine per probe it returns (a bound on planning work).
+SPECULATION_WORK = 64
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the search reads of a trial: its verdict, what it cost (None: a hypothesis of the
+    speculation, whose cost nobody knows) and its verdict at also_steps."""
+
+    success: bool
+    diverged: bool
+    cost: float | None = None
+    also: bool | None = None
+
+
+# The verdicts a pending trial may get, in the order speculation explores them.
+HYPOTHESES = {"accuracy": (Verdict(True, False), Verdict(False, True), Verdict(False, False)),
+              "stable": (Verdict(True, False), Verdict(False, True))}
+
+Procedure = Callable[[], Generator[float, Verdict, str]]
+
+
+class _Unknown(Exception):
+    """A decision needs the cost of a hypothetical trial: the tree cannot be seen past it yet."""
+
+
+@dataclass(frozen=True)
+class Walk:
+    """A sequential procedure replayed over the verdicts known: the rates on its decision path,
+    and either the next rate it needs (`frontier`) or how it ended (`status`); neither when a
+    hypothesis left it unknown."""
+
+    path: tuple[float, ...]
+    frontier: float | None
+    status: str | None
+
+
+def walk(procedure: Procedure, known: dict[float, Verdict], limit: int) -> Walk:
+    """Replay `procedure` from its start, answering each rate it asks for from `known`, until it
+    asks for one that is not known or ends. More than `limit` rates on the path: unfinished."""
+    gen, path = procedure(), []
+    try:
+        lr = next(gen)
+        while True:
+            if len(path) >= limit:
+                return Walk(tuple(path), None, "unfinished")
+            if lr not in known:
+                return Walk(tuple(path), lr, None)
+            path.append(lr)
+            lr = gen.send(known[lr])
+    except StopIteration as end:
+        return Walk(tuple(path), None, end.value)
+    except _Unknown:
+        return Walk(tuple(path), None, None)
+
+
+def speculate(procedure: Procedure, known: dict[float, Verdict], k: int, limit: int,
+              hypotheses: tuple[Verdict, ...]) -> list[float]:
+    """Up to k rates to try next: the frontier of `walk`, then the frontiers the procedure reaches
+    under every hypothesis on the verdicts of those before, breadth first (with two outcomes per
+    node, 2^j - 1 probes cover j levels of the one-probe search). Which rates are chosen changes
+    only the work done, never the result: that is read off the real verdicts' path."""
+    chosen: list[float] = []
+    queue: deque[dict[float, Verdict]] = deque([{}])
+    work = 0
+    while queue and len(chosen) < k and work < SPECULATION_WORK * k:
+        assumed = queue.popleft()
+        w = walk(procedure, {**known, **assumed}, limit)
+        work += 1
+        if w.frontier is None or w.frontier in chosen and assumed:
+            continue
+        if w.frontier not in chosen:
+            chosen.append(w.frontier)
+        queue.extend({**assumed, w.frontier: v} for v in hypotheses)
+    return chosen
 
 
 class SeedSearch:
-    """The search state of one seed: which rates to try next, and when it is finished."""
+    """The search state of one seed: every trial's verdict, which rates to try next, and when it
+    is finished."""
 
     def __init__(self, seed: int, cfg: EstimateConfig, probes: int):
         self.seed, self.cfg, self.probes = seed, cfg, probes
         self.factor = 10 ** (1 / cfg.grid_per_decade)
         self.floor, self.ceiling = cfg.lr_min / cfg.widen, cfg.lr_max * cfg.widen
-        self.tried: dict[float, bool] = {}  # lr -> success
-        self.costs: dict[float, float] = {}  # lr -> what its trial cost, in training steps
-        self.bracket: tuple[float, float] | None = None  # (lo, hi) when refinement began
+        self.known: dict[float, Verdict] = {}  # every trial of the search, on its path or not
+        self.edge: dict[float, bool] = {}  # the edge probes above hi: lr -> success
         self.steps: dict[float, int] = {}  # lr -> the step its trial stopped at
         self.status: str | None = None
-        # also_steps: the trials the budget's own search had made, and the shorter budget's end
-        self.primary: dict[float, bool] | None = None
+        self.path: tuple[float, ...] = ()  # the budget's decision path, once it has ended
+        self.edge_rates: list[float] = []
         self.also_status: str | None = None
+        self.also_path: tuple[float, ...] = ()
+        self._warm_pending = cfg.lr_start is not None
 
     @property
     def finished(self) -> bool:
-        return self.status is not None and (not self.cfg.also_steps
-                                            or self.also_status is not None)
+        return (self.status is not None and self._edge_done
+                and (not self.cfg.also_steps or self.also_status is not None))
+
+    @property
+    def _edge_done(self) -> bool:
+        return len(self.edge) == len(self.edge_rates) and (self.status != "ok"
+                                                           or bool(self.edge_rates)
+                                                           or not self.cfg.edge_probes)
 
     def grid(self, i: int) -> float:
         """Point i of the scan grid, counted down from lr_max (negative i: above lr_max)."""
         return self.cfg.lr_max / self.factor**i
 
-    def next_probes(self, cost_ratio: float | None = None) -> list[float]:
+    # --- what the next round tries ------------------------------------------------------------
+
+    def next_probes(self) -> list[float]:
         """Learning rates for the next round; [] once finished (`finished` is then true).
 
-        With `also_steps` the search at the shorter budget follows the budget's own once that
-        has ended, so the budget's η* is the same with or without it.
-        """
+        The budget's search first, then the edge probes above its bracket, then (with
+        `also_steps`) the search at the shorter budget, which starts from the budget's path, so
+        the budget's η* is the same with or without it."""
+        cfg, limit = self.cfg, self.cfg.max_rounds
         if self.status is None:
-            probes = self._budget_probes(cost_ratio)
-            if probes or not self.cfg.also_steps:
+            w = walk(self._budget, self.known, limit)
+            if w.frontier is not None:
+                return self._warm_round() or speculate(
+                    self._budget, self.known, self.probes, limit, HYPOTHESES[cfg.criterion])
+            self.status, self.path = w.status, w.path
+        if self.status == "ok" and cfg.edge_probes and not self.edge_rates:
+            hi = bracket((lr, self.known[lr].success) for lr in self.path)[1]
+            self.edge_rates = [hi * cfg.edge_factor ** (j / cfg.edge_probes)
+                               for j in range(1, cfg.edge_probes + 1)]
+            self.edge = {lr: self.known[lr].success for lr in self.edge_rates
+                         if lr in self.known}  # tried already, speculatively
+            probes = [lr for lr in self.edge_rates if lr not in self.edge]
+            if probes:
                 return probes
-            self.primary = dict(self.tried)
-        return [] if self.also_status is not None else self._also_probes()
+        if not cfg.also_steps or self.also_status is not None:
+            return []
+        w = walk(self._also, self.known, limit)
+        if w.frontier is not None:
+            hypotheses = tuple(replace(v, also=v.success) for v in HYPOTHESES[cfg.criterion])
+            return speculate(self._also, self.known, self.probes, limit, hypotheses)
+        self.also_status, self.also_path = w.status, w.path
+        return []
 
-    def _budget_probes(self, cost_ratio: float | None = None) -> list[float]:
-        """The search at the full budget: learning rates for its next round; [] once it has
-        ended (self.status is then set).
-
-        `cost_ratio`: what a failure costs against a success (for `midpoint="weighted"`); by
-        default this seed's own measurement (`cost_ratio()`), so that its probes depend on its
-        configuration and seed alone.
-        """
-        cfg, (lo, hi) = self.cfg, bracket(self.tried.items())
-        k = self.probes
-        if lo is None and self.tried and self.cfg.lr_start is not None \
-                and self.cfg.criterion == "accuracy":
-            return self._cold_after_warm_failure(k)
-        scan = self._scan(  # nothing trains yet: down the grid; all trains: up the grid
-            lo, hi, lambda: (self._grid_index(min(self.tried)) + 1 if self.tried
-                             else self._start_index()),
-            lambda: self._grid_index(max(self.tried)) - 1)
-        if scan is not None:
-            probes, self.status = scan
-            return probes
-        if self.bracket is None:
-            self.bracket = (lo, hi)
-        used = midpoint_used(cfg.midpoint, k)
-        if used == "weighted":
-            if cost_ratio is None:
-                cost_ratio = self.cost_ratio()
-            # Cells of relative width rtol left in the bracket; at least two, so that the probe
-            # lies strictly inside it even when hi / lo - 1 is just above rtol.
-            n = max(2, math.ceil(math.log(hi / lo) / math.log1p(cfg.rtol) - 1e-9))
-            return [lo * (hi / lo) ** (_cheapest_split(n, round(cost_ratio, 2)) / n)]
-        if used == "geometric":
-            step = (hi / lo) ** (1 / (k + 1))
-            return [lo * step**j for j in range(1, k + 1)]
-        return [lo + (hi - lo) * j / (k + 1) for j in range(1, k + 1)]
-
-    def _down(self, i0: int) -> list[float]:
-        """The next probes down the scan grid from point i0, not below its floor."""
-        return [self.grid(i) for i in range(i0, i0 + self.probes)
-                if self.grid(i) >= self.floor * 0.999]
-
-    def _up(self, i0: int) -> list[float]:
-        """The next probes up the scan grid from point i0, not above its ceiling."""
-        return [self.grid(i) for i in range(i0, i0 - self.probes, -1)
-                if self.grid(i) <= self.ceiling * 1.001]
-
-    def _scan(self, lo: float | None, hi: float | None, down_from: Callable[[], int],
-              up_from: Callable[[], int]) -> tuple[list[float], str | None] | None:
-        """One step of a search before its bisection, given its bracket [lo, hi]: down the scan
-        grid from point down_from() while nothing succeeds, up from up_from() while everything
-        does. The probes and the search's status (None: not ended; below_range or above_range
-        where the grid ends, ok once the bracket has converged); None when bisection is next."""
-        if lo is None:
-            probes = self._down(down_from())
-            return probes, None if probes else "below_range"
-        if hi is None:
-            probes = self._up(up_from())
-            return probes, None if probes else "above_range"
-        return ([], "ok") if self.converged(lo, hi) else None
-
-    def _cold_after_warm_failure(self, k: int) -> list[float]:
-        """A warm start failed under `accuracy`: it may have been too slow (below the trainable
-        window) or too large, and only a scan from the top tells which, so the cold scan runs,
-        skipping the rates already tried. (Under `stable` every failure is a divergence and the
-        scan simply goes on down.)"""
-        probes = [self.grid(i) for i in range(self._grid_index(self.floor) + 1)
-                  if self.grid(i) not in self.tried][:k]
-        if not probes:
-            self.status = "below_range"
-        return probes
+    def _warm_round(self) -> list[float]:
+        """A warm start's first round: the cold scan's path if the window lies at lr_start (every
+        grid point from lr_max down to it, and the one below), all in one round."""
+        if not self._warm_pending:
+            return []
+        self._warm_pending = False
+        start = self._start_index()
+        if start <= 0:
+            return []
+        return [lr for lr in (self.grid(i) for i in range(start + 2))
+                if lr >= self.floor * 0.999]
 
     def _start_index(self) -> int:
-        """The grid point nearest lr_start (0: lr_max), within the widened bracket. From there
-        the scan goes up from a success until a run fails; after a failure it goes down under
-        `stable` (every failure is a divergence) and restarts from the top under `accuracy`
-        (`_cold_after_warm_failure`). On a boundary that is monotone on each side it ends in the
-        same grid cell whatever the start, so the bracket it then refines, and η*, do not depend
-        on lr_start; only the work done does."""
-        if self.cfg.lr_start is None:
-            return 0
+        """The grid point nearest lr_start, within the widened bracket."""
         top = math.ceil(self._grid_position(self.ceiling * 1.001))  # the scan's own limits
         bottom = math.floor(self._grid_position(self.floor * 0.999))
-        return min(bottom, max(top, self._grid_index(self.cfg.lr_start)))
+        return min(bottom, max(top, round(self._grid_position(self.cfg.lr_start))))
+
+    # --- the sequential procedures ------------------------------------------------------------
+
+    def _budget(self) -> Generator[float, Verdict, str]:
+        """The search at the full budget, one probe at a time; returns its status.
+
+        Down the grid from lr_max until a rate trains, then up from it until one fails (above
+        lr_max too, to the widened ceiling), then the refinement. Under `accuracy` a top that was
+        too slow (not diverged) may lie below the window: the scan first goes up, until a rate
+        trains or diverges, and only then down. The ends of the widened bracket are tried
+        themselves, so `below_range` always means that lr_min / widen failed, `above_range` that
+        lr_max · widen trained."""
+        seen: dict[float, Verdict] = {}
+        found = None
+        v = yield from self._ask(seen, self.grid(0))
+        if v.success:
+            found = self.grid(0)
+        elif self.cfg.criterion == "accuracy" and not v.diverged:
+            for lr in self._ladder(self.grid(0), up=True):
+                v = yield from self._ask(seen, lr)
+                if v.success or v.diverged:
+                    found = lr if v.success else None
+                    break
+        if found is None:
+            for lr in self._ladder(self.grid(0), up=False):
+                v = yield from self._ask(seen, lr)
+                if v.success:
+                    found = lr
+                    break
+            else:
+                return "below_range"
+        lo, hi = bracket((lr, w.success) for lr, w in seen.items())
+        if hi is None:
+            for lr in self._ladder(lo, up=True):
+                v = yield from self._ask(seen, lr)
+                if not v.success:
+                    hi = lr
+                    break
+                lo = lr
+            else:
+                return "above_range"
+        return (yield from self._refine(seen, lo, hi))
+
+    def _refine(self, seen: dict[float, Verdict], lo: float, hi: float
+                ) -> Generator[float, Verdict, str]:
+        """Split [lo, hi] until hi / lo - 1 <= rtol: a success moves lo up, a failure hi down.
+        The weighted split's cost ratio is that of the bracket's two ends, fixed when the
+        refinement begins, so that every split point is known from the bracket alone."""
+        ratio = self._cost_ratio(seen[lo], seen[hi]) if self.cfg.midpoint == "weighted" else 1.0
+        while not self.converged(lo, hi):
+            p = self._split(lo, hi, ratio)
+            v = yield from self._ask(seen, p)
+            lo, hi = (p, hi) if v.success else (lo, p)
+        return "ok"
+
+    def _also(self) -> Generator[float, Verdict, str]:
+        """The search at also_steps, on the verdicts at that budget: it starts from the budget's
+        decision path (those trials' verdicts at also_steps are known), scans down the grid below
+        every rate of it while nothing succeeds, or up above while everything does, then bisects
+        in log η, taking lo and hi from all its verdicts (a ragged boundary moves lo up)."""
+        verdicts = {lr: self.known[lr].also for lr in self.path}
+        seen: dict[float, Verdict] = {}
+
+        def current() -> tuple[float | None, float | None]:
+            return bracket([*verdicts.items(), *((lr, v.also) for lr, v in seen.items())])
+
+        lo, hi = current()
+        if lo is None:
+            for lr in self._ladder(min(verdicts), up=False):
+                if (yield from self._ask(seen, lr)).also:
+                    break
+            else:
+                return "below_range"
+        elif hi is None:
+            for lr in self._ladder(max(verdicts), up=True):
+                if not (yield from self._ask(seen, lr)).also:
+                    break
+            else:
+                return "above_range"
+        lo, hi = current()
+        while not self.converged(lo, hi):
+            yield from self._ask(seen, math.sqrt(lo * hi))
+            lo, hi = current()
+        return "ok"
+
+    @staticmethod
+    def _ask(seen: dict[float, Verdict], lr: float) -> Generator[float, Verdict, Verdict]:
+        v = yield lr
+        seen[lr] = v
+        return v
+
+    def _ladder(self, start: float, up: bool):
+        """The scan grid's points strictly beyond `start` (above it, or below), within the
+        widened bracket, and then that bracket's end itself where the grid does not land on it."""
+        pos = self._grid_position(start)
+        i = math.ceil(pos - 1e-9) - 1 if up else math.floor(pos + 1e-9) + 1
+        end = self.ceiling if up else self.floor
+        last = start
+        while True:
+            lr = self.grid(i)
+            if lr > self.ceiling * 1.001 or lr < self.floor * 0.999:
+                break
+            yield lr
+            last, i = lr, i - 1 if up else i + 1
+        if abs(math.log(end / last)) > 1e-3 and (end > last if up else end < last):
+            yield end
+
+    def _split(self, lo: float, hi: float, ratio: float) -> float:
+        """The one probe inside (lo, hi), by cfg.midpoint."""
+        if self.cfg.midpoint == "weighted":
+            # Cells of relative width rtol left in the bracket; at least two, so that the probe
+            # lies strictly inside it even when hi / lo - 1 is just above rtol.
+            n = max(2, math.ceil(math.log(hi / lo) / math.log1p(self.cfg.rtol) - 1e-9))
+            return lo * (hi / lo) ** (_cheapest_split(n, ratio) / n)
+        if self.cfg.midpoint == "geometric":
+            return math.sqrt(lo * hi)
+        return (lo + hi) / 2
+
+    @staticmethod
+    def _cost_ratio(ok: Verdict, bad: Verdict) -> float:
+        """What the failure at the bracket's top cost over what the success at its bottom did."""
+        if ok.cost is None or bad.cost is None:
+            raise _Unknown
+        if ok.cost <= 0 or bad.cost <= 0:
+            return 1.0
+        return round(min(100.0, max(0.01, bad.cost / ok.cost)), 2)
 
     def converged(self, lo: float, hi: float) -> bool:
         return hi / lo - 1 <= self.cfg.rtol
@@ -158,100 +331,66 @@ class SeedSearch:
     def _grid_position(self, lr: float) -> float:
         return math.log(self.cfg.lr_max / lr) / math.log(self.factor)
 
-    def _grid_index(self, lr: float) -> int:
-        return round(self._grid_position(lr))
+    # --- trials in, result out ----------------------------------------------------------------
 
-    def record(self, lr: float, success: bool, cost: float = 1.0, steps: int = 0) -> None:
-        self.tried[lr] = success
-        self.costs[lr] = cost
-        self.steps[lr] = steps
+    def record(self, lr: float, out: Outcome, cost: float = 1.0) -> None:
+        """A trial's outcome: an edge probe's, or a verdict for the searches."""
+        self.steps[lr] = out.steps
+        if lr in self.edge_rates and lr not in self.edge:
+            self.edge[lr] = out.success
+            return
+        also = out.also_success
+        if also is None and self.cfg.also_steps:
+            if self.cfg.criterion == "stable":  # where it diverged is the trainer's to say
+                raise ValueError("under criterion stable with also_steps, a trainer must report "
+                                 "each run's also_success")
+            also = out.success and out.steps <= self.cfg.also_steps  # stops at a success
+        self.known[lr] = Verdict(out.success, out.diverged, cost, also)
 
-    def also_verdicts(self) -> dict[float, bool]:
-        """Every trial's verdict at the budget also_steps, exactly, from where it stopped: under
-        accuracy a run stops at its first success, so it succeeds within also_steps iff it
-        succeeded by then; under stable it fails within also_steps iff it diverged by then (the
-        loss is checked at every step)."""
-        b = self.cfg.also_steps
-        if self.cfg.criterion == "stable":
-            return {lr: ok or self.steps[lr] > b for lr, ok in self.tried.items()}
-        return {lr: ok and self.steps[lr] <= b for lr, ok in self.tried.items()}
-
-    def also_bracket(self) -> tuple[float | None, float | None]:
-        return bracket(self.also_verdicts().items())
-
-    def _also_probes(self) -> list[float]:
-        """The search at also_steps, on the verdicts `also_verdicts` gives every trial: on down
-        the scan grid below the lowest rate tried while nothing succeeds, up above the highest
-        while everything does, then bisection in log η (several probes: evenly spaced)."""
-        lo, hi = self.also_bracket()
-        k = self.probes
-        scan = self._scan(  # the grid points strictly below every rate tried, or strictly above
-            lo, hi, lambda: math.floor(self._grid_position(min(self.tried)) + 1e-9) + 1,
-            lambda: math.ceil(self._grid_position(max(self.tried)) - 1e-9) - 1)
-        if scan is not None:
-            probes, self.also_status = scan
-            return probes
-        step = (hi / lo) ** (1 / (k + 1))
-        return [lo * step**j for j in range(1, k + 1)]
-
-    def cost_ratio(self) -> float:
-        """Mean cost of a failure over mean cost of a success, over this seed's trials inside
-        the bracket refinement began with (its two ends included); 1 until both are seen.
-
-        Only this seed's trials count, so its probes do not depend on which other seeds share
-        the run. Only trials inside that first bracket count, so the scan that found it (cold
-        from lr_max, or warm from lr_start) does not change the refinement: on a boundary that
-        is monotone on each side both scans end in the same grid cell, with the same two trials
-        at its ends, and from there every probe is the same.
-        """
-        if self.bracket is None:
-            return 1.0
-        b_lo, b_hi = self.bracket
-        inside = [(lr, s) for lr, s in self.tried.items() if b_lo <= lr <= b_hi]
-        ok = [self.costs[lr] for lr, s in inside if s]
-        bad = [self.costs[lr] for lr, s in inside if not s]
-        if not ok or not bad:
-            return 1.0
-        return min(100.0, max(0.01, statistics.fmean(bad) / statistics.fmean(ok)))
+    def role(self, lr: float) -> str:
+        """What a trial was to this seed's result: on the budget's decision path, an edge probe,
+        on the shorter budget's path, or speculative (off every path: it changed nothing)."""
+        if lr in self.path:
+            return "path"
+        if lr in self.edge_rates:
+            return "edge"
+        return "also" if lr in self.also_path else "speculative"
 
     def _star(self, lo: float, hi: float) -> float:
         return (lo + hi) / 2 if self.cfg.midpoint == "arithmetic" else math.sqrt(lo * hi)
 
     def result(self, trials: int) -> SeedResult:
-        tried = self.primary if self.primary is not None else self.tried
-        lo, hi = bracket(tried.items())
+        path = [(lr, self.known[lr].success) for lr in self.path]
+        lo, hi = bracket(path)
         star = self._star(lo, hi) if self.status == "ok" else None
-        ordered = sorted(tried.items())
-        succ = [lr for lr, s in ordered if s]
-        sandwiched = sum(
-            1 for lr, s in ordered if not s and succ and succ[0] < lr < succ[-1]
-        )
+        succ = sorted(lr for lr, s in path if s)
+        sandwiched = sum(1 for lr, s in path if not s and succ and succ[0] < lr < succ[-1])
+        edge_trained = sum(self.edge.values()) if self.edge else None
         also = {}
         if self.cfg.also_steps:
-            a_lo, a_hi = self.also_bracket()
+            verdicts = [(lr, self.known[lr].also) for lr in (*self.path, *self.also_path)]
+            a_lo, a_hi = bracket(verdicts)
             a_status = self.also_status or "unfinished"
             also = dict(also_status=a_status, also_lo=a_lo, also_hi=a_hi,
                         also_lr_star=self._star(a_lo, a_hi) if a_status == "ok" else None)
-        return SeedResult(self.seed, self.status or "unfinished", star,
-                          lo, hi, trials, sandwiched, **also)
+        return SeedResult(self.seed, self.status or "unfinished", star, lo, hi, trials,
+                          sandwiched + (edge_trained or 0), edge_trained=edge_trained, **also)
 
 
-def depends_on(cfg: EstimateConfig) -> str:
-    """What a seed's η* is a function of, as results rows record it. Always its configuration
-    and seed: never the other seeds, cells or workers of the run, nor their order. A warm start
-    adds lr_start: it changes the scan, not the refinement, so η* equals the cold start's on a
-    boundary that is monotone on each side of the cell the scans end in, and may differ on a
-    ragged one."""
-    return "config,seed" if cfg.lr_start is None else "config,seed,lr_start"
+def depends_on(cfg: EstimateConfig, device_type: str = "cpu") -> str:
+    """What a seed's η* is a function of, as results rows record it: its configuration and seed,
+    never the other seeds, cells or workers of the run, their order, the probe count or a warm
+    start (those change only which speculative trials run). On CUDA batched matmuls may round
+    differently with the number of members beside a seed: "cuda-batch" says so."""
+    return "config,seed" + (",cuda-batch" if device_type == "cuda" else "")
 
 
 def midpoint_used(midpoint: str, probes: int) -> str:
-    """The split that actually runs: several probes per round (a GPU's small cells, in lockstep
-    rounds) stay evenly spaced in log η, since a round there costs about the same whatever it
-    holds, so "weighted" means "geometric" with more than one probe."""
+    """The split that runs: cfg.midpoint at every probe count (several probes evaluate the
+    one-probe search's tree in advance, so they split where it does)."""
     if midpoint not in ("weighted", "geometric", "arithmetic"):
         raise ValueError(f"midpoint must be weighted, geometric or arithmetic, got {midpoint!r}")
-    return "geometric" if midpoint == "weighted" and probes > 1 else midpoint
+    return midpoint
 
 
 def _cheapest_split(n: int, cost_ratio: float) -> int:
@@ -340,8 +479,8 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
     otherwise last as long as its slowest seed, and the weighted split makes seeds fall out of
     step (one descends in cheap failures while another trains a success).
 
-    Returns per-seed results, every trial in the order it finished, and the largest number of
-    rounds of any seed.
+    Returns per-seed results, every trial in the order it finished (each with its `role`:
+    `SeedSearch.role`), and the largest number of rounds of any seed.
     """
     states = [SeedSearch(cfg.seed + i, cfg, probes) for i in range(cfg.seeds)]
     rounds = {st.seed: 0 for st in states}
@@ -352,7 +491,7 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
         for st in states:
             if pending and not (pipeline and probes == 1):
                 break
-            if st.finished or rounds[st.seed] >= cfg.max_rounds:
+            if st.finished:
                 continue
             if any(owner is st for owner, _ in pending.values()):
                 continue
@@ -369,8 +508,9 @@ def search(cfg: EstimateConfig, trainer: Trainer, probes: int = 1,
         for key, out in trainer.advance():
             st, lr = pending.pop(key)
             if not out.cancelled:
-                st.record(lr, out.success, trial_cost(out.steps, eval_cost, cfg.eval_every),
-                          out.steps)
+                st.record(lr, out, trial_cost(out.steps, eval_cost, cfg.eval_every))
             trials.append(Trial(rounds[st.seed], **asdict(out)))
+    by_seed = {st.seed: st for st in states}
+    trials = [replace(t, role=by_seed[t.seed].role(t.lr)) for t in trials]
     counts = {st.seed: sum(t.seed == st.seed for t in trials) for st in states}
     return [st.result(counts[st.seed]) for st in states], trials, max(rounds.values())

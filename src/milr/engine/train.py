@@ -49,6 +49,13 @@ class Outcome:
     # training loss of any step run (a NaN counts as inf) and that step; None otherwise.
     max_loss: float | None = None
     max_loss_step: int | None = None
+    # The first step whose loss was non-finite (or, with divergence_check "step", above the
+    # limit), where it happened, whichever check caught it later; None: no such step.
+    first_bad_step: int | None = None
+    # With also_steps: whether a run of exactly also_steps steps would have succeeded (under
+    # stable from the steps up to also_steps + 1 as that run checks them; under accuracy a
+    # success by then); None otherwise.
+    also_success: bool | None = None
 
 
 @dataclass
@@ -149,6 +156,9 @@ class BatchedTrainer:
         self.limit = torch.empty(0, device=dev)  # row -> divergence limit (inf before step 1)
         self.max_loss = torch.empty(0, device=dev)  # row -> largest loss (see Outcome.max_loss)
         self.max_step = torch.empty(0, dtype=torch.long, device=dev)  # row -> its step
+        self.first_bad = torch.empty(0, dtype=torch.long, device=dev)  # row -> step (0: none)
+        # row -> a run of exactly also_steps steps would have failed (stable; see _step)
+        self.also_bad = torch.empty(0, dtype=torch.bool, device=dev)
         self.lr = torch.empty(0, 1, 1, device=dev, dtype=self.dtype)
         self._rebuilt()
 
@@ -186,6 +196,9 @@ class BatchedTrainer:
         self.limit = torch.cat([self.limit, torch.full((k,), math.inf, device=dev)])
         self.max_loss = torch.cat([self.max_loss, torch.full((k,), -math.inf, device=dev)])
         self.max_step = torch.cat([self.max_step, torch.zeros(k, dtype=torch.long, device=dev)])
+        self.first_bad = torch.cat([self.first_bad,
+                                    torch.zeros(k, dtype=torch.long, device=dev)])
+        self.also_bad = torch.cat([self.also_bad, torch.zeros(k, dtype=torch.bool, device=dev)])
         self.lr = torch.cat([self.lr, torch.tensor(lrs, dtype=self.dtype,
                                                    device=dev).view(k, 1, 1)])
         self.members += new
@@ -212,9 +225,14 @@ class BatchedTrainer:
         # host sync per step.
         first = cfg.divergence_factor * loss.clamp(min=self.loss_floor)
         self.limit.copy_(torch.where(self.t == 0, first, self.limit))
-        self.bad |= ~torch.isfinite(loss)  # an infinite first loss makes an infinite limit
+        bad = ~torch.isfinite(loss)  # an infinite first loss makes an infinite limit
         if cfg.divergence_check == "step":
-            self.bad |= loss > self.limit
+            bad |= loss > self.limit
+        self.first_bad.copy_(torch.where(bad & (self.first_bad == 0), self.t + 1,
+                                         self.first_bad))
+        self.bad |= bad
+        if cfg.also_steps and cfg.criterion == "stable":
+            self._also_check(loss, bad)
         if self.track_max:  # in place: a CUDA graph replays on these very tensors
             seen = torch.nan_to_num(loss, nan=math.inf, posinf=math.inf)
             higher = seen > self.max_loss
@@ -222,6 +240,16 @@ class BatchedTrainer:
             self.max_step.copy_(torch.where(higher, self.t + 1, self.max_step))
         self.t += 1
         return loss
+
+    def _also_check(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
+        """What a run of exactly b = also_steps steps would have checked (`_check_stable` on a
+        budget of b), from this step (t + 1) of the longer run, which shares its first b steps
+        and its (b + 1)-th batch: a bad step up to b, the factor rule at step b, and the loss
+        after the last update (step b + 1's, before its update) finite and within the limit."""
+        b, step = self.cfg.also_steps, self.t + 1
+        fails = (bad & (step <= b)) | ((step == b) & ~(loss <= self.limit)) \
+            | ((step == b + 1) & ~(torch.isfinite(loss) & (loss <= self.limit)))
+        self.also_bad |= fails
 
     def _run(self, n: int) -> torch.Tensor:
         """Run n steps of every row; returns the loss (K,) of the last, before its update."""
@@ -289,7 +317,21 @@ class BatchedTrainer:
                             curve_loss=tuple(p[2] for p in m.curve),
                             curve_seen=tuple(p[3] for p in m.curve), eval_examples=(
                                 len(self.data.x_eval) if self.cfg.criterion == "accuracy"
-                                else None))
+                                else None), **self._bad_steps(m, verdict.get("success", False)))
+
+    def _bad_steps(self, m: _Member, success: bool) -> dict:
+        """m's first bad step, and with also_steps its verdict at that budget: under stable what
+        `_also_check` saw (a run stopped before step b + 1 had diverged by then); under accuracy
+        a success by step b, since a run stops at its first success at an evaluation and b is
+        one of its evaluations."""
+        r = self.members.index(m)
+        out: dict = {"first_bad_step": int(self.first_bad[r]) or None}
+        b = self.cfg.also_steps
+        if b and self.cfg.criterion == "stable":
+            out["also_success"] = m.steps_run > b and not bool(self.also_bad[r])
+        elif b:
+            out["also_success"] = success and m.steps_run <= b
+        return out
 
     def _point_due(self, m: _Member) -> bool:
         """Under stable (no evaluations): whether this check is m's first at or after its next
@@ -389,6 +431,7 @@ class BatchedTrainer:
             self.which, self.t, self.bad = self.which[idx], self.t[idx], self.bad[idx]
             self.limit, self.lr = self.limit[idx], self.lr[idx]
             self.max_loss, self.max_step = self.max_loss[idx], self.max_step[idx]
+            self.first_bad, self.also_bad = self.first_bad[idx], self.also_bad[idx]
             self.members = [self.members[r] for r in keep]
             self._rebuilt()
         elif gone:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..base.config import FIXED_FIELDS, EstimateConfig
+from ..base.config import EXECUTION_FIELDS, FIXED_FIELDS, EstimateConfig
 from ..base.expr import compile_filter
 
 CELL_FIELDS = ("depth", "width")
@@ -20,7 +20,7 @@ MAX_AXIS = 1000  # values of depths or widths, counted before a range is expande
 MAX_CELLS = 10_000  # depths x widths before the where/exclude filters (each cell: seeds x runs)
 MAX_CHARS = 20_000  # of a grid file's text
 GRID_KEYS = ("depths", "widths", "where", "exclude", "lambda1_samples", "warm_start", "seeds",
-             "seed", "max_rounds", *FIXED_FIELDS)
+             "seed", "max_rounds", *FIXED_FIELDS, *EXECUTION_FIELDS)
 
 
 class GridError(ValueError):
@@ -176,7 +176,8 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
     if not cells:
         raise GridError(f"{source}: the grid is empty after the where/exclude filters")
 
-    params = {k: v for k, v in doc.items() if k in ("seeds", "seed", "max_rounds", *FIXED_FIELDS)}
+    params = {k: v for k, v in doc.items()
+              if k in ("seeds", "seed", "max_rounds", *FIXED_FIELDS, *EXECUTION_FIELDS)}
     samples = doc.get("lambda1_samples", 0)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
         raise GridError(f"{where('lambda1_samples')}: lambda1_samples must be a non-negative "

@@ -34,7 +34,8 @@ from ..base.results import json_safe
 
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples
-RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "probes_used",
+RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "edge_trained",
+                 "probes_used",
                  "midpoint_used", "depends_on", "rounds", "cell_wall_time",
                  "also_lr_star", "also_lo", "also_hi", "also_status", *LAMBDA1_FIELDS,
                  "device_name", "milr_version", "torch_version", "finished_at")
@@ -51,6 +52,8 @@ LEGACY_VALUES = {
     "optimizer": "sgd", "momentum": "", "beta1": "", "beta2": "", "eps": "",
     "weight_decay": "0.0", "warmup_steps": "0", "parametrization": "sp", "base_width": "",
     "output_lr_scale": "1.0",
+    # before the edge probes (0.3)
+    "edge_probes": "0", "edge_factor": "", "edge_trained": "",
 }
 LOCK_SUFFIX = ".lock"
 

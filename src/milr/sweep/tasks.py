@@ -26,6 +26,7 @@ class TaskConfig:
 def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     """Estimate one task; returns its result rows and its trials (top level: picklable)."""
     # torch loads here: a sweep refuses bad input before it
+    from ..base.device import resolve_device
     from ..engine.estimation import estimate
     from ..engine.search import depends_on
 
@@ -38,8 +39,9 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rows = [{**cfg.row(), "seeds": task.cell_seeds, "seed": s.seed,
              "lr_star": s.lr_star, "lo": s.lo, "hi": s.hi, "status": s.status,
-             "trials": s.trials, "nonmonotone": s.nonmonotone, "probes_used": est.probes,
-             "midpoint_used": est.midpoint_used, "depends_on": depends_on(cfg),
+             "trials": s.trials, "nonmonotone": s.nonmonotone, "edge_trained": s.edge_trained,
+             "probes_used": est.probes, "midpoint_used": est.midpoint_used,
+             "depends_on": depends_on(cfg, resolve_device(cfg.device).type),
              "rounds": est.rounds, "also_lr_star": s.also_lr_star, "also_lo": s.also_lo,
              "also_hi": s.also_hi, "also_status": s.also_status,
              "cell_wall_time": round(est.wall_time, 3), "device_name": est.device,
