@@ -8,8 +8,9 @@ own fit.
 For each file: the power law η* = C (d·w)^−α and η* = C d^−a w^−b with p(a = b), over all cells
 and over depth >= 2; every status that is not ok, by cell; c = η*·λ1 per seed; the exponent of
 η* against λ1 over cells; λ1's own depth and width exponents; and, where the input layer is
-slowed, the input layer's share of the top curvature (the median of λ1_eff / λ1: 1 when the top
-direction lies outside the input layer, down to the rate multiple when it lies inside it).
+slowed, the input layer's share of the top curvature (the median of λ1_eff / λ1, between the
+rate multiple and 1: near 1 when the top direction lies outside the input layer, lower the more
+of it lies inside).
 
 (g) has no λ1 column. λ1 (unpreconditioned) is a property of the network at initialisation and
 of the loss, which (g) shares with (a): same depth, width, seed, data and cross-entropy; neither
