@@ -10,6 +10,7 @@ import torch
 
 from milr.base.config import EstimateConfig
 from milr.data.formats import Dataset
+from milr.engine.estimation import estimate
 from milr.engine.model import Ensemble, eval_chunks
 from milr.engine.train import needed, train
 
@@ -114,6 +115,21 @@ def test_full_evaluations_record_the_full_accuracy(tiny):
             if a is not None}
     assert seen == {n}
     assert dataclasses.asdict(out[0])["curve_seen"]  # recorded in the outcome
+
+
+def test_full_eval_with_a_trainer_of_ones_own_is_refused(tiny):
+    """estimate's full_eval builds the default trainer: beside a trainer given it would be
+    silently dropped, so the pair is refused by name before anything trains."""
+    class Untouched:
+        pending = 0
+
+        def admit(self, lrs, seeds):
+            raise AssertionError("trained")
+
+        advance = admit
+
+    with pytest.raises(ValueError, match="full_eval=True .* not to the trainer given"):
+        estimate(config(), tiny, trainer=Untouched(), full_eval=True)
 
 
 @pytest.mark.parametrize("n", [10_000, 10_001, 10_003, 1025, 4097, 100])
