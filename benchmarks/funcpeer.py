@@ -100,9 +100,9 @@ def make_step(base: nn.Sequential, cfg: EstimateConfig):
              t: torch.Tensor):
         grads, loss = grads_and_losses(params, x, y)
         new_params, new_slots = {}, {}
-        if name in ("adam", "adamw"):
-            n = (t + 1).to(loss.dtype)
-            corr = (1 - cfg.beta1 ** n, (1 - cfg.beta2 ** n).sqrt())
+        if name in ("adam", "adamw"):  # in float64 as torch.optim's Python floats, then rounded
+            n = (t + 1).to(torch.float64)
+            corr = [c.to(loss.dtype) for c in (1 - cfg.beta1 ** n, (1 - cfg.beta2 ** n).sqrt())]
         for k, p in params.items():
             mine = {s: slots[f"{s}/{k}"] for s in slot_names(cfg)}
             if name in ("adam", "adamw"):
