@@ -29,6 +29,7 @@ from reference import (
     check_supported,
     loss_floor,
     make_net,
+    meets,
 )
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
@@ -99,9 +100,9 @@ def make_step(base: nn.Sequential, cfg: EstimateConfig):
              t: torch.Tensor):
         grads, loss = grads_and_losses(params, x, y)
         new_params, new_slots = {}, {}
-        if name in ("adam", "adamw"):
-            n = (t + 1).to(loss.dtype)
-            corr = (1 - cfg.beta1 ** n, (1 - cfg.beta2 ** n).sqrt())
+        if name in ("adam", "adamw"):  # in float64 as torch.optim's Python floats, then rounded
+            n = (t + 1).to(torch.float64)
+            corr = [c.to(loss.dtype) for c in (1 - cfg.beta1 ** n, (1 - cfg.beta2 ** n).sqrt())]
         for k, p in params.items():
             mine = {s: slots[f"{s}/{k}"] for s in slot_names(cfg)}
             if name in ("adam", "adamw"):
@@ -258,12 +259,13 @@ class FuncTrainer:
                    for r in self.rows]
         bad = (self.state["bad"] | ~(loss <= self.state["limit"])).tolist()
         nonfinite, losses = self.state["bad"].tolist(), loss.tolist()
-        acc = self._accuracy([e and not b for e, b in zip(at_eval, bad, strict=True)])
+        correct = self._correct([e and not b for e, b in zip(at_eval, bad, strict=True)])
+        n = len(self.data.x_eval)
         for i, r in enumerate(self.rows):
             if at_eval[i]:
-                r.acc = acc[i]
-                r.peak = max(r.peak, acc[i] or 0.0)
-                ok = not bad[i] and acc[i] >= cfg.threshold
+                r.acc = None if correct[i] is None else correct[i] / n
+                r.peak = max(r.peak, r.acc or 0.0)
+                ok = not bad[i] and meets(correct[i], n, cfg.threshold)
                 if bad[i] or ok or r.steps_run >= cfg.steps:
                     r.run = Run(r.lr, r.seed, ok, bad[i], r.steps_run, r.acc, r.peak, losses[i])
                     if ok:
@@ -277,20 +279,20 @@ class FuncTrainer:
                                 losses[i], cancelled=True)
 
     @torch.no_grad()
-    def _accuracy(self, wanted: list[bool], chunk: int = 4096) -> list[float | None]:
-        """Validation accuracy of the wanted rows; None for the others."""
+    def _correct(self, wanted: list[bool], chunk: int = 4096) -> list[int | None]:
+        """Correct validation answers of the wanted rows; None for the others."""
         rows = [i for i, w in enumerate(wanted) if w]
-        out: list[float | None] = [None] * len(wanted)
+        out: list[int | None] = [None] * len(wanted)
         if not rows:
             return out
         idx = torch.tensor(rows, device=self.device)
         params = {k: p[idx] for k, p in self.params.items()}
         x, y = self.data.x_eval, self.data.y_eval
-        correct = torch.zeros(len(rows), device=self.device)
+        correct = torch.zeros(len(rows), dtype=torch.long, device=self.device)
         for i in range(0, len(x), chunk):
             correct += (self.logits(params, x[i:i + chunk]).argmax(-1) == y[i:i + chunk]).sum(1)
-        for i, a in zip(rows, (correct / len(x)).tolist(), strict=True):
-            out[i] = a
+        for i, c in zip(rows, correct.tolist(), strict=True):
+            out[i] = c
         return out
 
 

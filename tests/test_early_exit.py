@@ -10,6 +10,7 @@ import torch
 
 from milr.base.config import EstimateConfig
 from milr.data.formats import Dataset
+from milr.engine.estimation import estimate
 from milr.engine.model import Ensemble, eval_chunks
 from milr.engine.train import needed, train
 
@@ -48,13 +49,17 @@ def test_early_exit_changes_no_verdict_step_or_loss(tiny, kw):
     assert partial > 0  # the exit happened
 
 
-def test_needed_is_the_engines_comparison():
-    """correct >= needed(n, t) exactly when count / n, as the engine computes it, is >= t."""
-    for n in (7, 100, 2000, 10_000):
-        for t in (0.0, 1 / 3, 0.75, 0.8, 0.8 - 1e-9, 0.8 + 1e-9, 0.99, 1.0, 1.5):
-            c = needed(n, t)
-            acc = (torch.arange(n + 1, dtype=torch.get_default_dtype()) / n).tolist()
-            assert all((a >= t) == (k >= c) for k, a in enumerate(acc)), (n, t, c)
+@pytest.mark.parametrize("n, threshold, need", [
+    (10_000, 0.9, 9000),  # float32 9000 / 10000 lies below 0.9: it needed 9001
+    (10, 0.7, 7),  # likewise 7 / 10: it needed 8
+    (10_000, 0.925, 9250), (10_000, 0.34, 3400), (100, 0.75, 75),  # the paper's, tiny's
+    (7, 0.8, 6), (3, 0.3333333333333333, 1),  # 5.6 up to 6; 3 · 0.333... is just under 1
+    (2000, 0.799999999, 1600), (2000, 0.800000001, 1601),  # a hair either side of 1600
+    (10, 0.99, 10), (1, 0.5, 1), (0, 0.5, 1),  # none of 0 examples meets anything
+])
+def test_needed_is_the_exact_count(n, threshold, need):
+    """The fewest correct answers out of n that reach the threshold, worked out by hand."""
+    assert needed(n, threshold) == need
 
 
 def test_a_member_whose_outputs_may_overflow_is_evaluated_fully():
@@ -110,6 +115,21 @@ def test_full_evaluations_record_the_full_accuracy(tiny):
             if a is not None}
     assert seen == {n}
     assert dataclasses.asdict(out[0])["curve_seen"]  # recorded in the outcome
+
+
+def test_full_eval_with_a_trainer_of_ones_own_is_refused(tiny):
+    """estimate's full_eval builds the default trainer: beside a trainer given it would be
+    silently dropped, so the pair is refused by name before anything trains."""
+    class Untouched:
+        pending = 0
+
+        def admit(self, lrs, seeds):
+            raise AssertionError("trained")
+
+        advance = admit
+
+    with pytest.raises(ValueError, match="full_eval=True .* not to the trainer given"):
+        estimate(config(), tiny, trainer=Untouched(), full_eval=True)
 
 
 @pytest.mark.parametrize("n", [10_000, 10_001, 10_003, 1025, 4097, 100])

@@ -120,7 +120,9 @@ def test_plot_search_reads_a_log_with_and_without_curves(tmp_path, run_milr):
 
 def test_evaluations_that_stopped_early_are_drawn_hollow(tmp_path):
     """A trial's evaluation that saw fewer examples than the fullest one (an early exit) is
-    marked, and the panel says what its accuracy is; full evaluations are not marked."""
+    marked, and the curves' legend says what its accuracy is; full evaluations are not marked.
+    No title or legend runs into another (that note, as the accuracy panel's title, once ran
+    into the loss panel's)."""
     log = tmp_path / "t.jsonl"
     recs = write_log(log)
     for r in recs:
@@ -131,7 +133,8 @@ def test_evaluations_that_stopped_early_are_drawn_hollow(tmp_path):
     marked = {ln.get_gid(): list(ln.get_xdata()) for ln in fig.axes[3].lines
               if (ln.get_gid() or "").startswith("partial:")}
     assert marked == {"partial:0:lo": [20]}
-    assert "stopped once its verdict was certain" in fig.axes[3].get_title()
+    assert "stopped once its verdict was certain" in legend_text(fig)
+    assert not overlapping_texts(fig)
     for r in recs:  # every deciding evaluation stopped early: the recorded size tells
         if r["curve_steps"]:
             r |= {"curve_seen": [1024, 1024], "eval_examples": 2000}
@@ -142,7 +145,23 @@ def test_evaluations_that_stopped_early_are_drawn_hollow(tmp_path):
     write_log(log)  # no curve_seen (an older log): every evaluation saw all
     fig = search_figure(search_view_from_log(str(log), 1, 4))
     assert not [ln for ln in fig.axes[3].lines if (ln.get_gid() or "").startswith("partial:")]
-    assert "stopped" not in fig.axes[3].get_title()
+    assert "stopped" not in legend_text(fig)
+    assert not overlapping_texts(fig)
+
+
+def legend_text(fig) -> str:
+    """The entries of the curves' legend (below the loss panel, for both curve panels)."""
+    return " ".join(" ".join(t.get_text() for t in fig.axes[2].get_legend().get_texts()).split())
+
+
+def overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of titles and legends of the figure whose boxes, as drawn, overlap."""
+    renderer = fig.canvas.get_renderer()
+    boxes = [(a.get_title(), a.title.get_window_extent(renderer)) for a in fig.axes]
+    boxes += [(f"legend {i}", lg.get_window_extent(renderer)) for i, lg in enumerate(
+        [*fig.legends, *(a.get_legend() for a in fig.axes if a.get_legend())])]
+    return [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:]
+            if box.overlaps(other)]
 
 
 LAW = "depth,width,seed,lr_star,status\n" + "".join(

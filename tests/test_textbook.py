@@ -18,10 +18,11 @@ import pytest
 import torch
 
 from milr.base.config import EstimateConfig
+from milr.data.formats import Dataset
 from milr.engine.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference import run_one  # noqa: E402
+from reference import make_net, run_one  # noqa: E402
 
 # On this task η* is about 3: 0.01 trains too slowly for some seeds, 0.3-2 train, 5-15 stall at
 # chance or blow up late, 40 and above diverge (non-finite by step 10, or over the limit at the
@@ -111,6 +112,27 @@ def test_a_changed_stopping_step_or_verdict_is_a_mismatch(pairs, tiny):
     moved = [p if k not in (i, j) else (*p[:3], later if k == i else flipped)
              for k, p in enumerate(pairs)]
     assert len(mismatches(moved, len(tiny.y_eval))) == 2
+
+
+@pytest.mark.parametrize("right, ends", [(7, ("success", 30)), (6, ("budget", 60))])
+def test_an_accuracy_of_exactly_the_threshold_succeeds(right, ends, tiny):
+    """7 of 10 validation examples right meet threshold 0.7 (docs/protocol.md) in the engine,
+    the textbook and the torch.func peer alike, which compared a float32 accuracy (0.69999999)
+    before: trained at a rate too small to change an answer, the member succeeds at its first
+    evaluation; one answer fewer trains on to the end of the budget."""
+    from funcpeer import train_func
+
+    x = tiny.x_eval[:10]
+    with torch.no_grad():
+        first = make_net(config(), tiny, 0)(x).argmax(1)  # the answers at initialisation
+    y = torch.where(torch.arange(10) < right, first, 1 - first)  # two classes
+    data = Dataset(tiny.name, tiny.x_train, tiny.y_train, x, y, tiny.classes)
+    cfg = config(threshold=0.7, steps=60)
+    ((*_, engine, textbook),) = compare(cfg, cfg, data, rates=(1e-9,), seeds=(0,))
+    (peer,) = train_func(cfg, data, [1e-9], [0])
+    assert (verdict(engine), engine.steps) == (textbook.verdict, textbook.steps) == ends
+    assert (peer.verdict, peer.steps) == ends
+    assert engine.final_acc == pytest.approx(right / 10) == textbook.final_acc
 
 
 # Every optimizer, warm-up and parametrisation on the same task, with rates below, near and above

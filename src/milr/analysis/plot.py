@@ -408,9 +408,7 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
     if loss_ax.lines:
         _plain_log_ticks(loss_ax.yaxis)
     acc_ax.set(xlabel="SGD step", ylabel="validation accuracy",
-               title="accuracy of the same trials" + (
-                   "\n(hollow: an evaluation that stopped once its verdict was certain, "
-                   "on the examples it saw; --full-eval sees all)" if partial_drawn else ""))
+               title="accuracy of the same trials")
     if view.threshold is not None:
         acc_ax.axhline(view.threshold, color="k", lw=1, ls=":", gid="threshold")
         acc_ax.annotate(f"threshold {view.threshold:g}", (0.01, view.threshold),
@@ -429,6 +427,10 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
     if any(_finite(t.get("max_loss")) for _, _, t in deciding):
         loss_ax.plot([], [], marker="*", ms=14, ls="", color="#444444",
                      label="largest loss of a trial (hollow: hi)")
+    if partial_drawn:  # in the shared legend below: a title this long ran into its neighbour's
+        loss_ax.plot([], [], marker="o", ms=7, ls="", mfc="white", mec="#444444",
+                     label="accuracy of an evaluation that stopped once its verdict was\n"
+                           "certain, on the examples it saw (--full-eval sees all)")
     if loss_ax.lines:
         loss_ax.legend(loc="upper left", bbox_to_anchor=(0, -0.2), ncol=2, frameon=False,
                        title="solid: largest success (lo); dashed: smallest failure above (hi)")

@@ -129,9 +129,23 @@ class Estimate:
         return statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
 
     @property
+    def lambda1_eff(self) -> dict[int, float | None] | None:
+        """seed -> the preconditioned λ1 (of S^½HS^½, S the per-tensor rate scales), when
+        measured (None: not converged)."""
+        return {e.seed: e.lambda1 for _, e in self.sharpness} if self.sharpness else None
+
+    @property
     def c(self) -> dict[int, float]:
         """The dimensionless c = η*·λ1 of every seed that has both (an η* and a converged λ1)."""
-        lam = self.lambda1 or {}
+        return self._times_eta(self.lambda1)
+
+    @property
+    def c_eff(self) -> dict[int, float]:
+        """c_eff = η*·λ1_eff likewise: what `stability_edge` is about."""
+        return self._times_eta(self.lambda1_eff)
+
+    def _times_eta(self, lam: dict[int, float | None] | None) -> dict[int, float]:
+        lam = lam or {}
         return {s.seed: s.lr_star * lam[s.seed] for s in self.seeds
                 if s.status == "ok" and lam.get(s.seed) is not None}
 
@@ -155,12 +169,29 @@ class Estimate:
             "device": self.device,
             "versions": self.versions,
             "lambda1": self.lambda1,
-            "lambda1_eff": {e.seed: e.lambda1 for _, e in self.sharpness} if self.sharpness
-            else None,
+            "lambda1_eff": self.lambda1_eff,
             "c": self.c,
             "c_median": self.c_median,
             "trials": [asdict(t) for t in self.trials],
         }
+
+
+def stability_edge(cfg: EstimateConfig) -> tuple[float | None, str]:
+    """The c_eff = η*·λ1_eff at which cfg's optimizer is at its edge of stability on the
+    quadratic model at initialisation, at full batch (θ ← θ − η·S·(step of H θ), S the
+    per-tensor rate scales: stable iff η·λ1(S^½HS^½) is below it), and what it is; None where
+    no such edge exists, with why."""
+    if cfg.optimizer in ("adam", "adamw"):
+        return None, (f"{cfg.optimizer} divides each step by its own √v, so its edge is of "
+                      "the Hessian preconditioned by that, which is not measured here")
+    if cfg.weight_decay:
+        return None, "weight decay adds to the curvature that λ1 measures"
+    b = cfg.momentum
+    if cfg.optimizer == "momentum":
+        return 2 * (1 + b), f"heavy-ball momentum: 2(1 + β), β = {b:g}"
+    if cfg.optimizer == "nesterov":
+        return 2 * (1 + b) / (1 + 2 * b), f"Nesterov momentum: 2(1 + β)/(1 + 2β), β = {b:g}"
+    return 2.0, "gradient descent"
 
 
 @dataclass(frozen=True)

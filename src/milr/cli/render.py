@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..base.results import STATUSES, Estimate, power, protocol_line
+from ..base.results import STATUSES, Estimate, power, protocol_line, stability_edge
 
 console = Console()
 err = Console(stderr=True)
@@ -80,14 +80,28 @@ def render_estimate(e: Estimate) -> None:
         console.print(f"[bold red]no seed gave an η* at {c.also_steps} steps[/]: see its "
                       "status column")
     if e.c:
-        vals = list(e.c.values())
-        console.print(f"c = η*·λ1 = [bold]{e.c_median:.4g}[/] (median of {len(vals)} seed(s); "
-                      f"range {min(vals):.4g}–{max(vals):.4g}; 2 is the edge of stability of "
-                      f"gradient descent on a quadratic)")
+        _render_c(e)
     elif e.lambda1 is not None:
         console.print("[yellow]no seed has both an η* and a converged λ1: c is not reported[/]")
     console.print(f"{len(e.trials)} training runs in {e.rounds} rounds, {e.member_steps} "
                   f"member-steps, {e.wall_time:.1f} s on {e.device}")
+
+
+def _render_c(e: Estimate) -> None:
+    """c and c_eff per their medians, and the edge of stability only where one holds: it is
+    about c_eff (c only where every tensor trains at the same rate), and not Adam's."""
+    for name, vals in (("c = η*·λ1", e.c), ("c_eff = η*·λ1_eff", e.c_eff)):
+        if vals:
+            v = list(vals.values())
+            console.print(f"{name} = [bold]{statistics.median(v):.4g}[/] (median of {len(v)} "
+                          f"seed(s); range {min(v):.4g}–{max(v):.4g})")
+    edge, what = stability_edge(e.config)
+    if edge is None:
+        console.print(f"no edge of stability is claimed for c or c_eff: {what}")
+    else:
+        console.print(f"c_eff = {edge:.3g} is the edge of stability of full-batch {what}, on "
+                      "the quadratic model at initialisation (λ1_eff: λ1 of S^½HS^½, S the "
+                      "per-tensor rate scales; c_eff = c only where all are 1)")
 
 
 def render_sharpness(results, cfg, scfg) -> None:

@@ -38,11 +38,16 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     the preconditioned λ1 beside it (`sharpness.plain_and_preconditioned`: the one λ1 path of
     `estimate` and a sweep's tasks). `full_eval`: every evaluation sees the whole validation
     set, so the trials record full accuracies (`train.BatchedTrainer`); by default an
-    evaluation stops once its verdict is certain.
+    evaluation stops once its verdict is certain. It configures the default trainer only: with
+    a `trainer` it is refused, since that trainer evaluates as it was built.
     """
     if not isinstance(lambda1_samples, int) or lambda1_samples < 0:
         raise ValueError(f"lambda1_samples must be a non-negative integer (0: off), got "
                          f"{lambda1_samples!r}")
+    if trainer is not None and full_eval:
+        raise ValueError(f"full_eval=True applies to the default trainer only, not to the "
+                         f"trainer given ({type(trainer).__name__}): build that one with "
+                         f"full evaluations instead")
     device = resolve_device(cfg.device)
     data = data or load(cfg.dataset, cfg.data_dir)
     probes = probes_per_round(cfg, device.type, data.n_inputs, data.classes)

@@ -430,11 +430,8 @@ class Ensemble:
         inputs: list[torch.Tensor] = []
         value, g = loss_and_grad(self.forward(x, inputs), y, loss)  # (K,), (K, B, C)
         decay = decay if decay is not None else [opt.weight_decay] * (2 * len(self.weights))
-        corrections = None
-        if opt.name in ("adam", "adamw"):
-            step = (steps_done + 1).to(g.dtype).view(-1, 1, 1)
-            corrections = (1 - torch.pow(opt.beta1, step),
-                           (1 - torch.pow(opt.beta2, step)).sqrt_())
+        corrections = (adam_corrections(steps_done, lrs, opt, g.dtype)
+                       if opt.name in ("adam", "adamw") else None)
         for layer in range(len(self.weights) - 1, -1, -1):
             w, a, m = self.weights[layer], inputs[layer], self.multipliers[layer]
             g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
@@ -459,11 +456,11 @@ class Ensemble:
                 grad.add_(p, alpha=decay)
             exp_avg.lerp_(grad, 1 - opt.beta1)
             exp_avg_sq.mul_(opt.beta2).addcmul_(grad, grad, value=1 - opt.beta2)
-            bias1, bias2_sqrt = corrections
+            eps_term, factors = corrections
             # torch's p - lr / bias1 · m / (√v / bias2_sqrt + eps), in four passes over the
             # weights: p - m / ((√v + eps · bias2_sqrt) · bias1 / (lr · bias2_sqrt))
             denom = torch.sqrt(exp_avg_sq, out=grad)  # the gradient's memory: used up
-            denom.add_(opt.eps * bias2_sqrt).mul_(bias1 / (lr * bias2_sqrt))
+            denom.add_(eps_term).mul_(factors[j])
             p.addcdiv_(exp_avg, denom, value=-1.0)
             return
         if decay:
@@ -475,3 +472,19 @@ class Ensemble:
             torch.add(grad, buf, alpha=opt.momentum, out=buf)  # buf ← momentum · buf + grad
             grad = grad.add_(buf, alpha=opt.momentum) if opt.name == "nesterov" else buf
         p.addcmul_(grad, lr, value=-1.0)
+
+
+def adam_corrections(steps_done: torch.Tensor, lrs: list[torch.Tensor], opt: Optim,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Adam's per-member factors for `Ensemble._update`: eps · √(1 - β2^t) and, per tensor j,
+    (1 - β1^t) / (lrs[j] · √(1 - β2^t)). Computed in float64 as torch.optim does in Python
+    floats (in float32, 1 - 0.999^t is 1.3e-5 off at t = 1), each rounded once to `dtype`;
+    tensors that share a rate tensor share its factor."""
+    step = (steps_done + 1).to(torch.float64).view(-1, 1, 1)
+    bias1 = 1 - torch.pow(opt.beta1, step)
+    bias2_sqrt = (1 - torch.pow(opt.beta2, step)).sqrt_()
+    by_id: dict[int, torch.Tensor] = {}
+    for lr in lrs:
+        if id(lr) not in by_id:
+            by_id[id(lr)] = (bias1 / (lr.to(torch.float64) * bias2_sqrt)).to(dtype)
+    return (opt.eps * bias2_sqrt).to(dtype), [by_id[id(lr)] for lr in lrs]

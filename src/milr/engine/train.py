@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 import torch
 
@@ -137,7 +138,7 @@ class BatchedTrainer:
                       for s in pair]
         self.track_max = cfg.criterion == "stable" or cfg.divergence_check == "step"
         if cfg.criterion == "accuracy":
-            self.need = needed(len(data.x_eval), cfg.threshold, data.x_eval.device)
+            self.need = needed(len(data.x_eval), cfg.threshold)
             # the largest 2-norm of a validation input (inf: no early exit)
             self.radius = math.inf if full_eval or not len(data.x_eval) else float(
                 torch.linalg.vector_norm(data.x_eval, dim=1, dtype=torch.float64).max())
@@ -474,13 +475,12 @@ def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool], need: int,
     return acc, met, finite, seen
 
 
-def needed(n: int, threshold: float, device: torch.device | str = "cpu") -> int:
-    """The fewest correct answers out of n whose accuracy, computed as the engine computed it
-    before the early exit (count / n in torch's default dtype, on the evaluation's device: a
-    CUDA division by a scalar multiplies by its reciprocal, which may differ in the last bit),
-    is >= threshold (n + 1: none)."""
-    accs = (torch.arange(n + 1, dtype=torch.get_default_dtype(), device=device) / n).tolist()
-    return next((c for c, a in enumerate(accs) if a >= threshold), n + 1)
+def needed(n: int, threshold: float) -> int:
+    """The fewest correct answers out of n that meet the threshold, exactly: ⌈n · t⌉ in
+    rationals, t the decimal the threshold reads as (its shortest repr, docs/protocol.md), so
+    0.9 is 9/10 and 9000 of 10,000 meet it (in float32 9000 / 10000 < 0.9). More than n: none
+    (an empty validation set meets nothing)."""
+    return math.ceil(n * Fraction(repr(float(threshold)))) if n else 1
 
 
 def train(
