@@ -2,11 +2,45 @@
 the line an error names, λ1 of an operator that overflows, and where and how figures are drawn."""
 
 import json
+import math
 import os
 
+import numpy as np
 import pytest
+import torch
+from scipy.sparse.linalg import LinearOperator
+
+from milr.base.config import NetworkConfig, SharpnessConfig
+from milr.engine.sharpness import lanczos, sharpness, top_eigenvalue
 
 H = "depths: [1]\nwidths: [8]\n"
+
+
+# --- λ1 of an operator that overflows ---------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_a_non_finite_operator_is_not_converged(bad):
+    a = np.diag(np.arange(1.0, 11.0))
+    op = LinearOperator((10, 10), matvec=lambda v: a @ v * bad, dtype=np.float64)
+    lam, residual, converged, method = top_eigenvalue(op, seed=0)
+    assert (converged, math.isnan(lam), residual, method) == (False, True, math.inf, "arpack")
+    t = torch.from_numpy(a)
+    lam, residual, converged, _ = lanczos(lambda v: t @ v * bad, 10, t, seed=0)
+    assert (converged, math.isnan(lam), residual) == (False, True, math.inf)
+
+
+def test_preconditioned_lambda1_that_overflows_is_not_converged(tiny, run_milr):
+    """output_lr_scale 1e38 is a float32, but S^½HS^½ overflows: per seed not converged, the
+    solver stopped at the first product that is not finite (residual inf, as documented)."""
+    cfg = NetworkConfig(depth=1, width=4, output_lr_scale=1e38)
+    s = sharpness(cfg, tiny, 0, SharpnessConfig(samples=64, preconditioned=True))
+    assert not s.converged and s.lambda1 is None and s.residual == math.inf and s.hvps == 1
+    code, out, err = run_milr(["sharpness", "--depth", "1", "--width", "4", "--seeds", "1",
+                               "--samples", "64", "--device", "cpu", "--preconditioned",
+                               "--output-lr-scale", "1e38", "--json"])
+    assert code == 0, err
+    (r,) = json.loads(out)["results"]
+    assert r["converged"] is False and r["lambda1"] is None
 
 
 # --- figures: where they go and what they say -------------------------------------------------
