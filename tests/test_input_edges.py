@@ -12,8 +12,41 @@ from scipy.sparse.linalg import LinearOperator
 
 from milr.base.config import NetworkConfig, SharpnessConfig
 from milr.engine.sharpness import lanczos, sharpness, top_eigenvalue
+from milr.sweep.grid import GridError, parse_grid
 
 H = "depths: [1]\nwidths: [8]\n"
+
+
+# --- numbers in grid files, and the line an error names ---------------------------------------
+
+def test_grid_reads_exponent_numbers_and_refuses_quoted_ones():
+    g = parse_grid(H + "optimizer: adam\neps: 1e-8\nweight_decay: 1e-3\nlr_max: 1E1\n")
+    assert g.params == {"optimizer": "adam", "eps": 1e-8, "weight_decay": 1e-3, "lr_max": 10.0}
+    assert g.config(1, 8).eps == 1e-8
+    for quoted in ('"1e-8"', "'1e-8'", '"0.001"'):
+        with pytest.raises(GridError) as exc:
+            parse_grid(H + f"optimizer: adam\neps: {quoted}\n")
+        assert str(exc.value).startswith("grid line 4: eps must be a number, got the string")
+        assert "write it without quotes" in str(exc.value)
+    with pytest.raises(GridError) as exc:  # a word, unquoted: not told to drop quotes it lacks
+        parse_grid(H + "threshold: inf\n")
+    assert str(exc.value) == "grid line 3: threshold must lie in (0, 1), got 'inf'"
+    import yaml
+
+    assert yaml.safe_load("a: 1e-8") == {"a": "1e-8"}  # PyYAML's own loader is left alone
+
+
+@pytest.mark.parametrize("text, line, key", [
+    ("steps: 20\neval_every: 10\nwarmup_steps: 30\n", 5, "warmup_steps (30)"),
+    ("steps: 100\neval_every: 10\nalso_steps: 15\n", 5, "also_steps must be"),
+    ("optimizer: sgd\nmomentum: 0.9\n", 4, "momentum applies"),
+    ("optimizer: sgd\nbeta1: 0.9\n", 4, "beta1 applies"),
+    ("steps: 20\neval_every: 50\n", 4, "eval_every (50)"),
+])
+def test_grid_error_names_the_line_of_the_key_it_is_about(text, line, key):
+    with pytest.raises(GridError) as exc:
+        parse_grid(H + text)
+    assert str(exc.value).startswith(f"grid line {line}: {key}"), str(exc.value)
 
 
 # --- λ1 of an operator that overflows ---------------------------------------------------------
