@@ -10,11 +10,41 @@ import pytest
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from milr.base.config import NetworkConfig, SharpnessConfig
+from milr import EstimateConfig
+from milr.base.config import FLOAT32_MAX, FLOAT32_TINY, NetworkConfig, SharpnessConfig
 from milr.engine.sharpness import lanczos, sharpness, top_eigenvalue
 from milr.sweep.grid import GridError, parse_grid
 
 H = "depths: [1]\nwidths: [8]\n"
+
+
+# --- floats float32 cannot hold --------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, named", [
+    ({"optimizer": "adam", "eps": 1e39}, "eps = 1e+39"),
+    ({"optimizer": "adam", "eps": 1e-39}, "eps = 1e-39"),
+    ({"optimizer": "momentum", "momentum": 1e-300}, "momentum = 1e-300"),
+    ({"optimizer": "adam", "beta2": 1e-40}, "beta2 = 1e-40"),
+    ({"optimizer": "adam", "weight_decay": 1e36, "parametrization": "mup", "base_width": 1,
+      "width": 1000}, "weight_decay × μP's factor (1e+36 × 1000)"),
+    ({"lr_max": 1e36, "widen": 1000.0}, "lr_max × widen"),
+    ({"divergence_factor": 1e37, "initial_loss_floor": 100.0}, "divergence_factor ×"),
+])
+def test_floats_beyond_float32_are_refused_naming_them(kw, named):
+    with pytest.raises(ValueError) as exc:
+        EstimateConfig(**{"depth": 1, "width": 4, **kw})
+    assert named in str(exc.value) and "float32" in str(exc.value)
+
+
+def test_floats_within_float32_are_kept():
+    """The bound is float32's, no tighter: values at its edges (and 0) are accepted."""
+    cfg = EstimateConfig(depth=1, width=4, weight_decay=FLOAT32_MAX / 2, lr_min=FLOAT32_TINY * 1e6,
+                         widen=1e4, lr_max=1e30, optimizer="adam", beta1=0.0, eps=1e-37)
+    assert cfg.weight_decay == FLOAT32_MAX / 2 and cfg.beta1 == 0.0 and cfg.eps == 1e-37
+    assert float(np.float32(FLOAT32_MAX)) == FLOAT32_MAX  # the constants are float32's own
+    assert float(np.finfo(np.float32).tiny) == FLOAT32_TINY
+    with pytest.raises(ValueError, match="output_lr_scale = 1e"):
+        NetworkConfig(depth=1, width=4, output_lr_scale=1e300)
 
 
 # --- numbers in grid files, and the line an error names ---------------------------------------
@@ -36,12 +66,21 @@ def test_grid_reads_exponent_numbers_and_refuses_quoted_ones():
     assert yaml.safe_load("a: 1e-8") == {"a": "1e-8"}  # PyYAML's own loader is left alone
 
 
+def test_grid_beyond_float32_is_refused_by_dry_run(tmp_path, run_milr):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(H + "steps: 20\neval_every: 10\ninitial_loss_floor: 1e39\n")
+    code, _, err = run_milr(["sweep", str(grid), "--out", str(tmp_path / "r.csv"), "--dry-run"])
+    assert code == 2 and err.strip().startswith(f"milr: error: {grid} line 5: "
+                                                "initial_loss_floor = 1e+39 is outside the range")
+
+
 @pytest.mark.parametrize("text, line, key", [
     ("steps: 20\neval_every: 10\nwarmup_steps: 30\n", 5, "warmup_steps (30)"),
     ("steps: 100\neval_every: 10\nalso_steps: 15\n", 5, "also_steps must be"),
     ("optimizer: sgd\nmomentum: 0.9\n", 4, "momentum applies"),
     ("optimizer: sgd\nbeta1: 0.9\n", 4, "beta1 applies"),
     ("steps: 20\neval_every: 50\n", 4, "eval_every (50)"),
+    ("lr_max: 10\nwiden: 1e38\n", 4, "lr_min / widen"),  # lr_min is not in the file
 ])
 def test_grid_error_names_the_line_of_the_key_it_is_about(text, line, key):
     with pytest.raises(GridError) as exc:
