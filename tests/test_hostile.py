@@ -123,6 +123,29 @@ BAD = {
     ("plot sweep", "compare"): ["missing.csv", "EXTRA_FIELDS"],
 }
 
+# --- issue 28 item 7 (inputs): floats float32 cannot hold, alone or in the rates, decays and
+# divergence limit made of them (refused, not a crash or a silent inf, and by --dry-run); figure
+# paths that are not regular files.
+HOSTILE_GRIDS["FLOAT32_GRID"] = b"depths: [1]\nwidths: [4]\nweight_decay: 1.0e+39\n"
+for _key, _values in {
+    ("estimate", "weight_decay"): ["1e39"],  # crashed the first step
+    ("estimate", "initial_loss_floor"): ["1e39"],  # crashed the first step
+    ("estimate", "lr_max"): ["1e39"],
+    ("estimate", "lr_min"): ["1e-39"],
+    ("estimate", "lr_start"): ["1e39"],
+    ("estimate", "widen"): ["1e38"],  # lr_min / widen underflows
+    ("estimate", "input_lr_scale"): ["1e-39"],
+    ("estimate", "output_lr_scale"): ["1e38"],  # lr_max × widen × 1e38 overflows
+    ("estimate", "divergence_factor"): ["1e38"],  # × the loss floor overflows
+    ("estimate", "cuda_layer_flops"): ["1e39"],
+    ("estimate", "plot"): ["/dev/null"],  # /dev/null.png was written
+    ("sharpness", "output_lr_scale"): ["1e300"],
+    ("sharpness", "input_lr_scale"): ["1e-300"],
+    ("fit", "plot"): ["/dev/null"],
+    ("sweep", "grid_file"): ["FLOAT32_GRID"],  # --dry-run accepted it
+}.items():
+    BAD[_key] = [*BAD[_key], *_values]
+
 LAW_CSV = "depth,width,lr_star,status\n" + "".join(
     f"{d},{w},{3.0 * (d * w) ** -0.5},ok\n" for d in (1, 2, 4) for w in (16, 32, 64))
 GRID = "depths: [1]\nwidths: [4]\nseeds: 1\nsteps: 20\neval_every: 10\ndevice: cpu\n"

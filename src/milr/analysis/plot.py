@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from ..base.results import bracket as results_bracket
-from ..base.results import power, protocol_line
+from ..base.results import power, protocol_line, training_words
 from .fit import PowerLaw
 
 
@@ -46,19 +48,10 @@ def plot_fit(law: PowerLaw, path: str, title: str = "") -> str:
     rax.axhline(0, color="k", lw=0.8)
     rax.set(xscale="log", xlabel="depth × width", ylabel="log(η* / fit)", title="residuals")
     fig.tight_layout()
-    path, fmt = output_path(path, fig.canvas.get_supported_filetypes())
-    fig.savefig(path, dpi=120, format=fmt)
+    path = figure_path(path, "--plot")
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def output_path(path: str, formats: dict) -> tuple[str, str]:
-    """The file a figure goes to and its format: a known extension is kept, otherwise ".png"
-    is appended (as matplotlib does silently), so that the path reported is the path written."""
-    ext = Path(path).suffix.lower().lstrip(".")
-    if ext in formats:
-        return path, ext
-    return f"{path}.png", "png"
 
 
 # --- Searches and sweeps (milr estimate --plot, milr plot search, milr plot sweep) -----------
@@ -86,9 +79,9 @@ def require_matplotlib(what: str = "--plot") -> None:
 
 
 def figure_path(path: str, what: str = "--out") -> str:
-    """The file a figure will go to: no extension gives PNG (".png" is appended); a format
-    matplotlib writes (png, svg, pdf, ...) is kept; any other extension, a missing directory or
-    a directory given as the file is refused."""
+    """The file a figure will go to (every --plot and --out): no extension gives PNG (".png" is
+    appended); a format matplotlib writes (png, svg, pdf, ...) is kept; any other extension, a
+    missing directory, or a directory, device, pipe or socket as the file is refused."""
     require_matplotlib(what)
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -101,7 +94,12 @@ def figure_path(path: str, what: str = "--out") -> str:
         raise PlotError(f"{what} {path}: unknown extension .{ext} (use .png, .svg or .pdf)")
     if not p.resolve().parent.is_dir():
         raise PlotError(f"cannot write {what} {path}: directory {p.parent} does not exist")
-    return path if ext else f"{path}.png"
+    out = path if ext else f"{path}.png"
+    for q in dict.fromkeys((path, out)):
+        if os.path.exists(q) and not os.path.isfile(q):  # a device, pipe, socket or directory
+            raise PlotError(f"{what} {path}: {q} is not a regular file; give a file name such "
+                            "as map.png")
+    return out
 
 
 def _pyplot():
@@ -247,10 +245,27 @@ def search_view_from_log(path: str, depth: int, width: int, results: str | None 
         r = rows[0]
         protocol = (f"\n{r.get('loss', '?')} loss, " + (
             f"accuracy ≥ {threshold:g}" if threshold is not None else "stable for the budget")
-            + f", {r.get('steps', '?')} steps")
+            + f", {r.get('steps', '?')} steps{training_words(_row_setting(r))}")
     return SearchView(f"η* search of depth {depth} × width {width} in {Path(path).name}"
                       f"{protocol}", trials, seeds,
                       threshold, criterion, notes)
+
+
+def _row_setting(r: dict) -> SimpleNamespace:
+    """The optimizer, warm-up and parametrisation of a results row, typed as a config holds
+    them (a column an older milr did not write: plain SGD, no warm-up, sp)."""
+    def number(name: str, default: float = 0.0) -> float:
+        try:
+            return float(r.get(name) or default)
+        except ValueError:
+            return default
+
+    return SimpleNamespace(optimizer=r.get("optimizer") or "sgd",
+                           parametrization=r.get("parametrization") or "sp",
+                           base_width=r.get("base_width"), warmup_steps=int(number("warmup_steps")),
+                           output_lr_scale=number("output_lr_scale", 1.0),
+                           **{k: number(k) for k in ("momentum", "beta1", "beta2", "eps",
+                                                     "weight_decay")})
 
 
 def _cell_rows(results: str, depth: int, width: int) -> list[dict]:
@@ -403,11 +418,11 @@ def _curves_panels(loss_ax, acc_ax, view: SearchView, plt) -> None:
             acc_ax.plot(*zip(*part, strict=True), ls="", marker="o", ms=7, mfc="white",
                         mec=colour[s.seed], gid=f"partial:{s.seed}:{end}")
             partial_drawn = True
-    loss_ax.set(xlabel="SGD step", ylabel="training loss (log scale)", yscale="log",
+    loss_ax.set(xlabel="training step", ylabel="training loss (log scale)", yscale="log",
                 title="loss of the trials at each seed's bracket")
     if loss_ax.lines:
         _plain_log_ticks(loss_ax.yaxis)
-    acc_ax.set(xlabel="SGD step", ylabel="validation accuracy",
+    acc_ax.set(xlabel="training step", ylabel="validation accuracy",
                title="accuracy of the same trials")
     if view.threshold is not None:
         acc_ax.axhline(view.threshold, color="k", lw=1, ls=":", gid="threshold")

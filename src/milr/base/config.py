@@ -49,6 +49,14 @@ MAX_SEEDS = 10_000  # far beyond any spread worth measuring; a typo such as 1e8 
 # points at which lr_max / 10^(i / grid_per_decade) leaves the range of floats.
 MAX_PROBES = 64
 AGGREGATES = ("median", "mean")
+# Training computes in float32: a float option, and each rate or limit made of them, must be 0
+# or lie within float32's normal range, or it would crash the run (a scalar beyond it) or
+# silently become inf or 0 (a tensor value).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
+# The largest loss of all-zero outputs (the divergence rule's floor multiplies it): log C
+# under ce, C at most data.formats.MAX_CLASSES = 10^4, so below 10; 1/(2C) under mse.
+MAX_ZERO_LOSS = 10.0
 
 
 def opt(default, help: str):  # noqa: A002 - the word the CLI uses
@@ -207,6 +215,7 @@ class EstimateConfig:
         if not (_finite(self.divergence_factor) and self.divergence_factor > 1):
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}")
         _floats(self)
+        _check_float32_products(self)
         _choice(self, "midpoint", MIDPOINTS)
         _choice(self, "precision", PRECISIONS)
 
@@ -330,10 +339,45 @@ def _check_network(cfg) -> None:
 
 
 def _floats(cfg) -> None:
-    """10 and 10.0 are the same setting: store floats as floats."""
+    """10 and 10.0 are the same setting: store floats as floats; each one float32 holds."""
     for f in fields(cfg):
         if f.type in ("float", "float | None") and _finite(getattr(cfg, f.name)):
+            _float32(f.name, getattr(cfg, f.name))
             object.__setattr__(cfg, f.name, float(getattr(cfg, f.name)))
+
+
+def _float32(what: str, v: float, role: str = "") -> None:
+    """Refuse a value float32 would turn into inf or 0 (or that crashes torch as a scalar)."""
+    if v and not FLOAT32_TINY <= abs(v) <= FLOAT32_MAX:
+        raise ValueError(f"{what} = {v:g}{role} is outside the range milr accepts, float32's "
+                         f"({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}; 0 aside)")
+
+
+def _mup_factor(cfg) -> float:
+    """The largest factor μP puts on a tensor's rate or weight decay: m = width / base_width,
+    or 1/m (docs/protocol.md §2); 1 in the other parametrisations."""
+    m = cfg.width / cfg.base_width if cfg.parametrization == "mup" else 1.0
+    return max(m, 1 / m)
+
+
+def _check_float32_products(cfg: EstimateConfig) -> None:
+    """The rates the search may try (lr_min / widen to lr_max × widen, times each layer's
+    multiple: input_lr_scale, output_lr_scale or 1, and μP's), each tensor's weight decay and
+    the divergence limit are float32 numbers too."""
+    mup = _mup_factor(cfg)
+    scales = (cfg.input_lr_scale, cfg.output_lr_scale, 1.0)
+    _float32("lr_min / widen × min(input_lr_scale, output_lr_scale, 1) / μP's factor "
+             f"({cfg.lr_min:g} / {cfg.widen:g} × {min(scales):g} / {mup:g})",
+             cfg.lr_min / cfg.widen * min(scales) / mup, ", the smallest rate tried,")
+    _float32("lr_max × widen × max(input_lr_scale, output_lr_scale, 1) × μP's factor "
+             f"({cfg.lr_max:g} × {cfg.widen:g} × {max(scales):g} × {mup:g})",
+             cfg.lr_max * cfg.widen * max(scales) * mup, ", the largest rate tried,")
+    for factor in (1 / mup, mup):
+        _float32(f"weight_decay × μP's factor ({cfg.weight_decay:g} × {factor:g})",
+                 cfg.weight_decay * factor)
+    _float32("divergence_factor × initial_loss_floor × the largest loss of all-zero outputs "
+             f"({cfg.divergence_factor:g} × {cfg.initial_loss_floor:g} × {MAX_ZERO_LOSS:g})",
+             cfg.divergence_factor * cfg.initial_loss_floor * MAX_ZERO_LOSS)
 
 
 @dataclass(frozen=True)

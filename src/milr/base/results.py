@@ -247,10 +247,10 @@ def protocol_line(c) -> str:
             else "stable for the whole budget")
     return (f"{c.loss} loss, {what}, {c.steps} steps, divergence checked at every "
             f"{'step' if c.divergence_check == 'step' else 'evaluation'}, {c.output_init} "
-            f"output layer, input lr × {c.input_lr_scale:g}{_training_words(c)}")
+            f"output layer, input lr × {c.input_lr_scale:g}{training_words(c)}")
 
 
-def _training_words(c) -> str:
+def training_words(c) -> str:
     """The optimizer, warm-up and parametrisation where they are not the defaults."""
     words = []
     if c.optimizer in ("momentum", "nesterov"):

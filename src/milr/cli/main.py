@@ -230,7 +230,10 @@ def fit_cmd(
                          max_width=max_width, bootstrap=bootstrap, seed=seed)
         if predict is not None and min(predict) < 1:
             raise ValueError(f"predict needs a positive depth and width, got {predict}")
-        _writable(plot, "plot")
+        if plot is not None:  # matplotlib, extension and directory: before any work
+            from ..analysis.plot import figure_path
+
+            plot = figure_path(plot, "--plot")
         fitted = fit_table(results, fcfg)
         law, notes, relations = fitted.law, fitted.excluded, fitted.sharpness
         prediction = law.predict(*predict) if predict else None

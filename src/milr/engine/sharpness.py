@@ -6,7 +6,8 @@ check. The default solver is a Lanczos iteration in torch on the model's device 
 reorthogonalisation; its vectors stay on the GPU, which matters at tens of millions of
 parameters); `solver="arpack"` uses scipy's `eigsh(which="LA")` over a `LinearOperator`. If
 ARPACK does not converge, a shifted power iteration is tried. A value that does not meet the
-tolerance is returned with `converged=False`, never silently.
+tolerance is returned with `converged=False`, never silently; so is a product that is not finite
+(the operator overflowed float32: the solver stops there, its estimate NaN, residual inf).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
 from ..base.config import NetworkConfig, SharpnessConfig
 from ..base.cost import check_sharpness_memory
@@ -114,6 +115,8 @@ def lanczos(matvec, n: int, like: torch.Tensor, seed: int, tol: float = 1e-3,
         for _ in range(2):  # full reorthogonalisation, twice is enough
             w = w - stack.T @ (stack @ w)
         beta = float(w.norm())
+        if not math.isfinite(alphas[-1] + beta):  # a product overflowed: nothing to solve
+            return math.nan, math.inf, False, len(alphas)
         t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
         vals, vecs = np.linalg.eigh(t)
         theta, s = float(vals[-1]), vecs[:, -1]
@@ -129,6 +132,10 @@ def lanczos(matvec, n: int, like: torch.Tensor, seed: int, tol: float = 1e-3,
 
 class _Spent(Exception):
     """The budget of Hessian-vector products is spent."""
+
+
+class _NotFinite(Exception):
+    """A Hessian-vector product is not finite (it overflowed): no eigenvalue can be found."""
 
 
 def top_eigenvalue(op: LinearOperator, seed: int, tol: float = 1e-3,
@@ -147,7 +154,10 @@ def top_eigenvalue(op: LinearOperator, seed: int, tol: float = 1e-3,
             if spent[0] >= limit:
                 raise _Spent
             spent[0] += 1
-            return op.matvec(v)
+            hv = op.matvec(v)
+            if not np.isfinite(hv).all():
+                raise _NotFinite
+            return hv
         return LinearOperator(op.shape, matvec=matvec, dtype=np.float64)
 
     try:
@@ -159,9 +169,11 @@ def top_eigenvalue(op: LinearOperator, seed: int, tol: float = 1e-3,
             return math.nan, math.inf, False, "arpack"
         try:
             lam, residual, certified = _power(capped(max_hvps), v0, left - 1, tol)
-        except _Spent:
+        except (_Spent, _NotFinite):
             return math.nan, math.inf, False, "power"
         return lam, residual, certified and residual <= tol, "power"
+    except (ArpackError, _NotFinite):  # it failed outright (a product overflowed, say)
+        return math.nan, math.inf, False, "arpack"
     lam, v = float(vals[0]), vecs[:, 0] / np.linalg.norm(vecs[:, 0])
     residual = float(np.linalg.norm(op.matvec(v) - lam * v) / max(abs(lam), 1e-30))
     return lam, residual, residual <= tol, "arpack"

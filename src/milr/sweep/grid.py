@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -63,15 +64,41 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """Line (1-based) of each top-level key, for error messages."""
+# YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent (1.0e-8): 1e-8 and 1e3
+# would be strings. Here, as in YAML 1.2, they are numbers; a quoted one stays a string.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _top_level(text: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """Each top-level key's (key node, value node): where it is and how it was written."""
     try:
         node = yaml.compose(text)
     except yaml.YAMLError:
         return {}
     if not isinstance(node, yaml.MappingNode):
         return {}
-    return {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+    return {k.value: (k, v) for k, v in node.value if hasattr(k, "value")}
+
+
+def _key_lines(top: dict[str, tuple[yaml.Node, yaml.Node]]) -> dict[str, int]:
+    """Line (1-based) of each key (of `_top_level`), for error messages."""
+    return {k: key.start_mark.line + 1 for k, (key, _) in top.items()}
+
+
+def _quoted(top: dict[str, tuple[yaml.Node, yaml.Node]]) -> set[str]:
+    """The keys (of `_top_level`) whose value is a quoted scalar: a string however it reads."""
+    return {k for k, (_, v) in top.items()
+            if isinstance(v, yaml.ScalarNode) and v.style in ("'", '"')}
+
+
+def _subject(message: str, keys) -> str | None:
+    """The key a message is about: the one it names first, as a whole word (not the steps of
+    warmup_steps)."""
+    found = [(m.start(), k) for k in keys if (m := re.search(rf"\b{re.escape(k)}\b", message))]
+    return min(found)[1] if found else None
 
 
 def _axis(name: str, spec, where: str) -> list[int]:
@@ -127,7 +154,8 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
     if not isinstance(doc, dict):
         raise GridError(f"{source}: expected a mapping of keys (depths, widths, ...), "
                         f"got {type(doc).__name__}")
-    lines = _key_lines(text)
+    top = _top_level(text)
+    lines = _key_lines(top)
 
     def where(key: str) -> str:
         return f"{source} line {lines[key]}" if key in lines else source
@@ -187,8 +215,9 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
         raise GridError(f"{where('warm_start')}: warm_start must be true or false, got {warm!r}")
     numeric = {f.name for f in fields(EstimateConfig) if str(f.type).split(" |")[0] in
                ("int", "float")}
+    quoted = _quoted(top)
     for key, value in params.items():
-        if key in numeric and isinstance(value, str) and _number(value):
+        if key in numeric and key in quoted and _number(value):
             raise GridError(f"{where(key)}: {key} must be a number, got the string {value!r} "
                             "(write it without quotes)")
     try:
@@ -196,7 +225,7 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
         for d, w in cells:
             grid.config(d, w)
     except (ValueError, TypeError) as e:
-        key = next((k for k in params if k in str(e)), None)
+        key = _subject(str(e), params)
         raise GridError(f"{where(key) if key else source}: {e}") from None
     return grid
 
@@ -223,7 +252,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
     dataset = grid.params.get("dataset", "")
     if not str(dataset).endswith(".npz"):
         return grid
-    line = _key_lines(text).get("dataset")
+    line = _key_lines(_top_level(text)).get("dataset")
     npz = Path(os.path.abspath(path.parent / Path(dataset).expanduser()))
     if not npz.is_file():
         seen = f" (relative to the grid file: {npz})" if str(npz) != dataset else ""
