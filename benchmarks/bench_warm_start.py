@@ -38,7 +38,8 @@ def sweep(text: str, warm: bool, folder: Path) -> tuple[dict, int, float]:
     with open(out) as f:
         rows = {(r["depth"], r["width"], r["seed"]): (r["status"], r["lr_star"])
                 for r in csv.DictReader(f)}
-    steps = sum(json.loads(line)["steps"] for line in trials.read_text().splitlines())
+    steps = sum(json.loads(line).get("steps", 0)  # 0: the header (the protocol)
+                for line in trials.read_text().splitlines())
     return rows, steps, wall
 
 

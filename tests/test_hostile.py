@@ -148,6 +148,48 @@ for _key, _values in {
 
 LAW_CSV = "depth,width,lr_star,status\n" + "".join(
     f"{d},{w},{3.0 * (d * w) ** -0.5},ok\n" for d in (1, 2, 4) for w in (16, 32, 64))
+
+# --- results files, trials logs, fits and paths (issue 28, item 7) ---------------------------
+# More bad values of the options above; a name in HOSTILE_FILES becomes that file in tmp_path.
+LOG_LINE = ('{"depth": 1, "width": 4, "seed": 0, "lr": 0.5, "success": true, "diverged": false, '
+            '"steps": 20}\n')
+HOSTILE_FILES = {
+    "LOCK_NAME": ("q.csv.lock", None),  # a lock file's name: its sweep would block q.csv's
+    "FOREIGN_LOG": ("f.jsonl", LOG_LINE),  # a trial of a seed the results file has no row of
+    "NAN_LR": ("n.jsonl", LOG_LINE.replace('"lr": 0.5', '"lr": "NaN"')),
+    "LONG_CURVE": ("c.jsonl", LOG_LINE.replace("}", ', "curve_steps": [20], '
+                                                    '"curve_acc": [0.5, 0.6]}')),
+    # the results of another log: its row records 0 trials, the log holds 1
+    "OTHER_RESULTS": ("o.csv", "depth,width,seed,status,lr_star,trials\n1,4,0,ok,0.6,0\n"),
+    # two protocols, the second's rows last: keeping the last row per seed kept only adam's
+    "MIXED": ("m.csv", "depth,width,seed,lr_star,status,optimizer\n" + "".join(
+        f"{d},{w},0,{k * (d * w) ** -0.5},ok,{opt}\n" for opt, k in (("sgd", 3.0), ("adam", 0.3))
+        for d in (1, 2, 4) for w in (16, 32, 64))),
+    "TRIALS_LOG": ("t2.jsonl", LOG_LINE),  # a trials log where a results CSV belongs
+}
+for _key, _values in {
+    ("fit", "results"): ["MIXED", "TRIALS_LOG"],
+    ("fit", "bootstrap"): ["100001"],  # above MAX_BOOTSTRAP: 1e8 ran for hours
+    ("sweep", "out"): ["LOCK_NAME"],
+    ("sweep", "trials"): ["LOCK_NAME", "FOREIGN_LOG"],
+    ("plot search", "trials"): ["NAN_LR", "LONG_CURVE"],
+    ("plot search", "results"): ["OTHER_RESULTS", "TRIALS_LOG"],
+    ("plot sweep", "results"): ["MIXED", "TRIALS_LOG"],
+    ("plot sweep", "compare"): ["MIXED"],
+}.items():
+    BAD[_key] = BAD[_key] + _values
+
+
+def hostile_file(value: str, tmp_path) -> str:
+    """A name of HOSTILE_FILES made into its file (None: only a path); other values as given."""
+    if value not in HOSTILE_FILES:
+        return value
+    name, text = HOSTILE_FILES[value]
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
 GRID = "depths: [1]\nwidths: [4]\nseeds: 1\nsteps: 20\neval_every: 10\ndevice: cpu\n"
 
 
@@ -174,8 +216,7 @@ def base_args(command, tmp_path):
         return ["fit", str(csv)]
     if command == "plot search":
         log = tmp_path / "t.jsonl"
-        log.write_text('{"depth": 1, "width": 4, "seed": 0, "lr": 0.5, "success": true, '
-                       '"diverged": false, "steps": 20}\n')
+        log.write_text(LOG_LINE)
         return ["plot", "search", str(log), "--cell", "1", "4", "--out", str(tmp_path / "s.png")]
     if command == "plot sweep":
         (tmp_path / "r.csv").write_text(LAW_CSV)
@@ -194,6 +235,7 @@ def test_bad_value_is_one_line_and_exit_nonzero(command, option, value, tmp_path
     monkeypatch.setattr("milr.data.lookup.SYSTEM_DIRS", {})
     args = base_args(command, tmp_path)
     param = next(p for p in commands()[command].params if p.name == option)
+    value = hostile_file(value, tmp_path)
     if value == "EXTRA_FIELDS":  # a row longer than its header (or a file that is not a CSV)
         value = str(tmp_path / "extra.csv")
         (tmp_path / "extra.csv").write_text("a\n1,2\n")

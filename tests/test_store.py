@@ -223,11 +223,11 @@ def test_duplicate_rows_are_reported(tmp_path):
 def test_trials_log_torn_line_is_repaired_and_trials_follow_rows(tmp_path):
     report, _ = sweep(tmp_path, trials_path=tmp_path / "t.jsonl")
     log = tmp_path / "t.jsonl"
-    assert len(log.read_text().splitlines()) == 8
+    assert len(log.read_text().splitlines()) == 1 + 8  # the header (the protocol), 8 trials
     log.write_bytes(log.read_bytes() + b'{"depth": 1, "wid')  # killed mid-write
     bigger = GRID.replace("widths: [8, 16]", "widths: [8, 16, 32]")
     report, calls = sweep(tmp_path, grid=bigger, trials_path=log)
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().splitlines()[1:]]
     assert len(calls) == 4 and len(records) == 12
     stored = {st.row_key(r) for r in report.rows}
     assert {(t["depth"], t["width"], t["seed"]) for t in records} <= stored

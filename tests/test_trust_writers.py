@@ -118,7 +118,8 @@ def test_a_signal_received_by_another_thread_waits_for_the_trials(tmp_path, monk
         stop.set()
         helper.join()
     assert len(st.ResultStore(out).rows()) == 2
-    assert len(trials.read_text().splitlines()) == 2  # written before the signal took effect
+    # the header and both trials, written before the signal took effect
+    assert len(trials.read_text().splitlines()) == 1 + 2
     sw.plan_sweep(parse_grid(GRID), out, trials, lock=True).release()  # the locks were released
 
 

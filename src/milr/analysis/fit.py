@@ -28,6 +28,9 @@ from .table import (
 )
 
 CONF = 0.95
+# Bootstrap resamples at most: seconds of refits (30 µs each), 50 times the ~2000 that percentile
+# intervals need; more would run for minutes and add nothing.
+MAX_BOOTSTRAP = 100_000
 
 
 @dataclass
@@ -153,8 +156,16 @@ def _design(cells: list[Cell]) -> np.ndarray:
     return np.column_stack([np.ones(len(cells)), [math.log(c.depth * c.width) for c in cells]])
 
 
+def check_bootstrap(n: int) -> None:
+    """Refuse a resample count that would run for minutes or hours (see MAX_BOOTSTRAP)."""
+    if n > MAX_BOOTSTRAP:
+        raise FitError(f"bootstrap must be at most {MAX_BOOTSTRAP} resamples, got {n} (2000 "
+                       "give stable 95% intervals)")
+
+
 def fit_power_law(cells: list[Cell], bootstrap: int = 0, seed: int = 0) -> PowerLaw:
     """Fit both models; `bootstrap` > 0 adds percentile intervals from resampling cells."""
+    check_bootstrap(bootstrap)
     if len(cells) < 4:
         raise FitError(f"need at least 4 cells to fit and test the law, got {len(cells)}")
     products = sorted({c.depth * c.width for c in cells})
@@ -325,6 +336,7 @@ class TableFit:
 def fit_table(path: str, cfg: FitConfig) -> TableFit:
     """Read a results table, aggregate its seeds per cell, keep cfg's regime and fit the laws
     (and, for η*, the λ1 relations): the library's `milr fit`."""
+    check_bootstrap(cfg.bootstrap)  # before a large table is read
     rows = read_table(path)
     cells, excluded = cells_from_rows(rows, cfg.column, str(path), cfg.aggregate)
     cells = select(cells, cfg)

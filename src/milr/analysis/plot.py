@@ -176,33 +176,78 @@ def search_view_of(est) -> SearchView:
 TRIAL_KEYS = ("depth", "width", "seed", "lr", "success", "diverged", "steps")
 
 
-def read_trials(path: str) -> tuple[list[dict], list[str]]:
-    """The records of a trials log (old ones, without curves, too); a torn last line (no line
-    end: being written) is left out with a note. Anything else that is not a trial fails."""
-    import json
+def _number(v) -> bool:
+    """A JSON number (NaN too: older logs wrote a diverged run's loss so)."""
+    return type(v) in (int, float)
+
+
+def _count(v) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _listed(test):
+    return lambda v: isinstance(v, list) and all(map(test, v))
+
+
+def _or_null(test):
+    return lambda v: v is None or test(v)
+
+
+# field -> (what its value must be, the test); a field that is absent is an older log's
+TRIAL_FIELDS = {
+    "lr": ("a finite positive number", lambda v: _number(v) and 0 < v < float("inf")),
+    **dict.fromkeys(("success", "diverged", "cancelled"),
+                    ("true or false", lambda v: type(v) is bool)),
+    "steps": ("a non-negative integer", _count),
+    **dict.fromkeys(("final_acc", "peak_acc", "final_loss", "max_loss"),
+                    ("a number or null", _or_null(_number))),
+    **dict.fromkeys(("max_loss_step", "eval_examples"),
+                    ("a non-negative integer or null", _or_null(_count))),
+    **dict.fromkeys(("curve_steps", "curve_seen"),
+                    ("a list of non-negative integers", _listed(_count))),
+    **dict.fromkeys(("curve_acc", "curve_loss"),
+                    ("a list of numbers or nulls", _listed(_or_null(_number)))),
+}
+
+
+def _check_trial(rec: dict, path: str, n: int) -> None:
+    """Refuse, naming file, line and field, a trial record the figure cannot draw."""
+    missing = [k for k in TRIAL_KEYS if k not in rec]
+    if missing:
+        raise PlotError(f"{path} line {n} is not a milr trial record (no "
+                        f"{', '.join(missing)})")
+    for name, (what, test) in TRIAL_FIELDS.items():
+        if name in rec and not test(rec[name]):
+            shown = repr(rec[name])
+            shown = shown if len(shown) <= 40 else shown[:36] + " ..."
+            raise PlotError(f"{path} line {n}: {name} must be {what}, got {shown}")
+    for name in ("curve_acc", "curve_loss", "curve_seen"):
+        if name in rec and len(rec[name]) != len(rec.get("curve_steps", [])):
+            raise PlotError(f"{path} line {n}: {name} has {len(rec[name])} values but "
+                            f"curve_steps has {len(rec.get('curve_steps', []))}")
+
+
+def read_trials(path: str) -> tuple[list[dict], list[str], dict | None]:
+    """The records of a trials log (old ones, without curves, too), notes, and the protocol its
+    header records (None: an older log); a torn last line (no line end: being written) is left
+    out with a note. Anything else that is not a trial fails, naming its line and field."""
+    from ..base.files import check_regular
+    from ..sweep.store import parse_trials
 
     try:
+        check_regular(path, "trials log")  # a FIFO would block the read forever
         raw = Path(path).read_bytes()
     except OSError as e:
         raise PlotError(f"cannot read trials log {path}: {e.strerror}") from None
     notes, cut = [], raw.rfind(b"\n") + 1
     if raw[cut:].strip():
         notes.append(f"{path}: last line has no line end (being written?): left out")
-    records = []
-    for n, line in enumerate(raw[:cut].decode("utf-8", "replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            rec = None
-        if not isinstance(rec, dict) or not all(k in rec for k in TRIAL_KEYS):
-            raise PlotError(f"{path} line {n} is not a milr trial record (needs "
-                            f"{', '.join(TRIAL_KEYS)})")
-        records.append(rec)
-    if not records:
+    header, numbered = parse_trials(raw[:cut].decode("utf-8", "replace"), Path(path))
+    for n, rec in numbered:
+        _check_trial(rec, path, n)
+    if not numbered:
         raise PlotError(f"{path} holds no trial records")
-    return records, notes
+    return [rec for _, rec in numbered], notes, header
 
 
 def search_view_from_log(path: str, depth: int, width: int, results: str | None = None
@@ -211,7 +256,7 @@ def search_view_from_log(path: str, depth: int, width: int, results: str | None 
     seed's status and η* and the threshold, without it only the brackets the trials show."""
     if depth < 1 or width < 1:
         raise PlotError(f"--cell needs a positive depth and width, got {depth} {width}")
-    records, notes = read_trials(path)
+    records, notes, logged_under = read_trials(path)
     trials = [t for t in records if int(t["depth"]) == depth and int(t["width"]) == width]
     if not trials:
         cells = sorted({(int(t["depth"]), int(t["width"])) for t in records})
@@ -224,15 +269,9 @@ def search_view_from_log(path: str, depth: int, width: int, results: str | None 
     seeds = [SeedView(s, None, None, *bracket(ts)) for s, ts in sorted(by_seed.items())]
     threshold = criterion = None
     if results is not None:
-        rows = _cell_rows(results, depth, width)
-        row_of = {int(r["seed"]): r for r in rows}
-        for sv in seeds:
-            r = row_of.get(sv.seed)
-            if r is None:
-                notes.append(f"seed {sv.seed}: no row in {results} (its search unfinished?)")
-                continue
-            sv.status = r["status"]
-            sv.lr_star = float(r["lr_star"]) if r["status"] == "ok" and r["lr_star"] else None
+        rows, every = _cell_rows(results, depth, width)
+        _same_protocol(logged_under, rows[0], path, results)
+        seeds = _seeds_of_rows(by_seed, rows, every, path, results, notes)
         criterion = rows[0].get("criterion") or None
         thr = rows[0].get("threshold")
         threshold = float(thr) if thr and criterion != "stable" else None
@@ -268,10 +307,60 @@ def _row_setting(r: dict) -> SimpleNamespace:
                                                      "weight_decay")})
 
 
-def _cell_rows(results: str, depth: int, width: int) -> list[dict]:
-    from .table import read_table
+def _same_protocol(logged_under: dict | None, row: dict, path: str, results: str) -> None:
+    """Refuse a log whose header records another protocol than the results' rows."""
+    from ..sweep.store import protocol_conflicts, protocol_of
+
+    wrong = protocol_conflicts(logged_under or {}, protocol_of(row))
+    if wrong:
+        raise PlotError(f"{path} holds trials of another protocol than {results} "
+                        f"({'; '.join(wrong[:3])}): the log of another sweep")
+
+
+def _seeds_of_rows(by_seed: dict[int, list[dict]], rows: list[dict], every: list[dict],
+                   path: str, results: str, notes: list[str]) -> list[SeedView]:
+    """Each seed's status and η* from its row, its trials counted against the row's count:
+    more is another run's log (refused); fewer, a search logged in part (a kill), whose
+    bracket is then the row's, with a note. Trials follow their rows, so none lacks one."""
+    from ..sweep.store import key_text, logged_trials, row_key
+
+    row_of = {int(r["seed"]): r for r in rows}
+    counts = logged_trials(every)
+    depth, width, _ = row_key(rows[0])
+    seeds = []
+    for seed in sorted(set(by_seed) | set(row_of)):
+        ts, r, key = by_seed.get(seed, []), row_of.get(seed), (depth, width, seed)
+        if r is None:
+            raise PlotError(f"{path} holds {len(ts)} trials of {key_text(key)}, but {results} "
+                            "has no row of it: the log of another results file")
+        sv = SeedView(seed, r["status"], None, *bracket(ts))
+        sv.lr_star = float(r["lr_star"]) if r["status"] == "ok" and r["lr_star"] else None
+        want, line = counts.get(key, (len(ts), 0))
+        if len(ts) > want:
+            raise PlotError(f"{path} holds {len(ts)} trials of {key_text(key)}, but {results} line "
+                            f"{line} records {want}: the log of another results file")
+        if len(ts) < want:
+            sv.lo, sv.hi = _float(r.get("lo")), _float(r.get("hi"))
+            notes.append(f"seed {seed}: only {len(ts)} of its {want} trials are in {path} "
+                         f"(lost in a kill, or run without this log): its bracket is "
+                         f"{results}'s, not drawn from its trials")
+        seeds.append(sv)
+    return seeds
+
+
+def _float(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _cell_rows(results: str, depth: int, width: int) -> tuple[list[dict], list[dict]]:
+    """The rows of one cell that count (one per seed), and all of them (superseded too)."""
+    from .table import one_protocol, read_table
 
     rows = read_table(results)
+    one_protocol(rows, results)
     need = [c for c in ("depth", "width", "seed", "status", "lr_star") if c not in rows[0]]
     if need:
         raise PlotError(f"{results}: missing column{'s' * (len(need) > 1)} "
@@ -279,7 +368,8 @@ def _cell_rows(results: str, depth: int, width: int) -> list[dict]:
     mine = [r for r in rows if _int(r["depth"]) == depth and _int(r["width"]) == width]
     if not mine:
         raise PlotError(f"--cell {depth} {width}: no rows of that cell in {results}")
-    return mine
+    every = [r for r in rows.every if _int(r["depth"]) == depth and _int(r["width"]) == width]
+    return mine, every
 
 
 def _int(text) -> int | None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..base.config import FIXED_FIELDS, FitConfig
 from ..base.expr import compile_filter
+from ..base.files import check_regular
 from ..base.results import STATUSES, Cell, aggregate, ok_values
-from ..sweep.store import counted_rows, row_key
+from ..sweep.store import counted_rows, json_lines, row_key
 
 
 class FitError(ValueError):
@@ -62,6 +63,10 @@ def read_table(path: str | Path) -> list[dict]:
     """Rows of a CSV (UTF-8, with or without a BOM); every failure names the file and line."""
     path = Path(path)
     try:
+        check_regular(path, "results table")  # a FIFO would block the read forever
+    except ValueError as e:
+        raise FitError(str(e)) from None
+    try:
         with open(path, encoding="utf-8-sig", newline="\n") as f:  # streamed, line by line
             rows, left_out, distinct = _read_rows(path, f)
     except OSError as e:
@@ -80,6 +85,7 @@ def read_table(path: str | Path) -> list[dict]:
         raise FitError(f"{path} has a header but no complete data rows ({why})" if why
                        else f"{path} has a header but no data rows")
     out = Rows(counted_rows(rows, _key) if "seed" in rows[0] else rows)
+    out.every = rows
     out.left_out = left_out
     out.distinct = distinct
     return out
@@ -127,6 +133,9 @@ def _read_rows(path: Path, f) -> tuple[list[Row], list[dict], dict]:
     header = next(reader, None)
     if header is None or not "".join(header).strip() and not any(x.strip() for x in f):
         raise FitError(f"{path} is empty: no header and no data rows")
+    if json_lines(",".join(header)):
+        raise FitError(f"{path} holds JSON lines (a milr trials log?), not a results table (a "
+                       "CSV such as milr sweep's --out)")
     last = {name: i for i, name in enumerate(header)}  # a repeated name: its last field counts
     pick = list(last.values()) if len(last) < len(header) else None
     index = {name: k for k, name in enumerate(last)}
@@ -164,10 +173,12 @@ def _read_rows(path: Path, f) -> tuple[list[Row], list[dict], dict]:
 
 
 class Rows(list):
-    """The rows of a table, and the lines left out as it was read (torn or short), with why;
+    """The rows of a table that count (the last of each seed), and the lines left out as it was
+    read (torn or short), with why; `every`: all rows read, superseded ones included;
     `distinct`: every value read in a column, for the columns whose values repeat (rows left
     out or superseded included)."""
 
+    every: list = []
     left_out: list[dict] = []
     distinct: dict[str, set[str]] = {}
 
@@ -286,7 +297,9 @@ def cells_from_rows(rows: list[dict], column: str = "lr_star", source: str = "re
 
 def one_protocol(rows: list[dict], source: str = "results") -> None:
     """Refuse rows measured under different protocols (any field a sweep keeps fixed, e.g.
-    steps 100 and 400): their η* are different quantities, and a sweep refuses to mix them."""
+    steps 100 and 400): their η* are different quantities, and a sweep refuses to mix them.
+    Superseded rows count too: which protocol's row came last must not choose the fit."""
+    rows = getattr(rows, "every", None) or rows
     for name in FIXED_FIELDS:
         if not rows or name not in rows[0]:
             continue

@@ -96,12 +96,11 @@ def _interrupted() -> None:
 
 
 def _writable(path: str | None, what: str) -> None:
-    """Fail before any work if `path` cannot be created (its directory is missing)."""
-    from pathlib import Path
+    """Fail before any work if `path` cannot be written (no regular file, or no directory)."""
+    from ..base.files import check_writable
 
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        raise ValueError(f"cannot write {what} {path}: directory {Path(path).parent} "
-                         "does not exist")
+    if path is not None:
+        check_writable(path, what)
 
 
 def _config(cls, values: dict):

@@ -30,6 +30,8 @@ from .store import (
     counted_rows,
     done_keys,
     duplicates,
+    key_text,
+    protocol_of,
 )
 from .tasks import TaskConfig
 
@@ -154,6 +156,16 @@ def check_paths(out: str | os.PathLike, trials_path: str | os.PathLike | None) -
                              "give the trials log its own path")
 
 
+def check_not_locks(out: str | os.PathLike, trials_path: str | os.PathLike | None) -> None:
+    """Refuse a lock file's name for the results or the trials: a sweep of `q.csv.lock` would
+    hold that file's flock for its whole run, and so block every sweep of `q.csv`."""
+    for option, path in (("--out", out), ("--trials", trials_path)):
+        if path is not None and (f"{path}".endswith(LOCK_SUFFIX)
+                                 or os.path.realpath(path).endswith(LOCK_SUFFIX)):
+            raise StoreError(f"{option} {path}: a name ending in {LOCK_SUFFIX} is a lock file's "
+                             f"(milr locks r.csv with r.csv{LOCK_SUFFIX}); give another name")
+
+
 def _lock_and_repair(store: ResultStore, trials: TrialsLog | None) -> list[str]:
     """Take the locks, then cut torn last lines; returns what was repaired."""
     notes = []
@@ -170,7 +182,7 @@ def _duplicate_note(store: ResultStore, rows: list[dict]) -> list[str]:
     dup = duplicates(rows)
     if not dup:
         return []
-    keys = ", ".join(f"(depth {d}, width {w}, seed {s})" for d, w, s in dup[:5])
+    keys = ", ".join(map(key_text, dup[:5]))
     more = f" and {len(dup) - 5} more" if len(dup) > 5 else ""
     return [f"warning: {store.path} has several rows for {keys}{more}; the last of each counts, "
             "remove the others by hand"]
@@ -181,8 +193,10 @@ def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLik
     """Read `out`, refuse it if it is not ours or its fixed parameters differ from the grid's,
     list what's missing. `lock`: also take the locks and repair torn lines (to run the plan)."""
     check_paths(out, trials_path)
+    check_not_locks(out, trials_path)
     store = ResultStore(out)
-    trials = TrialsLog(trials_path) if trials_path is not None else None
+    protocol = protocol_of(grid.config(*grid.cells[0]).row())
+    trials = TrialsLog(trials_path, protocol) if trials_path is not None else None
     store.rows()  # read only: refuse what is not ours before anything is written
     if trials is not None:
         trials.check()
@@ -195,6 +209,8 @@ def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLik
         plan.notes = _lock_and_repair(store, trials) if lock else []
         plan.rows = store.rows()
         store.check_compatible(plan.rows, grid.config(*grid.cells[0]), grid.lambda1_samples)
+        if trials is not None:  # its trials against the rows they explain
+            plan.notes += trials.coverage(plan.rows, store.path)
     except BaseException:
         plan.release()
         raise

@@ -14,7 +14,9 @@ Rules that keep it safe:
   version implied, and new rows are appended in the file's own columns (the file is never
   rewritten). Such a file can only be resumed with those settings at their old values.
 - The trials log (`TrialsLog`, JSON lines) is written after the rows of its task: a kill may lose
-  the trials of a stored row, but no trial is ever logged without its row.
+  the trials of a stored row, but no trial is ever logged without its row. A new log's first
+  line records the sweep's protocol; a log of another protocol, or with more trials of a seed
+  than its rows record (another results file's), is refused; one with fewer is reported.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..base.config import FIXED_FIELDS, EstimateConfig
-from ..base.files import fsync_dir
+from ..base.files import check_regular, fsync_dir
 from ..base.results import json_safe
 
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
@@ -60,6 +62,11 @@ LOCK_SUFFIX = ".lock"
 
 class StoreError(ValueError):
     """A results or trials file that cannot be used; the message names it."""
+
+
+def json_lines(first_line: str) -> bool:
+    """Whether a file whose first line this is holds JSON records (a trials log), not a CSV."""
+    return first_line.lstrip("\ufeff \t").startswith(("{", "["))
 
 
 def row_key(row: dict) -> tuple[int, int, int]:
@@ -142,6 +149,7 @@ def complete_lines(raw: bytes) -> int:
 
 def _complete_text(path: Path, what: str) -> tuple[str, bool]:
     """The file's complete lines as text (read only), and whether a torn last line follows."""
+    check_regular(path, f"the {what}")
     raw = path.read_bytes() if path.exists() else b""
     keep = complete_lines(raw)
     try:
@@ -244,6 +252,9 @@ class ResultStore:
                 return None  # empty, or our header cut mid-write
             raise StoreError(f"{self.path} is not a milr sweep results file (no header line); "
                              "use another --out")
+        if json_lines(text):
+            raise StoreError(f"{self.path} holds JSON lines (a trials log?), not a milr sweep "
+                             "results file (a CSV); use another --out")
         header = tuple(next(csv.reader(io.StringIO(text))))
         unknown = [c for c in header if c not in COLUMNS]
         missing = [c for c in COLUMNS if c not in header and c not in LEGACY_VALUES]
@@ -327,27 +338,120 @@ class ResultStore:
         self.lock.hold_file()  # the file may be new: lock it under this name too
 
 
+# The key of a new trials log's first record, {"milr_trials_log": 1, "protocol": {the sweep's
+# fixed fields}}; older logs have no such record (their protocol is unknown) and still read.
+LOG_HEADER = "milr_trials_log"
+
+
+def protocol_of(row: dict) -> dict:
+    """What a sweep keeps fixed (its protocol) from a config's row or a results row."""
+    return {name: row[name] for name in FIXED_FIELDS if name in row}
+
+
+def protocol_conflicts(have: dict, want: dict) -> list[str]:
+    """'optimizer=adam, not sgd' for every field `have` sets otherwise than `want` (only the
+    fields both know: a field newer than a log's header cannot be told)."""
+    return [f"{n}={_text(have[n]) or 'None'}, not {_text(want[n]) or 'None'}" for n in have
+            if n in want and not _same(_text(have[n]), want[n])]
+
+
+def parse_trials(text: str, path: Path) -> tuple[dict | None, list[tuple[int, dict]]]:
+    """A trials log's protocol (None: no header, an older log) and its trial records with their
+    lines; a line that is neither (or a header past line 1: two logs joined) is refused."""
+    header, records = None, []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and LOG_HEADER in rec:
+            if n > 1 or not isinstance(rec.get("protocol"), dict):
+                raise StoreError(f"{path} line {n}: a trials log header " + (
+                    "past line 1 (two logs joined into one?)" if n > 1 else
+                    "without its protocol") + "; use another trials log")
+            header = rec["protocol"]
+            continue
+        if not (isinstance(rec, dict) and all(k in rec for k in TrialsLog.KEYS)):
+            raise StoreError(f"{path} line {n} is not a milr trial record (needs "
+                             f"{', '.join(TrialsLog.KEYS)}); use another trials log")
+        for k in TrialsLog.KEYS:
+            if type(rec[k]) is not int or rec[k] < 0:
+                raise StoreError(f"{path} line {n}: {k} must be a non-negative integer, got "
+                                 f"{rec[k]!r}")
+        records.append((n, rec))
+    return header, records
+
+
+def trial_key(rec: dict) -> tuple[int, int, int]:
+    return rec["depth"], rec["width"], rec["seed"]
+
+
+def logged_trials(rows: list[dict]) -> dict[tuple[int, int, int], tuple[int, int]]:
+    """Per (depth, width, seed): how many trials its rows record, summed over every row of it (a
+    rerun logs its own), and the line of its last row; rows without a count are left out."""
+    out: dict[tuple[int, int, int], tuple[int, int]] = {}
+    for n, r in enumerate(rows, start=2):
+        text = str(r.get("trials") or "")
+        if not text.isdigit():
+            continue
+        key = row_key(r)
+        out[key] = (out.get(key, (0, 0))[0] + int(text), getattr(r, "line", 0) or n)
+    return out
+
+
+def key_text(key: tuple[int, int, int]) -> str:
+    return f"(depth {key[0]}, width {key[1]}, seed {key[2]})"
+
+
 class TrialsLog:
-    """The trials log: JSON lines, one per training run, appended after the rows they explain."""
+    """The trials log: JSON lines, one per training run, appended after the rows they explain;
+    a new log's first line records the protocol its trials were measured under."""
 
     KEYS = ("depth", "width", "seed")
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, protocol: dict | None = None):
         self.path = Path(path)
         self.lock = FileLock(self.path)
         self.repaired = False
+        self.protocol = protocol  # the sweep's: checked against the log's, written to a new one
+        self.counts: dict[tuple[int, int, int], int] = {}  # trials per seed, as last checked
 
     def check(self) -> None:
-        """Refuse, read-only, a file that is not a trials log."""
+        """Refuse, read-only, a file that is not a trials log, or the log of another protocol;
+        count its trials per (depth, width, seed)."""
         text, _ = _complete_text(self.path, "trials log")
-        for n, line in enumerate(text.splitlines(), start=1):
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = None
-            if not (isinstance(rec, dict) and all(k in rec for k in self.KEYS)):
-                raise StoreError(f"{self.path} line {n} is not a milr trial record; "
-                                 "use another --trials")
+        header, records = parse_trials(text, self.path)
+        wrong = protocol_conflicts(header or {}, self.protocol or {})
+        if wrong:
+            raise StoreError(f"{self.path} holds trials of another protocol than this sweep's "
+                             f"({'; '.join(wrong[:3])}): another sweep's log; use another "
+                             "--trials")
+        self.counts = {}
+        for _, rec in records:
+            self.counts[trial_key(rec)] = self.counts.get(trial_key(rec), 0) + 1
+
+    def coverage(self, rows: list[dict], results: Path) -> list[str]:
+        """Compare the log with the rows of its results file: a seed with more trials logged than
+        its rows record is another run's (refused), one with fewer lost them (one line)."""
+        want, stored = logged_trials(rows), {row_key(r) for r in rows}
+        for key, have in self.counts.items():
+            if key not in stored or have > want.get(key, (have, 0))[0]:
+                where = (f"its rows in {results} record {want[key][0]}" if key in want
+                         else f"{results} has no row of it")
+                raise StoreError(f"{self.path} holds {have} trials of {key_text(key)} but "
+                                 f"{where}: the log of another results file; use another "
+                                 "--trials")
+        short = {k: (self.counts.get(k, 0), n) for k, (n, _) in want.items()
+                 if self.counts.get(k, 0) < n}
+        if not short:
+            return []
+        shown = ", ".join(f"{key_text(k)}: {have} of {n}" for k, (have, n) in
+                          list(short.items())[:3]) + (" ..." if len(short) > 3 else "")
+        return [f"warning: {self.path} lacks trials of {len(short)} seed(s) stored in {results} "
+                f"({shown} logged): they were lost in a kill or run without this log; milr plot "
+                "search marks those searches incomplete"]
 
     def repair(self) -> bool:
         """Cut a half-written last line; only under the lock, only from a trials log."""
@@ -357,8 +461,13 @@ class TrialsLog:
         return self.repaired
 
     def append(self, records: list[dict]) -> None:
-        """Append records as JSON lines in one write, then fsync."""
-        if records:
-            _append_durably(self.path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
-                                               for r in records).encode())
-            self.lock.hold_file()
+        """Append records as JSON lines in one write (a new log's header first), then fsync."""
+        if not records:
+            return
+        head = []
+        if self.protocol is not None and (not self.path.exists()
+                                          or self.path.stat().st_size == 0):
+            head = [{LOG_HEADER: 1, "protocol": self.protocol}]
+        _append_durably(self.path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
+                                           for r in head + records).encode())
+        self.lock.hold_file()
