@@ -64,3 +64,14 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and (os.environ.get("CI") or os.environ.get("MILR_REQUIRE_ALL")):
         report.outcome = "failed"
         report.longrepr = f"skipped, but CI must run every test: {report.longrepr}"
+
+
+@pytest.fixture
+def children():
+    """Start child processes as from an interactive shell, whatever started pytest
+    (hermetic.py); their process groups are killed at teardown, whatever the outcome."""
+    from hermetic import Children
+
+    started = Children()
+    yield started
+    started.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_GRID as TINY
+from hermetic import read_until, survivors
 
 from milr.sweep import run as sw
 from milr.sweep.executors import local_runner, process_runner, ray_runner
@@ -87,19 +88,15 @@ def _sweep_cmd(grid, out):
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
+def test_sigkill_and_resume_equals_uninterrupted(tmp_path, children):
     grid = tmp_path / "g.yaml"
     grid.write_text(TINY.replace("widths: [8, 16]", "widths: [8, 16, 24, 32]"))
     ref = sw.run_sweep(load_grid(grid), tmp_path / "ref.csv")
     out = tmp_path / "killed.csv"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_sweep_cmd(grid, out), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if out.exists() and out.read_text().count("\n") >= 4:  # header + some rows
-            break
-        time.sleep(0.02)
+    proc = children.popen(_sweep_cmd(grid, out), env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    read_until(proc, "[2/")  # two of its eight tasks are written
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = len(ResultStore(out).rows())
@@ -169,17 +166,18 @@ def test_lambda1_recorded_per_seed_when_asked(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_keeps_rows(tmp_path):
+@pytest.mark.signals
+def test_ctrl_c_stops_cleanly_and_keeps_rows(tmp_path, children):
     grid = tmp_path / "g.yaml"
     grid.write_text(TINY.replace("widths: [8, 16]", "widths: [8, 16, 24, 32, 40, 48]"))
     out = tmp_path / "r.csv"
-    proc = subprocess.Popen(_sweep_cmd(grid, out), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 3):
-        time.sleep(0.02)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = children.popen(_sweep_cmd(grid, out), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    said = read_until(proc, "[1/")  # its first task is written
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
+    stderr = said + stderr
     kept = len(ResultStore(out).rows())
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert f"interrupted; {kept} finished row(s) are kept" in stderr and 0 < kept < 24
@@ -223,38 +221,26 @@ def _descendants(pid):
     return found
 
 
-def _alive(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 @pytest.mark.slow
+@pytest.mark.signals
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_sweep_leaves_no_worker_holding_stdout(tmp_path, sig):
+def test_killed_sweep_leaves_no_worker_holding_stdout(tmp_path, children, sig):
     grid = tmp_path / "g.yaml"
     grid.write_text(TINY.replace("widths: [8, 16]", "widths: [8, 16, 24, 32, 40, 48, 56, 64]"))
     out = tmp_path / "r.csv"
-    proc = subprocess.Popen(_sweep_cmd(grid, out) + ["--workers", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    children = set()
+    proc = children.popen(_sweep_cmd(grid, out) + ["--workers", "2"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    workers = set()
     deadline = time.time() + 180
     while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 2):
-        children |= _descendants(proc.pid)
+        workers |= _descendants(proc.pid)
         time.sleep(0.05)
-    children |= _descendants(proc.pid)
-    assert len(children) >= 2, "the workers should be up"
+    workers |= _descendants(proc.pid)
+    assert len(workers) >= 2, "the workers should be up"
     proc.send_signal(sig)
-    try:
-        _, stderr = proc.communicate(timeout=20)  # returns once nobody holds stdout and stderr
-    finally:
-        time.sleep(1)
-        survivors = sorted(p for p in children if _alive(p))
-        for p in survivors:
-            os.kill(p, signal.SIGKILL)
-    assert survivors == []
+    _, stderr = proc.communicate(timeout=20)  # returns once nobody holds stdout and stderr
+    assert survivors(workers) == []
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and "Traceback" not in stderr, stderr
         kept = len(ResultStore(out).rows())

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
+from hermetic import read_until
 from typer.testing import CliRunner
 
 from milr import EstimateConfig
@@ -181,22 +181,26 @@ def test_sharpness_records_the_samples_used_and_needs_no_threshold(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", [
+@pytest.mark.signals
+@pytest.mark.parametrize("command, ready", [
     # rates far too small to ever train: every run goes to its full budget (minutes in all)
-    ["estimate", "--depth", "4", "--width", "512", "--steps", "20000", "--lr-min", "1e-6",
-     "--lr-max", "1e-5", "--widen", "1"],
-    ["sharpness", "--depth", "4", "--width", "512", "--seeds", "50", "--samples", "4096"],
+    (["estimate", "--depth", "4", "--width", "512", "--steps", "20000", "--lr-min", "1e-6",
+      "--lr-max", "1e-5", "--widen", "1"], "round 1: "),
+    (["sharpness", "--depth", "4", "--width", "512", "--seeds", "50", "--samples", "4096"],
+     "measuring "),
 ])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_ends_a_command_with_one_line(command, sig):
+def test_a_signal_ends_a_command_with_one_line(children, command, ready, sig):
+    """Sent as soon as the command says it has begun its work."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "milr", *command, "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(6)
+    proc = children.popen([sys.executable, "-m", "milr", *command, "--device", "cpu"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    said = read_until(proc, ready)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["milr: interrupted"]
+    _, rest = proc.communicate(timeout=60)
+    lines = (said + rest.decode()).strip().splitlines()
+    assert proc.returncode == 130, lines
+    assert lines[0].startswith(ready) and lines[1:] == ["milr: interrupted"]
 
 
 def test_fit_counts_the_last_row_of_a_rerun_seed_once(tmp_path):

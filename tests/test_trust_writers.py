@@ -4,13 +4,13 @@ them, grids bounded before they are expanded, Ctrl-C answered with one line at e
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
 import time
 
 import pytest
+from hermetic import shell_signals
 
 from milr.sweep import run as sw
 from milr.sweep import store as st
@@ -90,6 +90,7 @@ def test_the_lock_file_sits_beside_the_real_file(tmp_path):
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="signal handlers need the main thread")
+@pytest.mark.signals
 @pytest.mark.parametrize("sig, raised", [(signal.SIGINT, KeyboardInterrupt),
                                          (signal.SIGTERM, sw.Terminated)])
 def test_a_signal_received_by_another_thread_waits_for_the_trials(tmp_path, monkeypatch, sig,
@@ -112,7 +113,7 @@ def test_a_signal_received_by_another_thread_waits_for_the_trials(tmp_path, monk
 
     monkeypatch.setattr(st.ResultStore, "append", append_then_signal)
     try:
-        with sw.sigterm_as_interrupt(), pytest.raises(raised):
+        with shell_signals(), sw.sigterm_as_interrupt(), pytest.raises(raised):
             sw.run_sweep(parse_grid(GRID), out, fake_runner, trials)
     finally:
         stop.set()
@@ -221,8 +222,9 @@ def test_ray_missing_is_one_line_before_the_lock(tmp_path, run_milr, monkeypatch
 # --- Ctrl-C at every stage: one line, exit 130 -----------------------------------------------
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize("module", ["milr.base.config", "typer", "torch"])
-def test_ctrl_c_while_milr_starts_is_one_line(tmp_path, module):
+def test_ctrl_c_while_milr_starts_is_one_line(tmp_path, children, module):
     """SIGINT delivered exactly while `module` is imported, before milr's main() starts (torch
     takes seconds)."""
     code = textwrap.dedent("""\
@@ -239,8 +241,7 @@ def test_ctrl_c_while_milr_starts_is_one_line(tmp_path, module):
         from milr.cli import main
         main()
     """).replace("MODULE", repr(module))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    res = children.run([sys.executable, "-c", code], cwd=tmp_path, timeout=120)
     assert res.returncode == 130 and res.stderr.strip() == "milr: interrupted", res.stderr
 
 

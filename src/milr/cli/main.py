@@ -24,6 +24,7 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
     from .datacmd import data_app
     from .plotcmd import plot_app
     from .render import (
+        activity,
         command_app,
         err,
         fail,
@@ -142,14 +143,11 @@ def estimate_cmd(
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
         from ..engine.estimation import estimate  # torch loads here: Ctrl-C is handled below
 
-        if err.is_terminal and not as_json:
-            with err.status("starting") as status:
-                def on_round(r: int, runs: int, active: int) -> None:
-                    status.update(f"round {r}: training {runs} runs for {active} seed(s)")
-                result = estimate(cfg, on_round=on_round, lambda1_samples=lambda1_samples,
-                                  full_eval=full_eval)
-        else:
-            result = estimate(cfg, lambda1_samples=lambda1_samples, full_eval=full_eval)
+        with activity(not as_json) as say:
+            def on_round(r: int, runs: int, active: int) -> None:
+                say(f"round {r}: training {runs} runs for {active} seed(s)")
+            result = estimate(cfg, on_round=on_round, lambda1_samples=lambda1_samples,
+                              full_eval=full_eval)
     except (ValueError, OSError) as e:
         fail(e)
     except KeyboardInterrupt:
@@ -190,7 +188,10 @@ def sharpness_cmd(
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
         from ..engine.sharpness import sharpness_seeds
 
-        results = sharpness_seeds(cfg, scfg)
+        with activity(not as_json) as say:
+            def on_seed(s: int) -> None:
+                say(f"measuring λ1 of seed {s} ({s - cfg.seed + 1} of {cfg.seeds})")
+            results = sharpness_seeds(cfg, scfg, on_seed=on_seed)
     except (ValueError, OSError) as e:
         fail(e)
     except KeyboardInterrupt:

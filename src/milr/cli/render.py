@@ -4,6 +4,9 @@ commands share: their typer apps and the one-line failure."""
 from __future__ import annotations
 
 import statistics
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
@@ -254,6 +257,21 @@ def render_summary(summary: list[dict], path: str, ran: int) -> None:
 
 def _g(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
+
+
+@contextmanager
+def activity(show: bool = True) -> Iterator[Callable[[str], None]]:
+    """What a long command is doing, told by the `say` it yields: a spinner line on a terminal;
+    otherwise (a log, a pipe) one plain line per call, so the log shows that the work began and
+    how far it got. With `show` false, nothing (a --json run). A log line is written directly:
+    rich forgets what it wrote only after the write, so a Ctrl-C just then would repeat it."""
+    if not show:
+        yield lambda text: None
+    elif err.is_terminal:
+        with err.status("starting") as status:
+            yield status.update
+    else:
+        yield lambda text: sys.stderr.write(f"{text}\n")
 
 
 def task_progress(total: int):

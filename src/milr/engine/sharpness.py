@@ -13,6 +13,7 @@ tolerance is returned with `converged=False`, never silently; so is a product th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -245,11 +246,18 @@ def _ready(cfg: NetworkConfig, scfg: SharpnessConfig, data: Dataset | None) -> D
 
 
 def sharpness_seeds(cfg: NetworkConfig, scfg: SharpnessConfig | None = None,
-                    data: Dataset | None = None) -> list[Sharpness]:
-    """λ1 for every seed of cfg (seed, seed + 1, ...) on cfg's data set and device."""
+                    data: Dataset | None = None,
+                    on_seed: Callable[[int], None] | None = None) -> list[Sharpness]:
+    """λ1 for every seed of cfg (seed, seed + 1, ...) on cfg's data set and device;
+    `on_seed(seed)` as each seed begins, once the data is ready (progress)."""
     scfg = scfg or SharpnessConfig()
     data = _ready(cfg, scfg, data)
-    return [sharpness(cfg, data, s, scfg) for s in range(cfg.seed, cfg.seed + cfg.seeds)]
+    results = []
+    for s in range(cfg.seed, cfg.seed + cfg.seeds):
+        if on_seed is not None:
+            on_seed(s)
+        results.append(sharpness(cfg, data, s, scfg))
+    return results
 
 
 def plain_and_preconditioned(cfg: NetworkConfig, scfg: SharpnessConfig,
