@@ -157,9 +157,12 @@ class SearchView:
 
 
 def bracket(trials: list[dict]) -> tuple[float | None, float | None]:
-    """The search's own rule over one seed's trials: lo is the largest success, hi the smallest
-    failure above it (cancelled runs have no verdict)."""
-    return results_bracket((t["lr"], t["success"]) for t in trials if not t.get("cancelled"))
+    """The search's own rule over one seed's trials on its decision path (role "path"; every
+    trial of a log written before milr recorded roles): lo is the largest success, hi the
+    smallest failure above it (cancelled runs have no verdict). Speculative and edge trials
+    never move the bracket."""
+    return results_bracket((t["lr"], t["success"]) for t in trials
+                           if not t.get("cancelled") and t.get("role", "") in ("", "path"))
 
 
 def search_view_of(est) -> SearchView:
