@@ -76,3 +76,16 @@ def test_the_edge_is_where_torch_optim_diverges_on_a_quadratic(kw):
         return abs(p.item()) > 1
 
     assert not grows(edge * 0.999) and grows(edge * 1.001)
+
+
+@pytest.mark.parametrize("edge, shown", [(None, False), (0, False), (2, True)])
+def test_the_band_above_hi_is_shown_per_seed_and_said_once(edge, shown, capsys):
+    seeds = [SeedResult(0, "ok", 0.5, 0.49, 0.51, 9, edge or 0, edge_trained=edge),
+             SeedResult(1, "ok", 0.6, 0.59, 0.61, 9, 0, edge_trained=0)]
+    render_estimate(Estimate(EstimateConfig(depth=1, width=8), seeds, [], 3, 1, "weighted",
+                             1.0, 100, "cpu"))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "trained above hi (of 4, to 1.25·hi)" in out.replace("│", "").replace("  ", " ") \
+        or "trained above" in out
+    assert ("1 seed(s) also trained above hi (2 of 4 rates up to 1.25·hi): a chaotic edge"
+            in out) == shown

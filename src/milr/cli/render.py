@@ -40,6 +40,8 @@ def render_estimate(e: Estimate) -> None:
     table = Table(title=f"η* of depth {c.depth} × width {c.width} on {c.dataset} "
                         f"({protocol_line(c)})")
     cols = ["seed", "status", "η*", "bracket [lo, hi]", "trials", "non-monotone"]
+    if c.edge_probes:
+        cols.append(f"trained above hi (of {c.edge_probes}, to {c.edge_factor:g}·hi)")
     if c.also_steps:
         cols += [f"η* at {c.also_steps} steps", "its status"]
     if e.lambda1 is not None:
@@ -50,6 +52,9 @@ def render_estimate(e: Estimate) -> None:
         star = f"{s.lr_star:.4g}" if s.lr_star is not None else "-"
         bracket = f"[{_g(s.lo)}, {_g(s.hi)}]"
         row = [str(s.seed), s.status, star, bracket, str(s.trials), str(s.nonmonotone)]
+        if c.edge_probes:
+            row.append("-" if s.edge_trained is None else
+                       f"[yellow]{s.edge_trained}[/]" if s.edge_trained else "0")
         if c.also_steps:
             row += [_g(s.also_lr_star) if s.also_lr_star is not None else "-", s.also_status]
         if e.lambda1 is not None:
@@ -72,6 +77,13 @@ def render_estimate(e: Estimate) -> None:
             n = sum(s.status == status for s in e.seeds)
             if status != "ok" and n:
                 console.print(f"[yellow]{n} seed(s) {status}: {STATUSES[status]}[/]")
+        band = [s for s in e.seeds if s.edge_trained]
+        if band:
+            console.print(f"[yellow]{len(band)} seed(s) also trained above hi ("
+                          f"{sum(s.edge_trained for s in band)} of "
+                          f"{len(band) * c.edge_probes} rates up to {c.edge_factor:g}·hi): a "
+                          "chaotic edge, where η* is the boundary the search reached and the "
+                          "band above it is stated, not resolved[/]")
     also = [s.also_lr_star for s in e.seeds if s.also_status == "ok"]
     if c.also_steps and also:
         ratio = (f"; {statistics.median(also) / e.median:.3g} × η* at {c.steps}"
