@@ -117,6 +117,26 @@ def test_full_evaluations_record_the_full_accuracy(tiny):
     assert dataclasses.asdict(out[0])["curve_seen"]  # recorded in the outcome
 
 
+def test_by_default_evaluations_are_full_on_cuda_only(tiny, monkeypatch):
+    """Unset, full_eval is True on CUDA (where the early exit has not been measured to pay)
+    and False elsewhere: on the CPU an evaluation stops once its verdict is certain."""
+    import milr.engine.estimation as est_mod
+    from milr.engine.estimation import full_eval_by_default
+
+    assert full_eval_by_default("cuda") and not full_eval_by_default("cpu")
+    built = []
+
+    class Spy(est_mod.BatchedTrainer):
+        def __init__(self, *a, **kw):
+            built.append(kw["full_eval"])
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(est_mod, "BatchedTrainer", Spy)
+    estimate(config(seeds=1, device="cpu"), tiny)
+    estimate(config(seeds=1, device="cpu"), tiny, full_eval=True)
+    assert built == [False, True]
+
+
 def test_full_eval_with_a_trainer_of_ones_own_is_refused(tiny):
     """estimate's full_eval builds the default trainer: beside a trainer given it would be
     silently dropped, so the pair is refused by name before anything trains."""

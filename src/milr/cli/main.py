@@ -41,11 +41,11 @@ except KeyboardInterrupt:
 
 F = defaults(FitConfig)
 # `estimate` and `sweep`: what the trials record, never a verdict (docs/protocol.md §4)
-FullEval = Annotated[bool, typer.Option(help="Evaluate all validation examples at every "
-                                             "evaluation, so the trials record full "
-                                             "accuracies. By default an evaluation stops once "
-                                             "its verdict is certain (no verdict changes; a "
-                                             "trial's curve_seen says how many it saw).")]
+FullEval = Annotated[bool | None, typer.Option(
+    "--full-eval/--early-exit", show_default="full on CUDA, early exit elsewhere",
+    help="Evaluate all validation examples at every evaluation, so the trials record full "
+         "accuracies; or stop an evaluation once its verdict is certain (no verdict changes; a "
+         "trial's curve_seen says how many it saw).")]
 
 
 def option(cls, name: str, *decls: str):
@@ -128,7 +128,7 @@ def estimate_cmd(
                                                   "the extension chooses SVG or PDF): every "
                                                   "trial by verdict, brackets, η*, and the "
                                                   "deciding trials' curves.")] = None,
-    full_eval: FullEval = False,
+    full_eval: FullEval = None,
     **values,
 ) -> None:
     """Search η* of one constant-width ReLU MLP over several seeds."""
@@ -271,7 +271,7 @@ def sweep_cmd(
                                                              "(e.g. 0.25 packs 4).")] = None,
     dry_run: Annotated[bool, typer.Option(help="List the cells and their cost; train "
                                                "nothing.")] = False,
-    full_eval: FullEval = False,
+    full_eval: FullEval = None,
 ) -> None:
     """Cover a depth × width grid, resumably: one CSV row per (cell, seed)."""
     from pathlib import Path

@@ -26,20 +26,28 @@ from .sharpness import plain_and_preconditioned
 from .train import BatchedTrainer
 
 
+def full_eval_by_default(device_type: str) -> bool:
+    """Whether evaluations see every example when the caller does not say: on CUDA, where the
+    early exit's host-side decisions have not yet been measured to pay, yes."""
+    return device_type == "cuda"
+
+
 def estimate(cfg: EstimateConfig, data: Dataset | None = None,
              on_round: Callable[[int, int, int], None] | None = None,
              trainer: Trainer | None = None, lambda1_samples: int = 0,
-             full_eval: bool = False) -> Estimate:
+             full_eval: bool | None = None) -> Estimate:
     """η* of one (depth, width) for cfg.seeds seeds: the library entry point of `milr estimate`.
 
     `trainer` (the benchmarks' seam, see `search.Trainer`): what trains the members; by
-    default the batched engine, with cancellation of dominated members. `lambda1_samples` > 0
+    default the batched engine. `lambda1_samples` > 0
     also measures λ1 at initialisation of every seed on that many examples (for c = η*·λ1), and
     the preconditioned λ1 beside it (`sharpness.plain_and_preconditioned`: the one λ1 path of
     `estimate` and a sweep's tasks). `full_eval`: every evaluation sees the whole validation
-    set, so the trials record full accuracies (`train.BatchedTrainer`); by default an
-    evaluation stops once its verdict is certain. It configures the default trainer only: with
-    a `trainer` it is refused, since that trainer evaluates as it was built.
+    set, so the trials record full accuracies (`train.BatchedTrainer`); False: an evaluation
+    stops once its verdict is certain; None (default): full on CUDA, where the early exit has
+    not yet been measured to pay (benchmarks/README.md), early exit elsewhere. It configures the
+    default trainer only: with a `trainer`, True is refused, since that trainer evaluates as it
+    was built.
     """
     if not isinstance(lambda1_samples, int) or lambda1_samples < 0:
         raise ValueError(f"lambda1_samples must be a non-negative integer (0: off), got "
@@ -49,6 +57,8 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
                          f"trainer given ({type(trainer).__name__}): build that one with "
                          f"full evaluations instead")
     device = resolve_device(cfg.device)
+    if full_eval is None:
+        full_eval = full_eval_by_default(device.type) and trainer is None
     data = data or load(cfg.dataset, cfg.data_dir)
     probes = probes_per_round(cfg, device.type, data.n_inputs, data.classes)
     check_memory(cfg, data.n_inputs, data.classes, cfg.seeds * probes, available_memory(device))

@@ -230,7 +230,7 @@ def _write(plan: Plan, rows: list[dict], trials: list[dict]) -> None:
 def run_sweep(grid: Grid, out: str | os.PathLike, runner: Runner = local_runner,
               trials_path: str | os.PathLike | None = None,
               on_task: Callable[[int, int, list[dict]], None] | None = None,
-              plan: Plan | None = None, full_eval: bool = False) -> SweepReport:
+              plan: Plan | None = None, full_eval: bool | None = None) -> SweepReport:
     """Run every missing (cell, seed) of `grid`, appending rows to `out` as each task finishes.
 
     `full_eval`: every evaluation sees the whole validation set (`TaskConfig`). `plan` is
@@ -265,7 +265,7 @@ def predict_lr_star(rows: list[dict], depth: int, width: int) -> float | None:
     return cells[near]
 
 
-def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool = False
+def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool | None = None
              ) -> Iterator[TaskConfig]:
     """Each task's config, made when the executor asks for it (every executor asks for the next
     one only when it can start it): a warm-started one then sees every row stored so far."""
@@ -284,7 +284,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool = False
 
 def _run(grid: Grid, plan: Plan, runner: Runner,
          on_task: Callable[[int, int, list[dict]], None] | None,
-         full_eval: bool = False) -> SweepReport:
+         full_eval: bool | None = None) -> SweepReport:
     done = counted_rows(plan.rows)
     # executors take them one at a time (warm starts)
     configs = _configs(grid, plan, done, full_eval)

@@ -20,7 +20,7 @@ class TaskConfig:
     config: EstimateConfig
     cell_seeds: int
     lambda1_samples: int = 0
-    full_eval: bool = False
+    full_eval: bool | None = None  # None: full on CUDA, early exit elsewhere
 
 
 def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
