@@ -60,6 +60,27 @@ def test_refuses_to_mix_fixed_parameters(tmp_path):
         sw.run_sweep(parse_grid(TINY.replace("steps: 120", "steps: 200")), out)
 
 
+def test_execution_settings_never_block_a_resume_and_are_recorded_per_row(tmp_path):
+    """probes, edge probes and the like are how a search runs, not what it measures: a grid that
+    changes them resumes the file, its new rows record their own, and milr fit reads them all;
+    the η* of a seed is the same either way."""
+    from milr.analysis.table import cells_from_rows, read_table
+
+    out = tmp_path / "r.csv"
+    first = TINY.replace("depths: [1, 2]", "depths: [1]")
+    sw.run_sweep(parse_grid(first + "probes: 1\n"), out)
+    sw.run_sweep(parse_grid(TINY + "probes: 3\nedge_probes: 2\nedge_factor: 1.5\n"), out)
+    rows = read_table(out)
+    assert {(r["depth"], r["probes"], r["edge_probes"]) for r in rows} == {
+        ("1", "1", "4"), ("2", "3", "2")}
+    cells_from_rows(rows)  # one protocol: no refusal
+    again = tmp_path / "again.csv"
+    sw.run_sweep(parse_grid(first + "probes: 3\n"), again)
+    key = ("depth", "width", "seed", "lr_star", "lo", "hi", "status", "edge_trained")
+    assert [[r[k] for k in key] for r in read_table(again)] == \
+        [[r[k] for k in key] for r in rows if r["depth"] == "1"]
+
+
 def test_half_written_last_line_is_repaired(tmp_path):
     out = tmp_path / "r.csv"
     full = sw.run_sweep(parse_grid(TINY), out)
