@@ -66,6 +66,7 @@ BAD = {
     ("estimate", "midpoint"): ["middle"],
     ("estimate", "edge_probes"): ["-1", *INT_JUNK, "65"],
     ("estimate", "edge_factor"): ["1", "0.5", "11", *NUMBER_JUNK],
+    ("estimate", "edge_below"): [],  # a flag
     ("estimate", "cuda_layer_flops"): ["0", "-1", *NUMBER_JUNK],
     ("estimate", "device"): ["tpu", "cuda"],  # this machine has no CUDA device
     ("estimate", "precision"): ["fp16"],

@@ -128,3 +128,21 @@ def test_every_probe_count_alone_or_among_seeds_warm_or_cold_gives_the_one_probe
         assert results(3, seed=seed, seeds=1)[seed] == reference[seed]
     for start in (0.05, 0.4, 3.0):
         assert results(3, seeds=4, lr_start=start) == reference
+
+
+def test_the_edge_probes_count_successes_above_hi_and_with_edge_below_failures_below_lo():
+    # trains below 0.37 but not on [0.33, 0.35), and again on (0.40, 0.43]
+    def trains(lr, s):
+        return (lr <= 0.37 and not 0.33 <= lr < 0.35) or 0.40 < lr <= 0.43
+
+    base = dict(depth=1, width=1, seeds=1, rtol=0.02, edge_probes=4, edge_factor=1.25)
+    (r,), trials, _ = search(EstimateConfig(**base, edge_below=True), fake(trains))
+    assert r.status == "ok"
+    above = [r.hi * 1.25 ** (j / 4) for j in (1, 2, 3, 4)]
+    below = [r.lo / 1.25 ** (j / 4) for j in (1, 2, 3, 4)]
+    assert sorted(t.lr for t in trials if t.role == "edge") == pytest.approx(sorted(above + below))
+    assert r.edge_trained == sum(trains(lr, 0) for lr in above)
+    assert r.edge_failed_below == sum(not trains(lr, 0) for lr in below)
+    assert r.nonmonotone == r.edge_trained + r.edge_failed_below >= 1
+    (plain,), _, _ = search(EstimateConfig(**base), fake(trains))
+    assert plain.edge_failed_below is None and (plain.lo, plain.hi) == (r.lo, r.hi)

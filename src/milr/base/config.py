@@ -147,7 +147,10 @@ class EstimateConfig:
                                     "one probe per round), geometric or arithmetic.")
     edge_probes: int = opt(4, "After the bracket converges, try this many rates over (hi, "
                               "edge_factor · hi] and report how many train (0: none).")
-    edge_factor: float = opt(1.25, "How far above hi the edge probes reach.")
+    edge_factor: float = opt(1.25, "How far above hi (and below lo) the edge probes reach.")
+    edge_below: bool = opt(False, "Also try edge_probes rates over [lo / edge_factor, lo) and "
+                                  "report how many fail (the band below η*; successes cost a "
+                                  "run each).")
     cuda_layer_flops: float = opt(5e9, "Auto probes on CUDA: matmul FLOPs a layer of a step "
                                        "costs however little it holds.")
     device: str = opt("auto", "auto, cpu or cuda.")
@@ -163,6 +166,8 @@ class EstimateConfig:
                 or not 0 <= self.edge_probes <= MAX_PROBES:
             raise ValueError(f"edge_probes must be an integer in [0, {MAX_PROBES}], got "
                              f"{self.edge_probes!r}")
+        if not isinstance(self.edge_below, bool):
+            raise ValueError(f"edge_below must be true or false, got {self.edge_below!r}")
         if not (_finite(self.edge_factor) and 1 < self.edge_factor <= 10):
             raise ValueError(f"edge_factor must lie in (1, 10], got {self.edge_factor!r}")
         if self.probes > MAX_PROBES:
@@ -301,7 +306,7 @@ NetworkConfig = make_dataclass(
 # How a search runs, not what it measures (η* is the one-probe search's on any device and probe
 # count): never blocks a resume or a fit, recorded per row.
 EXECUTION_FIELDS = ("probes", "cuda_layer_flops", "device", "precision", "data_dir",
-                    "edge_probes", "edge_factor")
+                    "edge_probes", "edge_factor", "edge_below")
 FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start", *EXECUTION_FIELDS)
 FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
 

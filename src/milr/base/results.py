@@ -80,8 +80,9 @@ class SeedResult:
     lo: float | None  # largest learning rate that trained
     hi: float | None  # smallest learning rate above lo that failed
     trials: int  # training runs for this seed, cancelled ones included
-    # trials that contradict a monotone boundary: successes above hi among the edge probes,
-    # and failures between two successes on the decision path
+    # trials that contradict a monotone boundary: successes above hi (and, with edge_below,
+    # failures below lo) among the edge probes, and failures between two successes on the
+    # decision path
     nonmonotone: int
     # The same at the shorter budget also_steps (config), when asked for; None otherwise.
     also_status: str | None = None
@@ -90,6 +91,8 @@ class SeedResult:
     also_hi: float | None = None
     # of the edge_probes rates over (hi, edge_factor·hi], how many trained (None: not probed)
     edge_trained: int | None = None
+    # with edge_below: of as many rates over [lo / edge_factor, lo), how many failed
+    edge_failed_below: int | None = None
 
 
 @dataclass

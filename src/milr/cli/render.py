@@ -35,13 +35,20 @@ def fail(problem: str | Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _band(n: int | None) -> str:
+    """A count of edge probes against the bracket: '-' where none were tried."""
+    return "-" if n is None else f"[yellow]{n}[/]" if n else "0"
+
+
 def render_estimate(e: Estimate) -> None:
     c = e.config
     table = Table(title=f"η* of depth {c.depth} × width {c.width} on {c.dataset} "
                         f"({protocol_line(c)})")
     cols = ["seed", "status", "η*", "bracket [lo, hi]", "trials", "non-monotone"]
     if c.edge_probes:
-        cols.append(f"trained above hi (of {c.edge_probes}, to {c.edge_factor:g}·hi)")
+        cols.append(f"trained above hi (of {c.edge_probes})")
+    if c.edge_probes and c.edge_below:
+        cols.append(f"failed below lo (of {c.edge_probes})")
     if c.also_steps:
         cols += [f"η* at {c.also_steps} steps", "its status"]
     if e.lambda1 is not None:
@@ -53,8 +60,9 @@ def render_estimate(e: Estimate) -> None:
         bracket = f"[{_g(s.lo)}, {_g(s.hi)}]"
         row = [str(s.seed), s.status, star, bracket, str(s.trials), str(s.nonmonotone)]
         if c.edge_probes:
-            row.append("-" if s.edge_trained is None else
-                       f"[yellow]{s.edge_trained}[/]" if s.edge_trained else "0")
+            row.append(_band(s.edge_trained))
+        if c.edge_probes and c.edge_below:
+            row.append(_band(s.edge_failed_below))
         if c.also_steps:
             row += [_g(s.also_lr_star) if s.also_lr_star is not None else "-", s.also_status]
         if e.lambda1 is not None:
@@ -84,6 +92,12 @@ def render_estimate(e: Estimate) -> None:
                           f"{len(band) * c.edge_probes} rates up to {c.edge_factor:g}·hi): a "
                           "chaotic edge, where η* is the boundary the search reached and the "
                           "band above it is stated, not resolved[/]")
+        below = [s for s in e.seeds if s.edge_failed_below]
+        if below:
+            console.print(f"[yellow]{len(below)} seed(s) failed below lo ("
+                          f"{sum(s.edge_failed_below for s in below)} of "
+                          f"{len(below) * c.edge_probes} rates down to lo/{c.edge_factor:g}): "
+                          "the band extends below the bracket too[/]")
     also = [s.also_lr_star for s in e.seeds if s.also_status == "ok"]
     if c.also_steps and also:
         ratio = (f"; {statistics.median(also) / e.median:.3g} × η* at {c.steps}"

@@ -19,7 +19,9 @@ speculative trials off that path are kept in the trials log and change nothing.
 
 After the bracket has converged, `edge_probes` rates spread over (hi, edge_factor·hi] are tried in
 one round: near the edge of stability verdicts can be chaotic, and how many of them train says
-how wide that band is (`edge_trained`; each success also counts in `nonmonotone`). η* stays the
+how wide that band is (`edge_trained`; each success also counts in `nonmonotone`); with
+`edge_below`, as many over [lo / edge_factor, lo), where failures count (`edge_failed_below`).
+η* stays the
 boundary the search reached; the band above it is reported beside it.
 """
 
@@ -164,9 +166,11 @@ class SeedSearch:
                     self._budget, self.known, self.probes, limit, HYPOTHESES[cfg.criterion])
             self.status, self.path = w.status, w.path
         if self.status == "ok" and cfg.edge_probes and not self.edge_rates:
-            hi = bracket((lr, self.known[lr].success) for lr in self.path)[1]
-            self.edge_rates = [hi * cfg.edge_factor ** (j / cfg.edge_probes)
-                               for j in range(1, cfg.edge_probes + 1)]
+            lo, hi = bracket((lr, self.known[lr].success) for lr in self.path)
+            steps = [cfg.edge_factor ** (j / cfg.edge_probes)
+                     for j in range(1, cfg.edge_probes + 1)]
+            self.edge_rates = [hi * f for f in steps] + ([lo / f for f in steps]
+                                                         if cfg.edge_below else [])
             self.edge = {lr: self.known[lr].success for lr in self.edge_rates
                          if lr in self.known}  # tried already, speculatively
             probes = [lr for lr in self.edge_rates if lr not in self.edge]
@@ -365,7 +369,10 @@ class SeedSearch:
         star = self._star(lo, hi) if self.status == "ok" else None
         succ = sorted(lr for lr, s in path if s)
         sandwiched = sum(1 for lr, s in path if not s and succ and succ[0] < lr < succ[-1])
-        edge_trained = sum(self.edge.values()) if self.edge else None
+        above = [self.edge[lr] for lr in self.edge_rates[:self.cfg.edge_probes]]
+        below = [self.edge[lr] for lr in self.edge_rates[self.cfg.edge_probes:]]
+        edge_trained = sum(above) if above else None
+        failed_below = len(below) - sum(below) if below else None
         also = {}
         if self.cfg.also_steps:
             verdicts = [(lr, self.known[lr].also) for lr in (*self.path, *self.also_path)]
@@ -374,7 +381,8 @@ class SeedSearch:
             also = dict(also_status=a_status, also_lo=a_lo, also_hi=a_hi,
                         also_lr_star=self._star(a_lo, a_hi) if a_status == "ok" else None)
         return SeedResult(self.seed, self.status or "unfinished", star, lo, hi, trials,
-                          sandwiched + (edge_trained or 0), edge_trained=edge_trained, **also)
+                          sandwiched + (edge_trained or 0) + (failed_below or 0),
+                          edge_trained=edge_trained, edge_failed_below=failed_below, **also)
 
 
 def depends_on(cfg: EstimateConfig, device_type: str = "cpu") -> str:

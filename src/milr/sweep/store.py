@@ -37,6 +37,7 @@ from ..base.results import json_safe
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples
 RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "edge_trained",
+                 "edge_failed_below",
                  "probes_used",
                  "midpoint_used", "depends_on", "rounds", "cell_wall_time",
                  "also_lr_star", "also_lo", "also_hi", "also_status", *LAMBDA1_FIELDS,
@@ -55,7 +56,8 @@ LEGACY_VALUES = {
     "weight_decay": "0.0", "warmup_steps": "0", "parametrization": "sp", "base_width": "",
     "output_lr_scale": "1.0",
     # before the edge probes (0.3)
-    "edge_probes": "0", "edge_factor": "", "edge_trained": "",
+    "edge_probes": "0", "edge_factor": "", "edge_trained": "", "edge_below": "False",
+    "edge_failed_below": "",
 }
 LOCK_SUFFIX = ".lock"
 

@@ -40,6 +40,7 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     rows = [{**cfg.row(), "seeds": task.cell_seeds, "seed": s.seed,
              "lr_star": s.lr_star, "lo": s.lo, "hi": s.hi, "status": s.status,
              "trials": s.trials, "nonmonotone": s.nonmonotone, "edge_trained": s.edge_trained,
+             "edge_failed_below": s.edge_failed_below,
              "probes_used": est.probes, "midpoint_used": est.midpoint_used,
              "depends_on": depends_on(cfg, resolve_device(cfg.device).type),
              "rounds": est.rounds, "also_lr_star": s.also_lr_star, "also_lo": s.also_lo,
