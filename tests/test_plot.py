@@ -36,9 +36,14 @@ def est(tiny):
 def test_search_figure_plots_every_trial_by_verdict_and_each_eta_star(est):
     fig = search_figure(search_view_of(est))
     for v in ("success", "diverged", "too slow", "cancelled"):
+        # on the decision path, and faded beside them the edge probes (off the path)
         assert offsets(fig, f"verdict:{v}") == sorted(t.lr for t in est.trials
-                                                      if verdict(vars(t)) == v)
+                                                      if verdict(vars(t)) == v
+                                                      and t.role == "path")
+        assert offsets(fig, f"verdict:{v}:off-path") == sorted(
+            t.lr for t in est.trials if verdict(vars(t)) == v and t.role != "path")
     assert sum(verdict(vars(t)) == "success" for t in est.trials) >= 2
+    assert any(t.role == "edge" for t in est.trials)
     stars = sorted(s.lr_star for s in est.seeds if s.status == "ok")
     assert stars and offsets(fig, "eta-star") == pytest.approx(stars)
     (median,) = [ln for ln in fig.axes[0].lines if ln.get_gid() == "eta-median"

@@ -156,13 +156,19 @@ class SearchView:
         return all(s.status is not None for s in self.seeds)
 
 
+def off_path(t: dict) -> bool:
+    """A trial that did not decide its seed's bracket (an edge probe, a speculative trial, one
+    at the shorter budget); a log written before milr recorded roles has none."""
+    return t.get("role", "") not in ("", "path")
+
+
 def bracket(trials: list[dict]) -> tuple[float | None, float | None]:
     """The search's own rule over one seed's trials on its decision path (role "path"; every
     trial of a log written before milr recorded roles): lo is the largest success, hi the
     smallest failure above it (cancelled runs have no verdict). Speculative and edge trials
     never move the bracket."""
     return results_bracket((t["lr"], t["success"]) for t in trials
-                           if not t.get("cancelled") and t.get("role", "") in ("", "path"))
+                           if not t.get("cancelled") and not off_path(t))
 
 
 def search_view_of(est) -> SearchView:
@@ -410,6 +416,10 @@ def search_figure(view: SearchView):
                           label=f"{v} ({sum(verdict(t) == v for t in view.trials)})")
                for v, (c, m, f) in VERDICTS.items()]
     handles += [plt.Line2D([], [], color="#bbbbbb", lw=6, label="bracket [lo, hi]")]
+    off = sum(map(off_path, view.trials))
+    if off:
+        handles += [plt.Line2D([], [], ls="", marker="o", ms=6, color="#0072B2", alpha=0.4,
+                               label=f"faded: off the decision path ({off})")]
     if view.known:
         handles += [plt.Line2D([], [], ls="", marker="|", ms=16, mew=2.5, color="k",
                                label="η* of a seed"),
@@ -430,9 +440,12 @@ def _trials_panel(ax, view: SearchView, rows: dict[int, int]) -> None:
                     solid_capstyle="butt", gid="bracket")
     for v, (colour, marker, filled) in VERDICTS.items():
         ts = [t for t in view.trials if verdict(t) == v]
-        ax.scatter([t["lr"] for t in ts], [rows[int(t["seed"])] for t in ts], s=46,
-                   marker=marker, c=colour if filled else "none", edgecolors=colour,
-                   linewidths=1.4, zorder=3, gid=f"verdict:{v}")
+        for off in (False, True):  # off the decision path: faded, and never in the bracket
+            these = [t for t in ts if off_path(t) == off]
+            ax.scatter([t["lr"] for t in these], [rows[int(t["seed"])] for t in these],
+                       s=30 if off else 46, marker=marker, c=colour if filled else "none",
+                       edgecolors=colour, linewidths=1.4, zorder=3, alpha=0.4 if off else 1,
+                       gid=f"verdict:{v}" + (":off-path" if off else ""))
     stars = [s for s in view.seeds if s.lr_star is not None]
     ax.scatter([s.lr_star for s in stars], [rows[s.seed] for s in stars], marker="|", s=400,
                linewidths=2.5, c="k", zorder=4, gid="eta-star")
