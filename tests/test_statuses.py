@@ -39,7 +39,7 @@ def cfg(**kw):
 
 
 def test_a_range_is_below_only_once_its_bottom_was_tried():
-    # the grid from 22 down (10.2, ...) skips 15, the bottom: it must still be tried
+    # the grid from 22 down (10.2, ...) skips 15, the bottom: it must still be tried first
     log = []
     (r,), _, _ = search(cfg(lr_min=15, lr_max=22, widen=1), fake(lambda lr, s: False, log=log))
     assert r.status == "below_range" and r.lr_star is None
@@ -63,10 +63,20 @@ def test_successes_only_between_grid_points_end_below_range_with_the_bottom_trie
     assert min(lr for lr, _, _ in log) == pytest.approx(1) and not any(ok for _, _, ok in log)
 
 
-def test_a_too_slow_top_widens_upwards():
-    # trains in [30, 60], too slow below 30, diverges above 60; lr_max 10 is too slow
-    (r,), _, _ = search(cfg(threshold=0.8), fake(lambda lr, s: 30 <= lr <= 60, slow_below=30))
-    assert r.status == "ok" and r.lo <= 60 < r.hi
+def test_a_too_slow_top_over_nothing_says_to_raise_lr_max(run_milr):
+    # trains only in [30, 60], too slow below 30: lr_max 10 is too slow and so is all below it
+    (r,), trials, _ = search(cfg(threshold=0.8), fake(lambda lr, s: 30 <= lr <= 60,
+                                                      slow_below=30))
+    assert r.status == "below_range" and max(t.lr for t in trials) == 10
+    from milr.base.results import Estimate
+    from milr.cli.render import below_range_advice
+
+    est = Estimate(cfg(threshold=0.8), [r], trials, 1, 1, "weighted", 1.0, 1, "cpu")
+    assert "raise --lr-max" in below_range_advice(est)
+    diverging = [t for t in trials]  # the same search where the top diverged instead
+    diverging[0] = type(trials[0])(**{**vars(trials[0]), "diverged": True})
+    est = Estimate(cfg(threshold=0.8), [r], diverging, 1, 1, "weighted", 1.0, 1, "cpu")
+    assert "raise --lr-max" not in below_range_advice(est)
 
 
 def test_a_too_slow_top_over_a_window_below_still_finds_it():

@@ -35,6 +35,24 @@ def fail(problem: str | Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+def below_range_advice(e: Estimate) -> str:
+    """What to change for a seed that ended below_range: where the top of the scan failed by
+    being too slow rather than diverging, the window may lie above lr_max; else below lr_min."""
+    low = {s.seed for s in e.seeds if s.status == "below_range"}
+    tops = {}
+    for t in e.trials:
+        if t.seed in low and t.role in ("", "path") and t.lr >= tops.get(t.seed, (0, None))[0]:
+            tops[t.seed] = (t.lr, t)
+    slow = [t.seed for _, t in tops.values() if not t.success and not t.diverged]
+    lower = (f"lower --lr-min, {e.config.lr_min:g} here (the default depends on --optimizer), "
+             "or raise --steps")
+    if not slow:
+        return lower
+    return (f"raise --lr-max: the top of the scan was too slow, not diverging, for seed(s) "
+            f"{', '.join(map(str, sorted(slow)))}, so the window may lie above it; else "
+            + lower)
+
+
 def _band(n: int | None) -> str:
     """A count of edge probes against the bracket: '-' where none were tried."""
     return "-" if n is None else f"[yellow]{n}[/]" if n else "0"
@@ -73,9 +91,8 @@ def render_estimate(e: Estimate) -> None:
     console.print(table)
     if e.median is None:
         console.print("[bold red]no seed gave an η* inside the search range[/]: see the status "
-                      f"column (above_range: raise --lr-max; below_range: lower --lr-min, "
-                      f"{c.lr_min:g} here (the default depends on --optimizer), or raise "
-                      "--steps; unfinished: raise --max-rounds or --rtol)")
+                      f"column (above_range: raise --lr-max; below_range: "
+                      f"{below_range_advice(e)}; unfinished: raise --max-rounds or --rtol)")
     else:
         lo, hi = e.spread
         n_ok = len(e.values)

@@ -4,7 +4,7 @@ Trainability is not monotone in η under a finite budget: small rates are too sl
 diverge. Plain bisection from a wide bracket returns the lower end when its first midpoint is too
 slow. So each seed first scans a coarse log grid *from the top down* (large rates diverge within a
 few steps, so this part is cheap) until some rate succeeds, widening above `lr_max` if the top
-itself trains (or, under `accuracy`, is too slow without diverging: the window may lie above).
+itself trains.
 Then it refines between `lo`, the largest rate that succeeded, and `hi`, the smallest failure
 above it, at the split of least expected cost (a failure by divergence costs a few steps, a
 success hundreds) until hi / lo - 1 <= rtol.
@@ -209,27 +209,16 @@ class SeedSearch:
         """The search at the full budget, one probe at a time; returns its status.
 
         Down the grid from lr_max until a rate trains, then up from it until one fails (above
-        lr_max too, to the widened ceiling), then the refinement. Under `accuracy` a top that was
-        too slow (not diverged) may lie below the window: the scan first goes up, until a rate
-        trains or diverges, and only then down. The ends of the widened bracket are tried
-        themselves, so `below_range` always means that lr_min / widen failed, `above_range` that
-        lr_max · widen trained."""
+        lr_max too, to the widened ceiling), then the refinement. The ends of the widened
+        bracket are tried themselves, so `below_range` always means that lr_min / widen failed,
+        `above_range` that lr_max · widen trained. (A top that failed by being too slow rather
+        than diverging may lie below the window: the status's advice then says to raise lr_max;
+        scanning up by itself would take full-budget runs at rates where the dynamics are
+        chaotic.)"""
         seen: dict[float, Verdict] = {}
-        found = None
-        v = yield from self._ask(seen, self.grid(0))
-        if v.success:
-            found = self.grid(0)
-        elif self.cfg.criterion == "accuracy" and not v.diverged:
-            for lr in self._ladder(self.grid(0), up=True):
-                v = yield from self._ask(seen, lr)
-                if v.success or v.diverged:
-                    found = lr if v.success else None
-                    break
-        if found is None:
+        if not (yield from self._ask(seen, self.grid(0))).success:
             for lr in self._ladder(self.grid(0), up=False):
-                v = yield from self._ask(seen, lr)
-                if v.success:
-                    found = lr
+                if (yield from self._ask(seen, lr)).success:
                     break
             else:
                 return "below_range"
@@ -343,7 +332,7 @@ class SeedSearch:
         if lr in self.edge_rates and lr not in self.edge:
             self.edge[lr] = out.success
             return
-        also = out.also_success
+        also = getattr(out, "also_success", None)  # a peer's record may not have it
         if also is None and self.cfg.also_steps:
             if self.cfg.criterion == "stable":  # where it diverged is the trainer's to say
                 raise ValueError("under criterion stable with also_steps, a trainer must report "
