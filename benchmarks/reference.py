@@ -28,24 +28,16 @@ from torch.nn import functional as F  # noqa: N812 - torch's own name
 from torch.utils.data import DataLoader, TensorDataset
 
 from milr.base.config import EstimateConfig
+from milr.base.results import Outcome
 from milr.base.seeding import batch_schedule
 from milr.data.formats import Dataset
 from milr.engine.model import init_weights
 
 
 @dataclass(frozen=True)
-class Run:
-    """One training run's result, with the fields of milr's Outcome (so milr's search takes it)."""
-
-    lr: float
-    seed: int
-    success: bool  # validation accuracy >= threshold at an evaluation, no divergence by then
-    diverged: bool  # non-finite loss, or loss above the limit at an evaluation
-    steps: int  # SGD steps run before the run stopped
-    final_acc: float | None  # accuracy at the last evaluation; None when not evaluated there
-    peak_acc: float
-    final_loss: float  # training loss of the last step, before its update
-    cancelled: bool = False
+class Run(Outcome):
+    """One training run's result: milr's Outcome (so milr's search takes it), only its first
+    nine fields set (success: the threshold met at an evaluation, no divergence by then)."""
 
     @property
     def verdict(self) -> str:

@@ -66,7 +66,7 @@ def scripted(monkeypatch, losses):
     """One member whose step i reports losses[i] (weights untouched) and whose evaluations
     meet any threshold: only the divergence rule decides."""
     count = itertools.count()
-    monkeypatch.setattr(Ensemble, "sgd_step", lambda self, x, y, lrs, loss="ce": torch.tensor(
+    monkeypatch.setattr(Ensemble, "step", lambda self, x, y, update, loss="ce": torch.tensor(
         [losses[min(next(count), len(losses) - 1)]]))
     monkeypatch.setattr(Ensemble, "evaluate", lambda self, x, y, *a: evaluated(self, x, True))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 
 from .config import EstimateConfig
 
@@ -45,31 +45,70 @@ def bracket(verdicts) -> tuple[float | None, float | None]:
 
 
 @dataclass(frozen=True)
-class Trial:
-    round: int
+class Outcome:
+    """One training run at (lr, seed) and how it ended: what the engine returns
+    (`milr.engine.train.Outcome` is this class) and, with its round and role, a trial (`Trial`).
+    At most one of success, diverged and cancelled holds; none: it failed (too slow). The field
+    names are those of the trials logs on disk, so some say less than they mean: see each."""
+
     lr: float
     seed: int
-    success: bool
-    diverged: bool
+    success: bool  # accuracy: the threshold met at an evaluation; stable: the whole budget run
+    diverged: bool  # non-finite loss or outputs, or loss > divergence_factor * initial loss
+    # The step of the check that stopped it: an evaluation, the end of the budget, or the
+    # non-finite check (every nonfinite_every steps) that caught a bad step, which can come up
+    # to nonfinite_every steps after it (first_bad_step says where); steps of any optimizer.
     steps: int
-    final_acc: float | None  # None: not evaluated (diverged at that evaluation)
-    peak_acc: float
+    # The accuracy at its last evaluation on the examples that evaluation saw (curve_seen; all
+    # of them with full_eval): None where it diverged there or after it, or was never evaluated.
+    final_acc: float | None
+    # The largest accuracy of its evaluations, each on the examples it saw (under the early exit
+    # not the largest full accuracy); None: never evaluated (criterion stable never is).
+    peak_acc: float | None
+    # The training loss of the step that stopped it (before its update); under stable, of a run
+    # that reached the end without a bad step, the loss after the last update.
     final_loss: float
-    cancelled: bool  # stopped early because a larger rate of its seed succeeded: no verdict
-    # Its curves and largest loss, as `train.Outcome` records them (empty / None in trials
-    # logs written before milr recorded them).
+    cancelled: bool = False  # stopped unfinished: a larger rate of the same seed had succeeded
+    # The curves: one point per evaluation (criterion stable evaluates nothing: one per check at
+    # or after each multiple of eval_every, and the end of the budget), its step, the validation
+    # accuracy there (None: not evaluated, as when diverged or under stable) and the training
+    # loss of that step's batch (before its update). Empty in trials logs written before milr
+    # recorded them.
     curve_steps: tuple[int, ...] = ()
     curve_acc: tuple[float | None, ...] = ()
     curve_loss: tuple[float, ...] = ()
-    curve_seen: tuple[int, ...] = ()  # validation examples each evaluation saw (early exit)
-    eval_examples: int | None = None  # of how many (None: stable, or an older log)
+    # How many validation examples each evaluation saw: all of them with full_eval, else those
+    # until its verdict was certain; 0 where nothing was evaluated (stable; a loss that
+    # diverged). Empty in trials logs written before milr recorded it (every evaluation saw all).
+    curve_seen: tuple[int, ...] = ()
+    eval_examples: int | None = None  # the validation set's size (None: stable, older logs)
+    # criterion stable or divergence_check step (where any step's loss decides): the largest
+    # training loss of any step run (a NaN counts as inf) and that step; None otherwise.
     max_loss: float | None = None
     max_loss_step: int | None = None
-    first_bad_step: int | None = None  # see `train.Outcome`
+    # The first step whose loss was non-finite (or, with divergence_check "step", above the
+    # limit), where it happened, whichever check caught it later; None: no such step.
+    first_bad_step: int | None = None
+    # With also_steps: whether a run of exactly also_steps steps would have succeeded (under
+    # stable from the steps up to also_steps + 1 as that run checks them; under accuracy a
+    # success by then); None otherwise.
     also_success: bool | None = None
-    # What the trial was to its seed's result (`search.SeedSearch.role`): "path" (on the
-    # budget's decision path), "edge", "also" or "speculative"; "" in older trials logs.
-    role: str = ""
+
+
+def _trial_fields() -> list[tuple]:
+    """Trial's fields: its round, then an Outcome's (declared once, above), then its role, in
+    the order of the trials logs' records."""
+    return [("round", int),
+            *((f.name, f.type, field(default=f.default)) for f in fields(Outcome)),
+            # What the trial was to its seed's result (`search.SeedSearch.role`): "path" (on
+            # the budget's decision path), "edge", "also" or "speculative"; "" in older logs.
+            ("role", str, field(default=""))]
+
+
+Trial = make_dataclass(
+    "Trial", _trial_fields(), frozen=True,
+    namespace={"__doc__": "One trial of a search: the round of its seed's search it ran in, "
+                          "its Outcome's fields, and its role.", "__module__": __name__})
 
 
 @dataclass(frozen=True)

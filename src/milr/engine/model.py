@@ -3,12 +3,13 @@
 A member is defined by its seed alone (initialisation and data order), so the same (lr, seed)
 gives the same run whichever other members share the batch. The forward pass is written once
 (`Ensemble.forward`): training, evaluation and λ1 (`milr.sharpness`, with K = 1 and autograd)
-all run it. The SGD step computes gradients by hand and folds each member's learning rate into
-the weight update (one `baddbmm_` per layer): no autograd graph, no optimiser object, no
-per-member Python loop. The other optimizers (`Optim`: momentum, Nesterov, Adam, AdamW, weight
-decay) follow torch.optim's update rules on the same hand-computed gradients, their state stacked
-beside the weights (`Ensemble.state`). A parametrisation (`Layout`: sp, ntk, mup) sets each
-layer's forward multiplier, the scale of its stored initial weights and its learning rates.
+all run it. So is the backward pass, written by hand (`Ensemble.step`): no autograd graph, no
+optimiser object, no per-member Python loop. An update rule (`Optim.rule`) is all that differs
+between optimizers: plain SGD folds each member's learning rate into the weight update (one
+`baddbmm_` per layer); the others (momentum, Nesterov, Adam, AdamW, weight decay) follow
+torch.optim's update rules, their state stacked beside the weights (`Ensemble.state`). A
+parametrisation (`Layout`: sp, ntk, mup) sets each layer's forward multiplier, the scale of its
+stored initial weights and its learning rates: a table of scales per layer (`Rates`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 
@@ -160,10 +163,43 @@ class Optim:
             return ("exp_avg", "exp_avg_sq")
         return ()
 
-    @property
-    def plain(self) -> bool:
-        """Plain SGD without weight decay: the fused step (`Ensemble.sgd_step`) applies."""
-        return self.name == "sgd" and self.weight_decay == 0
+    def rule(self, rates: Rates, steps_done: torch.Tensor, decay: list[float]) -> Update:
+        """Its update for one step of every member at `rates`: plain SGD without weight decay
+        fused (`SgdUpdate`), anything else torch.optim's rule (`OptimUpdate`, with decay[j]
+        the weight decay of tensor j of `Ensemble.parameters()` and steps_done (K,) the steps
+        each member has taken before, for Adam's bias correction)."""
+        if self.name == "sgd" and self.weight_decay == 0:
+            return SgdUpdate.at(rates)
+        corrections = (adam_corrections(steps_done, rates, self) if self.name in
+                       ("adam", "adamw") else None)
+        return OptimUpdate(self, rates.per_tensor(), decay, corrections)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Each member's learning rate (K, 1, 1) times every scale of a per-layer table: layer l's
+    weights train at tensors[weight[l]], its bias at tensors[bias[l]]. One tensor per distinct
+    scale, so a bias whose scale is its weight's shares its rate: the table's numbers say which
+    rates are shared, never the tensors' identity (a copy of a tensor changes nothing)."""
+
+    weight: tuple[float, ...]
+    bias: tuple[float, ...]
+    tensors: dict[float, torch.Tensor]
+
+    @classmethod
+    def of(cls, layout: Layout, lr: torch.Tensor) -> Rates:
+        """`layout`'s rates of members at base rates lr (K, 1, 1)."""
+        scales = dict.fromkeys(layout.parameter_lr_scales())
+        return cls(layout.weight_lr, layout.bias_lr, {s: lr * s for s in scales})
+
+    def times(self, factor: torch.Tensor) -> Rates:
+        """Every rate × factor (K, 1, 1) (a warm-up), still one tensor per scale."""
+        return replace(self, tensors={s: r * factor for s, r in self.tensors.items()})
+
+    def per_tensor(self) -> list[torch.Tensor]:
+        """The rate of each tensor of `Ensemble.parameters()` (W0, b0, W1, b1, ...)."""
+        return [self.tensors[s] for pair in zip(self.weight, self.bias, strict=True)
+                for s in pair]
 
 
 # The initial weights of one cell's seeds, kept on the device (see _initial).
@@ -391,72 +427,107 @@ class Ensemble:
         return self.evaluate(x, y)[0].to(torch.get_default_dtype()) / len(x)
 
     @torch.no_grad()
+    def step(self, x: torch.Tensor, y: torch.Tensor, update: Update, loss: str = "ce"
+             ) -> torch.Tensor:
+        """One training step of every member on `loss` (see loss_value): the loss before it
+        (K,). x (K, B, n_in), y (K, B). One backward pass (`_backward`) for every optimizer;
+        `update` (`Optim.rule`) is all that differs between them."""
+        inputs: list[torch.Tensor] = []
+        value, g = loss_and_grad(self.forward(x, inputs), y, loss)  # (K,), (K, B, C)
+        for layer, a, g_out in self._backward(inputs, g):
+            update.apply(self, layer, a, g_out)
+        return value
+
+    def _backward(self, inputs: list[torch.Tensor], g: torch.Tensor
+                  ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """From the output layer down: (l, a, g), layer l's input a (K, B, fan_in) and the
+        loss's gradient g (K, B, fan_out) with respect to its output, from which
+        d loss / d W_l = m_l aᵀg and d loss / d b_l = g summed over the batch. The consumer may
+        update layer l and overwrite g before taking the next: the gradient passed down is
+        computed from W_l before, and from g as it was."""
+        for layer in range(len(self.weights) - 1, -1, -1):
+            w, a, m = self.weights[layer], inputs[layer], self.multipliers[layer]
+            g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
+            yield layer, a, g
+            if g_in is not None:
+                g = (g_in if m == 1.0 else g_in.mul_(m)).mul_(a > 0)  # ReLU', a = relu(z)
+
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor],
-                 loss: str = "ce", bias_lrs: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """One SGD step on `loss` (see loss_value) for each member; returns the loss before it
-        (K,).
-
-        x (K, B, n_in), y (K, B), lrs[l] (K, 1, 1): the learning rate of layer l per member;
-        bias_lrs[l] that of its bias where it differs (μP), else lrs[l].
-        """
-        inputs: list[torch.Tensor] = []
-        value, g = loss_and_grad(self.forward(x, inputs), y, loss)  # (K,), (K, B, C)
-        for layer in range(len(self.weights) - 1, -1, -1):
-            w, a, m = self.weights[layer], inputs[layer], self.multipliers[layer]
-            g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
-            if bias_lrs is not None and bias_lrs[layer] is not lrs[layer]:
-                self.biases[layer].sub_(g.sum(1, keepdim=True).mul_(bias_lrs[layer]))
-                g.mul_(lrs[layer])
-            else:
-                g.mul_(lrs[layer])
-                self.biases[layer].sub_(g.sum(1, keepdim=True))
-            w.baddbmm_(a.transpose(1, 2), g, alpha=-m)  # d loss / d W = m a^T g
-            if g_in is not None:
-                g = (g_in if m == 1.0 else g_in.mul_(m)).mul_(a > 0)  # ReLU', a = relu(z)
-        return value
-
-    @torch.no_grad()
-    def opt_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor],
-                 steps_done: torch.Tensor, opt: Optim, decay: list[float] | None = None,
                  loss: str = "ce") -> torch.Tensor:
-        """One step of `opt` (torch.optim's update rule) on `loss` for each member; returns the
-        loss before it (K,).
+        """One plain SGD step with layer l (weights and bias) at rate lrs[l] (K, 1, 1) per
+        member: `step` with `SgdUpdate`; returns the loss before it (K,)."""
+        return self.step(x, y, SgdUpdate(list(lrs), [None] * len(lrs)), loss)
 
-        lrs[j] (K, 1, 1): the learning rate of tensor j of `parameters()` (W0, b0, W1, ...) per
-        member; decay[j]: its weight decay (default opt.weight_decay); steps_done (K,): steps
-        each member has taken before this one (Adam's bias correction). The state tensors in
-        `self.state` (opt.slots) are updated in place, as torch.optim's per-parameter state.
-        """
-        inputs: list[torch.Tensor] = []
-        value, g = loss_and_grad(self.forward(x, inputs), y, loss)  # (K,), (K, B, C)
-        decay = decay if decay is not None else [opt.weight_decay] * (2 * len(self.weights))
-        corrections = (adam_corrections(steps_done, lrs, opt, g.dtype)
-                       if opt.name in ("adam", "adamw") else None)
-        for layer in range(len(self.weights) - 1, -1, -1):
-            w, a, m = self.weights[layer], inputs[layer], self.multipliers[layer]
-            g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
-            gw = torch.bmm(a.transpose(1, 2), g)
-            if m != 1.0:
-                gw.mul_(m)
-            gb = g.sum(1, keepdim=True)
-            for j, p, grad in ((2 * layer, w, gw), (2 * layer + 1, self.biases[layer], gb)):
-                self._update(j, p, grad, lrs[j], decay[j], opt, corrections)
-            if g_in is not None:
-                g = (g_in if m == 1.0 else g_in.mul_(m)).mul_(a > 0)  # ReLU', a = relu(z)
-        return value
 
-    def _update(self, j: int, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor,
-                decay: float, opt: Optim, corrections) -> None:
+class Update(Protocol):
+    """An optimizer's update rule: how one layer changes, given its gradient (`_backward`)."""
+
+    def apply(self, net: Ensemble, layer: int, a: torch.Tensor, g: torch.Tensor) -> None:
+        """Update net's layer `layer` from its input a and output gradient g (g is ours to
+        overwrite)."""
+
+
+@dataclass(frozen=True)
+class SgdUpdate:
+    """Plain SGD fused: each member's rate folded into the gradient, the weights updated by one
+    `baddbmm_` without forming their gradient. weight[l] the rate (K, 1, 1) of layer l;
+    bias[l] its bias's where that differs (μP), else None."""
+
+    weight: list[torch.Tensor]
+    bias: list[torch.Tensor | None]
+
+    @classmethod
+    def at(cls, rates: Rates) -> SgdUpdate:
+        """At `rates`: a bias's own rate only where its scale differs from its weight's."""
+        return cls([rates.tensors[s] for s in rates.weight],
+                   [None if b == w else rates.tensors[b]
+                    for w, b in zip(rates.weight, rates.bias, strict=True)])
+
+    def apply(self, net: Ensemble, layer: int, a: torch.Tensor, g: torch.Tensor) -> None:
+        w, m, bias_lr = net.weights[layer], net.multipliers[layer], self.bias[layer]
+        if bias_lr is not None:
+            net.biases[layer].sub_(g.sum(1, keepdim=True).mul_(bias_lr))
+            g.mul_(self.weight[layer])
+        else:
+            g.mul_(self.weight[layer])
+            net.biases[layer].sub_(g.sum(1, keepdim=True))
+        w.baddbmm_(a.transpose(1, 2), g, alpha=-m)  # d loss / d W = m a^T g
+
+
+@dataclass(frozen=True)
+class OptimUpdate:
+    """torch.optim's update rule of `opt` on the gradients, with lrs[j] (K, 1, 1) and decay[j]
+    the rate and weight decay of tensor j of `parameters()` (W0, b0, W1, ...); the state tensors
+    in `Ensemble.state` (opt.slots) are updated in place, as torch.optim's per-parameter state.
+    corrections: Adam's (`adam_corrections`), None for the others."""
+
+    opt: Optim
+    lrs: list[torch.Tensor]
+    decay: list[float]
+    corrections: tuple[torch.Tensor, list[torch.Tensor]] | None
+
+    def apply(self, net: Ensemble, layer: int, a: torch.Tensor, g: torch.Tensor) -> None:
+        w, m = net.weights[layer], net.multipliers[layer]
+        gw = torch.bmm(a.transpose(1, 2), g)
+        if m != 1.0:
+            gw.mul_(m)
+        gb = g.sum(1, keepdim=True)
+        for j, p, grad in ((2 * layer, w, gw), (2 * layer + 1, net.biases[layer], gb)):
+            self._tensor(net.state, j, p, grad)
+
+    def _tensor(self, state: dict[str, list[torch.Tensor]], j: int, p: torch.Tensor,
+                grad: torch.Tensor) -> None:
         """torch.optim's update of parameter tensor j (its gradient `grad` is ours to change)."""
+        opt, lr, decay = self.opt, self.lrs[j], self.decay[j]
         if opt.name in ("adam", "adamw"):
-            exp_avg, exp_avg_sq = self.state["exp_avg"][j], self.state["exp_avg_sq"][j]
+            exp_avg, exp_avg_sq = state["exp_avg"][j], state["exp_avg_sq"][j]
             if decay and opt.name == "adamw":
                 p.mul_(1 - lr * decay)  # decoupled
             elif decay:
                 grad.add_(p, alpha=decay)
             exp_avg.lerp_(grad, 1 - opt.beta1)
             exp_avg_sq.mul_(opt.beta2).addcmul_(grad, grad, value=1 - opt.beta2)
-            eps_term, factors = corrections
+            eps_term, factors = self.corrections
             # torch's p - lr / bias1 · m / (√v / bias2_sqrt + eps), in four passes over the
             # weights: p - m / ((√v + eps · bias2_sqrt) · bias1 / (lr · bias2_sqrt))
             denom = torch.sqrt(exp_avg_sq, out=grad)  # the gradient's memory: used up
@@ -468,23 +539,23 @@ class Ensemble:
         if opt.name in ("momentum", "nesterov"):
             # A zero buffer times momentum plus the first gradient is that gradient exactly:
             # torch.optim's buffer that starts as a copy of it.
-            buf = self.state["momentum_buffer"][j]
+            buf = state["momentum_buffer"][j]
             torch.add(grad, buf, alpha=opt.momentum, out=buf)  # buf ← momentum · buf + grad
             grad = grad.add_(buf, alpha=opt.momentum) if opt.name == "nesterov" else buf
         p.addcmul_(grad, lr, value=-1.0)
 
 
-def adam_corrections(steps_done: torch.Tensor, lrs: list[torch.Tensor], opt: Optim,
-                     dtype: torch.dtype) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Adam's per-member factors for `Ensemble._update`: eps · √(1 - β2^t) and, per tensor j,
-    (1 - β1^t) / (lrs[j] · √(1 - β2^t)). Computed in float64 as torch.optim does in Python
-    floats (in float32, 1 - 0.999^t is 1.3e-5 off at t = 1), each rounded once to `dtype`;
-    tensors that share a rate tensor share its factor."""
+def adam_corrections(steps_done: torch.Tensor, rates: Rates, opt: Optim
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Adam's per-member factors for `OptimUpdate`: eps · √(1 - β2^t) and, per tensor j of
+    `parameters()`, (1 - β1^t) / (rate_j · √(1 - β2^t)). Computed in float64 as torch.optim
+    does in Python floats (in float32, 1 - 0.999^t is 1.3e-5 off at t = 1), each rounded once
+    to the rates' dtype; one per distinct scale of `rates`."""
     step = (steps_done + 1).to(torch.float64).view(-1, 1, 1)
     bias1 = 1 - torch.pow(opt.beta1, step)
     bias2_sqrt = (1 - torch.pow(opt.beta2, step)).sqrt_()
-    by_id: dict[int, torch.Tensor] = {}
-    for lr in lrs:
-        if id(lr) not in by_id:
-            by_id[id(lr)] = (bias1 / (lr.to(torch.float64) * bias2_sqrt)).to(dtype)
-    return (opt.eps * bias2_sqrt).to(dtype), [by_id[id(lr)] for lr in lrs]
+    dtype = next(iter(rates.tensors.values())).dtype
+    by_scale = {s: (bias1 / (lr.to(torch.float64) * bias2_sqrt)).to(dtype)
+                for s, lr in rates.tensors.items()}
+    return ((opt.eps * bias2_sqrt).to(dtype),
+            [by_scale[s] for pair in zip(rates.weight, rates.bias, strict=True) for s in pair])

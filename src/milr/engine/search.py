@@ -34,8 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from ..base.config import EstimateConfig
-from ..base.results import SeedResult, Trial, bracket
-from .train import Outcome
+from ..base.results import Outcome, SeedResult, Trial, bracket
 
 # Above this many bracket cells the weighted split is planned on this many and scaled: the
 # dynamic programme is quadratic in the cells, and its split fraction has long settled by then.

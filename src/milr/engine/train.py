@@ -4,7 +4,7 @@ The data set stays on the device; minibatches are drawn by index from each membe
 permutations (from its seed), so no DataLoader is involved. Members stop at the first
 evaluation that meets the threshold (success) or that sees an exploded loss (divergence), or
 within `nonfinite_every` steps of their first non-finite loss, and are then dropped from the
-stacked tensors.
+stacked tensors. What a check saw of a run (`Check`) is judged in one place (`verdict`).
 """
 
 from __future__ import annotations
@@ -12,51 +12,49 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from typing import NamedTuple
 
 import torch
 
 from ..base.config import EstimateConfig
 from ..base.device import matmul_precision
+from ..base.results import Outcome
 from ..base.seeding import batch_schedule
 from ..data.formats import Dataset
-from .model import Ensemble, Layout, Optim, loss_value, zero_output_loss
+from .model import Ensemble, Layout, Optim, Rates, loss_value, zero_output_loss
+
+# How a check can end a run (`verdict`): it succeeded, diverged, or failed (too slow).
+SUCCESS, DIVERGED, FAILED = "success", "diverged", "failed"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    lr: float
-    seed: int
-    success: bool  # accuracy: the threshold met at an evaluation; stable: the whole budget run
-    diverged: bool  # non-finite loss or outputs, or loss > divergence_factor * initial loss
-    steps: int  # SGD steps run before the member stopped
-    final_acc: float | None  # accuracy at the last evaluation (None: not evaluated there)
-    peak_acc: float | None  # None: never evaluated (criterion stable never looks at accuracy)
-    final_loss: float  # training loss of the last step run
-    cancelled: bool = False  # stopped unfinished: a larger rate of the same seed had succeeded
-    # The curves: one point per evaluation (criterion stable evaluates nothing: one per check at
-    # or after each multiple of eval_every, and the end of the budget), its step, the validation
-    # accuracy there (None: not evaluated, as when diverged or under stable) and the training
-    # loss of that step's batch (before its update).
-    curve_steps: tuple[int, ...] = ()
-    curve_acc: tuple[float | None, ...] = ()
-    curve_loss: tuple[float, ...] = ()
-    # How many validation examples each evaluation saw: all of them with full_eval, else those
-    # until its verdict was certain, and curve_acc, final_acc and peak_acc are the accuracy on
-    # those; 0 where nothing was evaluated (stable; a loss that diverged). Empty in trials logs
-    # written before milr recorded it (every evaluation saw all).
-    curve_seen: tuple[int, ...] = ()
-    eval_examples: int | None = None  # the validation set's size (None: stable, older logs)
-    # criterion stable or divergence_check step (where any step's loss decides): the largest
-    # training loss of any step run (a NaN counts as inf) and that step; None otherwise.
-    max_loss: float | None = None
-    max_loss_step: int | None = None
-    # The first step whose loss was non-finite (or, with divergence_check "step", above the
-    # limit), where it happened, whichever check caught it later; None: no such step.
-    first_bad_step: int | None = None
-    # With also_steps: whether a run of exactly also_steps steps would have succeeded (under
-    # stable from the steps up to also_steps + 1 as that run checks them; under accuracy a
-    # success by then); None otherwise.
-    also_success: bool | None = None
+class Check(NamedTuple):
+    """What one check saw of a training run: all that its `verdict` reads."""
+
+    bad_step: bool  # some step's loss was non-finite (divergence_check "step": or over the limit)
+    at_stop: bool  # an evaluation (accuracy) or the end of the budget
+    end: bool  # the budget is spent
+    over_limit: bool  # at a stop: this step's loss is above the limit (or NaN)
+    finite: bool | None = None  # accuracy, evaluated: every validation output is finite
+    met: bool | None = None  # accuracy, evaluated: the threshold is met
+    after_ok: bool | None = None  # stable, at the end: loss after the last update finite, <= limit
+
+
+def verdict(criterion: str, check: Check) -> str | None:
+    """docs/protocol.md §4 for one run at one check: SUCCESS, DIVERGED or FAILED where the run
+    ends here, None where it trains on."""
+    if check.bad_step:  # a non-finite loss at any step (under "step" also one over the limit)
+        return DIVERGED
+    if not check.at_stop:  # between stops nothing else is judged
+        return None
+    if check.over_limit:  # the loss of the last step before an evaluation or the end
+        return DIVERGED
+    if criterion == "stable":  # the whole budget, and the loss after the last update too
+        return SUCCESS if check.after_ok else DIVERGED
+    if not check.finite:  # validation outputs that overflowed
+        return DIVERGED
+    if check.met:  # the first evaluation that meets the threshold
+        return SUCCESS
+    return FAILED if check.end else None  # neither by the end of the budget: too slow
 
 
 @dataclass
@@ -164,10 +162,9 @@ class BatchedTrainer:
         self._rebuilt()
 
     def _rebuilt(self) -> None:
-        """After the rows changed: per-tensor learning rates anew (W0, b0, W1, ...; a bias
-        shares its weight's tensor where their scales agree), and no graph for them yet."""
-        lay, by_scale = self.layout, {}
-        self.lrs = [by_scale.setdefault(s, self.lr * s) for s in lay.parameter_lr_scales()]
+        """After the rows changed: the rates at the layout's scales anew (one tensor per
+        distinct scale, which a CUDA graph reads in place), and no graph for them yet."""
+        self.rates = Rates.of(self.layout, self.lr)
         self.graph: torch.cuda.CUDAGraph | None = None
 
     @property
@@ -209,19 +206,11 @@ class BatchedTrainer:
     def _step(self) -> torch.Tensor:
         cfg = self.cfg
         idx = self.sched[self.which, self.t.clamp(max=cfg.steps - 1)]  # (K, B)
-        x, y, lrs = self.data.x_train[idx], self.data.y_train[idx], self.lrs
+        x, y, rates = self.data.x_train[idx], self.data.y_train[idx], self.rates
         if cfg.warmup_steps:  # step t = 1, 2, ... runs at lr · min(1, t / warmup_steps)
             warm = ((self.t + 1).to(self.lr.dtype) / cfg.warmup_steps).clamp_(max=1.0)
-            warm = warm.view(-1, 1, 1)
-            by_id: dict[int, torch.Tensor] = {}
-            lrs = [by_id.setdefault(id(r), r * warm) for r in lrs]
-        if self.optim.plain:
-            # The fused SGD step; the bias rates are passed only where they differ (μP).
-            shared = all(lrs[2 * i + 1] is lrs[2 * i] for i in range(cfg.depth + 1))
-            extra = {} if shared else {"bias_lrs": lrs[1::2]}
-            loss = self.net.sgd_step(x, y, lrs[0::2], cfg.loss, **extra)
-        else:
-            loss = self.net.opt_step(x, y, lrs, self.t, self.optim, self.decay, cfg.loss)
+            rates = rates.times(warm.view(-1, 1, 1))
+        loss = self.net.step(x, y, self.optim.rule(rates, self.t, self.decay), cfg.loss)
         # The first step's loss fixes each member's divergence limit; all on the device, no
         # host sync per step.
         first = cfg.divergence_factor * loss.clamp(min=self.loss_floor)
@@ -295,20 +284,24 @@ class BatchedTrainer:
         return m.steps_run >= cfg.steps or (cfg.criterion == "accuracy"
                                             and m.steps_run % cfg.eval_every == 0)
 
-    def _loss_after_budget(self, wanted: list[bool]) -> list[float | None]:
+    def _loss_after_budget(self, wanted: list[bool]
+                           ) -> tuple[list[float | None], list[bool | None]]:
         """The loss after the last update of the wanted rows, on the batch the next step would
-        take (an overflow in the very last update must not pass as stable)."""
+        take (an overflow in the very last update must not pass as stable), and whether it is
+        finite and within the row's limit; None for the other rows."""
         rows = [r for r, w in enumerate(wanted) if w]
         out: list[float | None] = [None] * len(wanted)
+        ok: list[bool | None] = [None] * len(wanted)
         if rows:
             idx = torch.tensor(rows, device=self.device)
             batch = self.sched[self.which[idx], self.cfg.steps]  # (k, B)
             with torch.no_grad():
                 logits = self.net.select(idx).forward(self.data.x_train[batch])
                 values = loss_value(logits, self.data.y_train[batch], self.cfg.loss).tolist()
+            limit = self.limit.tolist()
             for r, v in zip(rows, values, strict=True):
-                out[r] = v
-        return out
+                out[r], ok[r] = v, math.isfinite(v) and v <= limit[r]
+        return out, ok
 
     def _finish(self, m: _Member, loss: float, **verdict) -> None:
         m.outcome = Outcome(m.lr, m.seed, steps=m.steps_run, final_acc=m.acc, peak_acc=m.peak,
@@ -341,19 +334,33 @@ class BatchedTrainer:
         return m.steps_run // self.cfg.eval_every > last // self.cfg.eval_every
 
     def _check(self, loss: torch.Tensor) -> list[_Member]:
-        """Verdicts of the members at a stop (see _next_stop) by the criterion
-        (`_check_accuracy`, `_check_stable`); the others stop only if they diverged at a step.
-        Then, with `cancel_dominated`, the members a success has dominated stop, and the
-        finished ones get their largest loss. Returns the members that finished here."""
-        open_ = [m for m in self.members if m.outcome is None]
+        """Each training member's `verdict` on what this check saw of it, its accuracy and curve
+        point (`_observe`), and its outcome where the verdict ends it. Then, with
+        `cancel_dominated`, the members a success has dominated stop, and the finished ones get
+        their largest loss. Returns the members that finished here."""
+        cfg, open_, n = self.cfg, self._open(), len(self.members)
         at_stop = [m.outcome is None and self._at_stop(m) for m in self.members]
-        stepped_bad = self.bad.tolist()  # a non-finite loss (or, under "step", one too large)
-        # at a stop, also a loss above the limit now
-        bad = (self.bad | ~(loss <= self.limit)).tolist() if any(at_stop) else stepped_bad
+        bad_step = self.bad.tolist()  # a non-finite loss (or, under "step", one too large)
+        over = (~(loss <= self.limit)).tolist() if any(at_stop) else [False] * n
+        # the evidence a verdict needs beyond the losses, for the rows at a stop that need it
+        wanted = [e and not (b or o) for e, b, o in zip(at_stop, bad_step, over, strict=True)]
+        acc, met, finite, seen = [None] * n, [None] * n, [None] * n, [0] * n
+        after, after_ok = [None] * n, [None] * n
+        if cfg.criterion == "accuracy":
+            acc, met, finite, seen = _evaluate(self.net, self.data, wanted, self.need,
+                                               self.radius, self.eval_chunk)
+        else:
+            after, after_ok = self._loss_after_budget(wanted)
         loss_l = loss.tolist()
-        judge = self._check_stable if self.cfg.criterion == "stable" else self._check_accuracy
-        judge(at_stop, stepped_bad, bad, loss_l)
-        finished = [m for m in open_ if m.outcome is not None]
+        for r, m in open_:
+            seen_here = Check(bad_step[r], at_stop[r], m.steps_run >= cfg.steps, over[r],
+                              finite[r], met[r], after_ok[r])
+            ends = verdict(cfg.criterion, seen_here)
+            self._observe(m, seen_here, ends, acc[r], loss_l[r], seen[r])
+            if ends is not None:
+                self._finish(m, loss_l[r] if after[r] is None else after[r],
+                             success=ends == SUCCESS, diverged=ends == DIVERGED)
+        finished = [m for _, m in open_ if m.outcome is not None]
         for m in finished:
             if m.outcome.success:
                 self.best[m.seed] = max(self.best.get(m.seed, 0.0), m.lr)
@@ -374,49 +381,20 @@ class BatchedTrainer:
         """(row, member) of the members still training."""
         return [(r, m) for r, m in enumerate(self.members) if m.outcome is None]
 
-    def _check_accuracy(self, at_stop: list[bool], stepped_bad: list[bool], bad: list[bool],
-                        loss: list[float]) -> None:
-        """accuracy, at a member's evaluation: success when the threshold is met with the loss
-        within the limit and the outputs finite; divergence when a step diverged, the outputs
-        are not finite, or (with divergence_check "eval") the loss is still above the limit: a
-        transient spike that has recovered by the evaluation is then not divergence. Neither
-        before the end of the budget: the member trains on."""
-        acc, met, finite, seen = _evaluate(
-            self.net, self.data, [e and not b for e, b in zip(at_stop, bad, strict=True)],
-            self.need, self.radius, self.eval_chunk)
-        for r, m in self._open():
-            if at_stop[r]:
-                diverged = bad[r] or finite[r] is False
-                m.acc = None if diverged else acc[r]
-                m.peak = m.peak if m.acc is None else max(m.peak or 0.0, m.acc)
-                m.curve.append((m.steps_run, m.acc, loss[r], seen[r]))
-                ok = not diverged and met[r]
-                if diverged or ok or m.steps_run >= self.cfg.steps:
-                    self._finish(m, loss[r], success=ok, diverged=diverged)
-            elif stepped_bad[r]:
-                self._diverged(m, loss[r])
-
-    def _check_stable(self, at_stop: list[bool], stepped_bad: list[bool], bad: list[bool],
-                      loss: list[float]) -> None:
-        """stable, at the end of the budget: success when no step diverged and the loss after
-        the last update is finite and within the limit; accuracy is never computed. The loss
-        curve takes a point at every multiple of eval_every."""
-        after = self._loss_after_budget([e and not b for e, b in zip(at_stop, bad, strict=True)])
-        limit = self.limit.tolist()
-        for r, m in self._open():
-            if not stepped_bad[r] and (at_stop[r] or self._point_due(m)):
-                m.curve.append((m.steps_run, None, loss[r], 0))
-            if at_stop[r]:
-                ok = not bad[r] and math.isfinite(after[r]) and after[r] <= limit[r]
-                self._finish(m, loss[r] if after[r] is None else after[r], success=ok,
-                             diverged=not ok)
-            elif stepped_bad[r]:
-                self._diverged(m, loss[r])
-
-    def _diverged(self, m: _Member, loss: float) -> None:
-        """A member whose loss diverged at a step between its stops."""
-        m.acc = None
-        self._finish(m, loss, diverged=True)
+    def _observe(self, m: _Member, seen_here: Check, ends: str | None, acc: float | None,
+                 loss: float, seen: int) -> None:
+        """m's accuracy (None once diverged), peak and curve after this check: under accuracy a
+        point at each evaluation; under stable a point at each check at or after a multiple of
+        eval_every and at the end, while no step has diverged."""
+        if ends == DIVERGED:
+            m.acc = None
+        elif seen_here.at_stop and acc is not None:
+            m.acc, m.peak = acc, max(m.peak or 0.0, acc)
+        if self.cfg.criterion == "accuracy":
+            if seen_here.at_stop:
+                m.curve.append((m.steps_run, m.acc, loss, seen))
+        elif not seen_here.bad_step and (seen_here.at_stop or self._point_due(m)):
+            m.curve.append((m.steps_run, None, loss, 0))
 
     def _drop_finished(self) -> None:
         """Compact the finished rows away, or on a graph only retire them until they make up a
@@ -438,7 +416,7 @@ class BatchedTrainer:
         elif gone:
             idx = torch.tensor([r for r, m in enumerate(self.members) if m.outcome is not None],
                                device=self.device)
-            for lr in {id(r): r for r in [self.lr, *self.lrs]}.values():
+            for lr in [self.lr, *self.rates.tensors.values()]:
                 lr.index_fill_(0, idx, 0.0)
 
 
