@@ -42,11 +42,11 @@ def verdict(o) -> tuple:
 
 def settings(quick: bool, dataset: str | None) -> tuple[EstimateConfig, int, int | None]:
     """The checked cell, the number of members and the evaluation chunk: (3, 128), 16 and the
-    engine's chunk on Fashion-MNIST, or a CPU-sized (2, 32), 12 and chunks of 256 on the
+    engine's chunk on Fashion-MNIST, or a CPU-sized (2, 16), 8 and chunks of 256 on the
     Gaussian task (its 2000 validation examples in chunks of 1024 leave no room to stop early)."""
     if quick:
-        return EstimateConfig(depth=2, width=32, dataset=dataset or "gaussians",
-                              steps=300), 12, 256
+        return EstimateConfig(depth=2, width=16, dataset=dataset or "gaussians",
+                              steps=200), 8, 256
     return EstimateConfig(depth=3, width=128, dataset=dataset or "fashion-mnist",
                           steps=600), 16, None
 
@@ -155,7 +155,7 @@ def run(device: str = "cuda", quick: bool = False, dataset: str | None = None,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    ap.add_argument("--quick", action="store_true", help="(2, 32) on the Gaussian task")
+    ap.add_argument("--quick", action="store_true", help="(2, 16) on the Gaussian task")
     ap.add_argument("--dataset", default=None, help="[fashion-mnist; gaussians with --quick]")
     ap.add_argument("--no-speed", action="store_true", help="skip the CUDA graphs timings")
     ap.add_argument("--json", default=None, help="also write the summary to this file")
