@@ -113,13 +113,13 @@ def failures(s: dict, cuda: bool) -> list[str]:
     bad = []
     e = s["early_exit_vs_full"]
     if e["same"] != e["of"]:
-        bad.append(f"early exit against full evaluations: {e['of'] - e['same']} of {e['of']} "
+        bad.append(f"early_exit_vs_full: {e['of'] - e['same']} of {e['of']} "
                    "members differ in verdict or stopping step (it must be exact)")
     a = s["alone_vs_batch"]
     # bit-identical on the CPU; on CUDA cuBLAS picks other kernels for other batch counts
     if (a["identical"] if not cuda else a["same_success"]) != a["of"]:
-        bad.append(f"a member alone against in a batch: {a} (CPU: bit-identical; CUDA: same "
-                   "success)")
+        bad.append(f"alone_vs_batch: a member alone against in a batch: {a} (CPU: "
+                   "bit-identical; CUDA: same success)")
     for key in ("cuda_vs_cpu", "graphs_vs_eager"):
         c = s.get(key)
         if isinstance(c, dict) and c["of"] - c["same_success"] > MAX_FLIPS:

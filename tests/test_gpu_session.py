@@ -171,3 +171,24 @@ def test_second_run_skips_finished_cells(ran):
     keys = [(r["depth"], r["width"], r["seed"]) for r in csv.DictReader(text.decode()
                                                                          .splitlines())]
     assert len(keys) == len(set(keys)) == 8  # every (cell, seed) once
+
+
+def test_gpu_check_fails_each_broken_comparison():
+    import gpu_check
+
+    good = {"early_exit_vs_full": {"same": 8, "of": 8},
+            "alone_vs_batch": {"identical": 3, "same_success": 3, "of": 3},
+            "cuda_vs_cpu": {"same_success": 16 - gpu_check.MAX_FLIPS, "of": 16},
+            "graphs_vs_eager": "skipped: needs CUDA"}
+    assert gpu_check.failures(good, cuda=True) == []
+    broken = [("early_exit_vs_full", {"same": 7, "of": 8}, True),
+              ("alone_vs_batch", {"identical": 2, "same_success": 3, "of": 3}, False),
+              ("alone_vs_batch", {"identical": 0, "same_success": 2, "of": 3}, True),
+              ("cuda_vs_cpu", {"same_success": 15 - gpu_check.MAX_FLIPS, "of": 16}, True),
+              ("graphs_vs_eager", {"same_success": 0, "of": 16}, True)]
+    for key, value, cuda in broken:
+        (line,) = gpu_check.failures({**good, key: value}, cuda)
+        assert line.startswith(key)
+    # on CUDA a member alone need not be bit-identical (cuBLAS picks other kernels)
+    ok = {**good, "alone_vs_batch": {"identical": 0, "same_success": 3, "of": 3}}
+    assert gpu_check.failures(ok, cuda=True) == []
