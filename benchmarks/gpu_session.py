@@ -68,8 +68,8 @@ SCALE_LIMITS = (0.25, 8.0)  # bounds of the measured/predicted correction
 class Session:
     """The output folder, the log, the clock and timings.json, rewritten after every stage."""
 
-    def __init__(self, out: Path, budget_s: float, grace_s: float):
-        self.out, self.budget_s, self.start = out, budget_s, time.monotonic()
+    def __init__(self, out: Path, budget_s: float, grace_s: float, start: float):
+        self.out, self.budget_s, self.start = out, budget_s, start  # the clock: from main()
         self.grace_s = grace_s  # what a subprocess gets after SIGTERM to exit
         self.log = out / "session.log"
         self.timings: dict = {"budget_s": budget_s, "started_at": stamp(), "chunks": [],
@@ -471,7 +471,7 @@ def parse_args(argv=None):
     return args
 
 
-def make_plan(args, grids: list[dict], device: str) -> tuple[list[dict], dict]:
+def make_plan(args, grids: list[dict], device: str, start: float) -> tuple[list[dict], dict]:
     """Every pending cell's prediction and the plan's record (plan.json)."""
     from milr.data.lookup import load
 
@@ -488,7 +488,7 @@ def make_plan(args, grids: list[dict], device: str) -> tuple[list[dict], dict]:
             f"width {k[2]} {v / 1e12:.3g}" for k, v in rates.items()) + " TFLOP/s"
     cells = plan_cells(grids, rates, args.assume_tflops * 1e12 if args.assume_tflops else None)
     before = (0 if args.quick_check else CHECK_S) + args.bench_s
-    left = args.budget_s - before - WRAP_S - args.grace_s
+    left = args.budget_s - before - WRAP_S - args.grace_s - (time.monotonic() - start)
     chunks = schedule(cells, left, 1.0, args.chunk_s)
     record = {"rate": note, "budget_s": args.budget_s, "sweep_s": left,
               "assumed": {"HVP_FLOPS": HVP_FLOPS, "HVPS_PER_LAMBDA1": HVPS_PER_LAMBDA1,
@@ -508,6 +508,7 @@ def device_name(device: str) -> str:
 
 
 def main(argv=None) -> None:
+    start = time.monotonic()
     args = parse_args(argv)
     data_dir = Path(args.data_dir).resolve() if args.data_dir else None
     if data_dir is not None and not data_dir.is_dir():
@@ -528,10 +529,10 @@ def main(argv=None) -> None:
         out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="milr-gpu-session-") as tmp:
         grids = prepare(args, out, Path(tmp))
-        cells, record = make_plan(args, grids, device)
+        cells, record = make_plan(args, grids, device, start)
         if args.plan:
             return
-        s = Session(out, args.budget_s, args.grace_s)
+        s = Session(out, args.budget_s, args.grace_s, start)
         write_json(out / "plan.json", record)
         with s.log.open("a", encoding="utf-8") as f:
             f.write(record.pop("text") + "\n")
