@@ -374,8 +374,10 @@ def sweep_chunk(s: Session, g: dict, chunk: list[dict], args, env: dict, scale: 
 
 
 def sweep_stage(s: Session, grids: list[dict], cells: list[dict], args, env: dict) -> str:
-    """Chunks until the budget; why it stopped."""
+    """Chunks until the budget; why it stopped. A chunk that fails (a cell refused for its
+    memory, say) ends its grid, recorded in timings.json's sweep_failures; the next grid runs."""
     scale, spent = 1.0, [0.0, 0.0]  # measured/predicted, over the chunks that ran whole
+    failures = s.timings.setdefault("sweep_failures", [])
     for g in grids:
         todo = [c for c in cells if c["grid"] == g["name"]]
         while todo:
@@ -388,14 +390,18 @@ def sweep_stage(s: Session, grids: list[dict], cells: list[dict], args, env: dic
             if record["stopped_at_limit"]:
                 return "budget: the last chunk was stopped (its cell in flight is lost)"
             if record["rc"] != 0:
-                return f"milr sweep exited {record['rc']} (see session.log)"
+                failures.append(f"{g['name']}: milr sweep exited {record['rc']} (see "
+                                "session.log); its other cells were not run")
+                s.say(failures[-1])
+                break
             spent[0] += record["seconds"]
             spent[1] += record["predicted_s"]
             scale = min(max(spent[0] / spent[1], SCALE_LIMITS[0]), SCALE_LIMITS[1])
             s.timings["scale"] = round(scale, 3)
             todo = todo[len(chunk):]
-    return "every cell done" if all(c["done"] for c in s.timings["cells"]) and len(
-        s.timings["cells"]) == len(cells) else "budget: cells left that do not fit"
+    if all(c["done"] for c in s.timings["cells"]) and len(s.timings["cells"]) == len(cells):
+        return "every cell done"
+    return "cells left: a sweep failed" if failures else "budget: cells left that do not fit"
 
 
 # --- setup -------------------------------------------------------------------------------------
@@ -556,8 +562,8 @@ def main(argv=None) -> None:
         s.save()
         s.say(f"done: {s.timings['stopped']}; {s.timings['elapsed_s']} s of {args.budget_s}")
     bench = s.timings.get("bench")
-    sys.exit(1 if isinstance(bench, dict) and bench["rc"] not in (0,) and not
-             bench["stopped_at_limit"] else 0)
+    bench_failed = isinstance(bench, dict) and bench["rc"] != 0 and not bench["stopped_at_limit"]
+    sys.exit(1 if bench_failed or s.timings["sweep_failures"] else 0)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 # under stable: every success runs the whole budget); an assumed rate predicts it cheap.
 TINY = "depths: [1, 2]\nwidths: [8, 16]\nseeds: 2\ndataset: gaussians\nsteps: 120\n" \
        "eval_every: 20\nrtol: 0.3\ndevice: cuda\n"
+# A cell milr refuses when it starts (its weights alone need hundreds of GiB): a failing chunk.
+HUGE = "depths: [2]\nwidths: [300000]\nseeds: 1\ndataset: gaussians\nsteps: 100\ndevice: cuda\n"
 LONG = "depths: [4]\nwidths: [512]\nseeds: 3\ndataset: gaussians\nsteps: 20000\n" \
        "criterion: stable\ndevice: cuda\n"
 BUDGET = 36.0
@@ -113,15 +115,16 @@ def test_bad_input_is_one_line_and_exit_2(args, says):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    """A session on the CPU, its tiny grid and its long one; then a rerun of the tiny one."""
+    """A session on the CPU: the tiny grid, one that fails and the long one; then a rerun of
+    the tiny one."""
     base = tmp_path_factory.mktemp("gpu-session")
-    (base / "tiny.yaml").write_text(TINY)
-    (base / "long.yaml").write_text(LONG)
+    for name, text in (("tiny", TINY), ("huge", HUGE), ("long", LONG)):
+        (base / f"{name}.yaml").write_text(text)
     out = base / "out"
     common = ["--out", str(out), "--device", "cpu", "--quick-check", "--bench-s", "0",
-              "--grace-s", "5", "--assume-tflops", "1000"]
-    first = session(*common, "--budget-s", str(BUDGET), "--grids", str(base / "tiny.yaml"),
-                    str(base / "long.yaml"))
+              "--grace-s", "5", "--assume-tflops", "1e6"]
+    first = session(*common, "--budget-s", str(BUDGET), "--grids",
+                    *(str(base / f"{name}.yaml") for name in ("tiny", "huge", "long")))
     after_first = {p.name: p.read_bytes() for p in out.iterdir()}
     second = session(*common, "--budget-s", "60", "--grids", str(base / "tiny.yaml"))
     return first, after_first, second, out
@@ -133,7 +136,7 @@ def timings(files: dict) -> dict:
 
 def test_session_writes_its_files(ran):
     first, files, _, _ = ran
-    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.returncode == 1, first.stdout + first.stderr  # the huge grid failed
     assert {"plan.json", "timings.json", "session.log", "tiny.csv",
             "tiny.trials.jsonl"} <= set(files) and len(files) <= gs.MAX_OUT_FILES
     t = timings(files)
@@ -142,12 +145,22 @@ def test_session_writes_its_files(ran):
     assert check["cuda_vs_cpu"] == "skipped: needs CUDA"
     plan = json.loads(files["plan.json"])
     assert {(c["grid"], c["depth"], c["width"]) for c in plan["cells"]} == {
-        ("tiny", 1, 8), ("tiny", 1, 16), ("tiny", 2, 8), ("tiny", 2, 16), ("long", 4, 512)}
+        ("tiny", 1, 8), ("tiny", 1, 16), ("tiny", 2, 8), ("tiny", 2, 16), ("huge", 2, 300000),
+        ("long", 4, 512)}
     done = {(c["depth"], c["width"]) for c in t["cells"] if c["grid"] == "tiny" and c["done"]}
     rows = {(int(r["depth"]), int(r["width"]))
             for r in csv.DictReader(files["tiny.csv"].decode().splitlines())}
     assert done == rows  # measured beside predicted for every cell that has rows
     assert all(c["measured_s"] > 0 for c in t["cells"] if c["done"])
+
+
+def test_a_failing_grid_is_recorded_and_the_next_one_runs(ran):
+    _, files, _, _ = ran
+    t = timings(files)
+    (failure,) = t["sweep_failures"]
+    assert failure.startswith("huge: milr sweep exited 2")
+    assert "needs at least" in files["session.log"].decode()  # milr's own reason, kept
+    assert [c["grid"] for c in t["chunks"]] == ["tiny", "huge", "long"]
 
 
 def test_session_stops_before_the_budget(ran):
