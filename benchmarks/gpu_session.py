@@ -63,6 +63,7 @@ CHECK_S = 60.0  # assumed: gpu_check.py on the device (the plan's figure; the ru
 MEASURE_MEMBERS = 3  # members in the matmul-rate measurement (a grid's seeds)
 WRAP_S = 5.0  # left at the end of the budget for the files
 SCALE_LIMITS = (0.25, 8.0)  # bounds of the measured/predicted correction
+LANCZOS_WARN_GIB = 100.0  # the plan names cells whose λ1 basis may need more than this
 
 
 class Session:
@@ -128,6 +129,7 @@ def predict(cfg, seeds: int, samples: int, data, rate: float, runs: float) -> di
     """A cell's predicted matmul work and seconds: `runs` full-budget runs per seed (evaluations
     included: none under stable), λ1 plain and preconditioned per seed, and the bound with
     RUNS_PER_SEED_BOUND runs."""
+    from milr.base.config import SharpnessConfig
     from milr.base.cost import (
         RUNS_PER_SEED_BOUND,
         eval_cost_in_steps,
@@ -143,7 +145,12 @@ def predict(cfg, seeds: int, samples: int, data, rate: float, runs: float) -> di
         cfg, data.n_inputs, data.classes) if samples else 0.0
     work = seeds * (runs * run + lam)
     bound = seeds * (RUNS_PER_SEED_BOUND * run + lam)
-    return {"tflop": work / 1e12, "predicted_s": work / rate, "bound_s": bound / rate}
+    # Lanczos keeps every basis vector (max_hvps + 1 at most, one float per weight) and stacks
+    # them into a copy at each iteration: memory that milr's λ1 check does not count
+    basis = 2 * (SharpnessConfig().max_hvps + 1) * 4 * weight_count(
+        cfg, data.n_inputs, data.classes) / 2**30 if samples else 0.0
+    return {"tflop": work / 1e12, "predicted_s": work / rate, "bound_s": bound / rate,
+            "lanczos_gib": basis}
 
 
 def shapes_key(data, width: int) -> tuple[int, int, int]:
@@ -161,15 +168,20 @@ def measure_rates(keys: set, batch: int, device: str) -> dict:
             for k in sorted(keys)}
 
 
-def grid_cells(name: str, grid, csv: Path, trials: Path | None) -> list[dict]:
-    """The cells of `grid` with seeds still missing from `csv` (milr's own resume plan)."""
+def grid_cells(g: dict) -> list[dict]:
+    """The cells of a grid with seeds still missing from its results (milr's own resume
+    plan)."""
     from milr.sweep.run import plan_sweep
 
     seeds: dict = defaultdict(int)
-    for task in plan_sweep(grid, csv, trials).tasks:
+    try:
+        tasks = plan_sweep(g["grid"], g["csv"], g["trials"]).tasks
+    except ValueError as e:  # results or trials that are not this grid's: said of the originals
+        fail(f"{e} (a copy of {', '.join(map(str, g['copied']))})")
+    for task in tasks:
         seeds[task.depth, task.width] += task.count
-    return [{"grid": name, "depth": d, "width": w, "seeds": seeds[d, w]}
-            for d, w in grid.cells if seeds[d, w]]
+    return [{"grid": g["name"], "depth": d, "width": w, "seeds": seeds[d, w]}
+            for d, w in g["grid"].cells if seeds[d, w]]
 
 
 def plan_cells(grids: list[dict], rates: dict | None, assumed: float | None) -> list[dict]:
@@ -180,7 +192,7 @@ def plan_cells(grids: list[dict], rates: dict | None, assumed: float | None) -> 
     cells = []
     for g in grids:
         mine = []
-        for cell in grid_cells(g["name"], g["grid"], g["csv"], g["trials"]):
+        for cell in grid_cells(g):
             cfg = g["grid"].config(cell["depth"], cell["width"])
             data = load(cfg.dataset, cfg.data_dir)
             rate = assumed or rates[shapes_key(data, cfg.width)]
@@ -234,6 +246,9 @@ def plan_text(cells: list[dict], chunks: list[list], rate_note: str, left_s: flo
     lines.append(f"# all: {len(cells)} cells, predicted "
                  f"{sum(c['predicted_s'] for c in cells):.0f} s plus {CHUNK_START_S:.0f} s per "
                  f"chunk; {len(fits)} cells in {len(chunks)} chunks fit")
+    lines += [f"# note: λ1 of {c['grid']} ({c['depth']}, {c['width']}) may hold up to "
+              f"{c['lanczos_gib']:.0f} GiB of Lanczos vectors" for c in cells
+              if c["lanczos_gib"] > LANCZOS_WARN_GIB]
     return "\n".join(lines)
 
 
@@ -427,7 +442,7 @@ def prepare(args, out: Path | None, work: Path) -> list[dict]:
             fail(str(e))
         g = {"name": name, "path": path, "grid": grid, "work": work,
              "csv": work / f"{name}.csv",
-             "trials": work / f"{name}.trials.jsonl" if k < room else None}
+             "trials": work / f"{name}.trials.jsonl" if k < room else None, "copied": []}
         for kept in (g["csv"], g["trials"]):
             if kept is None:
                 continue
@@ -435,6 +450,7 @@ def prepare(args, out: Path | None, work: Path) -> list[dict]:
                 path.parent / kept.name
             if source.is_file():
                 shutil.copyfile(source, kept)
+                g["copied"].append(source)
         criterion = grid.config(*grid.cells[0]).criterion
         g["runs"], g["runs_from"] = runs_per_seed(g["trials"], criterion)
         grids.append(g)

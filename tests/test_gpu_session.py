@@ -37,7 +37,7 @@ def session(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def grid_entry(name: str, text: str, runs: float) -> dict:
     return {"name": name, "grid": parse_grid(text), "csv": Path("/nonexistent/x.csv"),
-            "trials": None, "runs": runs}
+            "trials": None, "runs": runs, "copied": []}
 
 
 def test_cost_model_orders_cells_and_sums_them():
@@ -111,6 +111,17 @@ def test_plan_measures_the_rate_here(tmp_path):
 def test_bad_input_is_one_line_and_exit_2(args, says):
     r = session(*args)
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_results_not_ours_are_refused_and_left_alone(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    theirs = tmp_path / "tiny.csv"  # beside the grid: what a session would resume from
+    theirs.write_text("a,b\n1,2\n")
+    r = session("--plan", "--device", "cpu", "--assume-tflops", "1",
+                "--grids", str(tmp_path / "tiny.yaml"))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    assert r.stderr.rstrip().endswith(f"(a copy of {theirs})")
+    assert theirs.read_text() == "a,b\n1,2\n"
 
 
 @pytest.fixture(scope="module")
