@@ -186,3 +186,26 @@ def test_the_protocol_line_names_the_network_where_not_the_default(kw, words):
         assert "residual" not in line and "relu" not in line and "mlp" not in line
     else:
         assert words in line
+
+
+def test_sharpness_takes_the_network_as_built(tiny):
+    """λ1's network is the engine's: a residual net's depth + 2 layers, its arch and α."""
+    from milr.engine.sharpness import network
+
+    cfg = config(architecture="residual", activation="tanh", branch_scale="depth").network
+    net = network(cfg, tiny, 0)
+    assert len(net.weights) == cfg.depth + 2 and net.arch == Arch(True, "tanh", 1 / 3)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "linear", "abs"])
+def test_the_finite_bound_holds_for_residual_nets(activation):
+    """Where the bound says finite, outputs at inputs of the radius's norm are; wide weights
+    of a residual net near float32's limit are not proven finite."""
+    torch.manual_seed(0)
+    ws = [torch.randn(3, 4, 8), torch.randn(3, 8, 8), torch.randn(3, 8, 8), torch.randn(3, 8, 2)]
+    arch = Arch(True, activation, 0.5)
+    net = Ensemble(ws, [torch.randn(3, 1, w.shape[-1]) for w in ws], arch=arch)
+    x = torch.nn.functional.normalize(torch.randn(50, 4), dim=1) * 10.0
+    assert net.finite_bound(10.0).all() and torch.isfinite(net.forward(x)).all()
+    big = Ensemble([w * 1e9 for w in ws], net.biases, arch=arch)
+    assert not big.finite_bound(10.0).any()
