@@ -147,6 +147,16 @@ for _key, _values in {
 }.items():
     BAD[_key] = [*BAD[_key], *_values]
 
+# --- issue 30 (architectures): unknown names, residual-only options on an MLP (the default),
+# a residual net of depth 0.
+HOSTILE_GRIDS["RESIDUAL_DEPTH_0_GRID"] = b"depths: [0]\nwidths: [4]\narchitecture: residual\n"
+for _command in ("estimate", "sharpness"):
+    BAD[(_command, "architecture")] = ["resnet", ""]
+    BAD[(_command, "activation")] = ["gelu", "ReLU"]
+    BAD[(_command, "branch_scale")] = ["sqrt-depth", "half"]  # sqrt-depth: an MLP's
+    BAD[(_command, "block_lr_depth_exponent")] = ["1", "11", *NUMBER_JUNK]
+BAD[("sweep", "grid_file")] = [*BAD[("sweep", "grid_file")], "RESIDUAL_DEPTH_0_GRID"]
+
 LAW_CSV = "depth,width,lr_star,status\n" + "".join(
     f"{d},{w},{3.0 * (d * w) ** -0.5},ok\n" for d in (1, 2, 4) for w in (16, 32, 64))
 

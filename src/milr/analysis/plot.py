@@ -300,15 +300,19 @@ def search_view_from_log(path: str, depth: int, width: int, results: str | None 
 
 
 def _row_setting(r: dict) -> SimpleNamespace:
-    """The optimizer, warm-up and parametrisation of a results row, typed as a config holds
-    them (a column an older milr did not write: plain SGD, no warm-up, sp)."""
+    """The network, optimizer, warm-up and parametrisation of a results row, typed as a config
+    holds them (a column an older milr did not write: a ReLU MLP, plain SGD, no warm-up, sp)."""
     def number(name: str, default: float = 0.0) -> float:
         try:
             return float(r.get(name) or default)
         except ValueError:
             return default
 
-    return SimpleNamespace(optimizer=r.get("optimizer") or "sgd",
+    return SimpleNamespace(architecture=r.get("architecture") or "mlp",
+                           activation=r.get("activation") or "relu",
+                           branch_scale=r.get("branch_scale") or "none",
+                           block_lr_depth_exponent=number("block_lr_depth_exponent"),
+                           optimizer=r.get("optimizer") or "sgd",
                            parametrization=r.get("parametrization") or "sp",
                            base_width=r.get("base_width"), warmup_steps=int(number("warmup_steps")),
                            output_lr_scale=number("output_lr_scale", 1.0),

@@ -41,6 +41,11 @@ OPTIMIZER_PARAMS = {"momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9}
                     "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
                     "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}
 PARAMETRIZATIONS = ("sp", "ntk", "mup")
+ARCHITECTURES = ("mlp", "residual")
+ACTIVATIONS = ("relu", "tanh", "linear", "abs")
+# The residual branches' forward multiplier α as a function of the number of blocks L.
+BRANCH_SCALES = {"none": lambda n: 1.0, "sqrt-depth": lambda n: 1 / math.sqrt(n),
+                 "depth": lambda n: 1 / n}
 # An rtol finer than this resolves nothing a run's own noise does not swamp; coarser than 1 is
 # not a bracket at all.
 RTOL_RANGE = (1e-4, 1.0)
@@ -88,6 +93,15 @@ class EstimateConfig:
     eval_every: int = opt(50, "Steps between validation checks (a run stops at its first "
                               "success).")
     input_lr_scale: float = opt(0.1, "Input-layer lr = lr * this (the paper's condition (ii)).")
+    architecture: str = opt("mlp", "mlp (depth hidden layers) or residual (an input layer, "
+                                   "depth residual blocks h + α·(W·φ(h) + b), an output "
+                                   "layer; docs/protocol.md).")
+    activation: str = opt("relu", "Hidden activation φ: relu, tanh, linear or abs (hidden "
+                                  "weights' gain: torch's calculate_gain, √2 for abs).")
+    branch_scale: str = opt("none", "Residual branches' multiplier α: none (1), sqrt-depth "
+                                    "(1/√depth) or depth (1/depth); none under mlp.")
+    block_lr_depth_exponent: float = opt(0.0, "Residual blocks' lr (weights and biases) = lr "
+                                              "* depth^this; 0 under mlp.")
     output_init: str = opt("fan-in", "Output-layer weight variance: fan-in (1/fan_in), he "
                                      "(2/fan_in) or zero.")
     output_lr_scale: float = opt(1.0, "Output-layer lr (weights and bias) = lr * this.")
@@ -281,7 +295,8 @@ class EstimateConfig:
 # the network (shape, initialisation, parametrisation), its loss, the per-layer rate multiples
 # that precondition λ1 (with the optimizer, whose rule sets them under mup), the data set, the
 # seeds and the device.
-NETWORK_FIELDS = ("depth", "width", "dataset", "data_dir", "loss", "input_lr_scale",
+NETWORK_FIELDS = ("depth", "width", "architecture", "activation", "branch_scale",
+                  "block_lr_depth_exponent", "dataset", "data_dir", "loss", "input_lr_scale",
                   "output_init", "output_lr_scale", "optimizer", "parametrization", "base_width",
                   "seeds", "seed", "device")
 
@@ -325,6 +340,7 @@ def _check_network(cfg) -> None:
     _choice(cfg, "output_init", OUTPUT_INITS)
     _choice(cfg, "optimizer", OPTIMIZERS)
     _choice(cfg, "parametrization", PARAMETRIZATIONS)
+    _check_architecture(cfg)
     b = cfg.base_width
     if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
         raise ValueError(f"base_width must be a positive integer, got {b!r}")
@@ -341,6 +357,28 @@ def _check_network(cfg) -> None:
     if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
         raise ValueError(f"data_dir must be a path, got {cfg.data_dir!r}")
     _choice(cfg, "device", DEVICES)
+
+
+def _check_architecture(cfg) -> None:
+    """Architecture, activation and the residual-only options (refused on an MLP)."""
+    _choice(cfg, "architecture", ARCHITECTURES)
+    _choice(cfg, "activation", ACTIVATIONS)
+    _choice(cfg, "branch_scale", tuple(BRANCH_SCALES))
+    e = cfg.block_lr_depth_exponent
+    if not _finite(e) or abs(e) > 10:
+        raise ValueError(f"block_lr_depth_exponent must be a number in [-10, 10], got {e!r}")
+    if cfg.architecture == "mlp" and cfg.branch_scale != "none":
+        raise ValueError(f"branch_scale applies to architecture residual only, got "
+                         f"{cfg.branch_scale!r} with mlp: leave it none")
+    if cfg.architecture == "mlp" and e != 0:
+        raise ValueError(f"block_lr_depth_exponent applies to architecture residual only, got "
+                         f"{e!r} with mlp: leave it 0")
+
+
+def weight_layers(cfg) -> int:
+    """Weight matrices of cfg's network: depth hidden layers and the output layer (mlp), or
+    the input layer, depth blocks and the output layer (residual)."""
+    return cfg.depth + (2 if cfg.architecture == "residual" else 1)
 
 
 def _floats(cfg) -> None:
@@ -367,14 +405,17 @@ def _mup_factor(cfg) -> float:
 
 def _check_float32_products(cfg: EstimateConfig) -> None:
     """The rates the search may try (lr_min / widen to lr_max × widen, times each layer's
-    multiple: input_lr_scale, output_lr_scale or 1, and μP's), each tensor's weight decay and
-    the divergence limit are float32 numbers too."""
+    multiple: input_lr_scale, output_lr_scale, the blocks' depth^block_lr_depth_exponent or 1,
+    and μP's), each tensor's weight decay and the divergence limit are float32 numbers too."""
     mup = _mup_factor(cfg)
-    scales = (cfg.input_lr_scale, cfg.output_lr_scale, 1.0)
-    _float32("lr_min / widen × min(input_lr_scale, output_lr_scale, 1) / μP's factor "
+    scales = (cfg.input_lr_scale, cfg.output_lr_scale, 1.0,
+              float(cfg.depth) ** cfg.block_lr_depth_exponent)
+    _float32("lr_min / widen × min(input_lr_scale, output_lr_scale, 1, depth^"
+             "block_lr_depth_exponent) / μP's factor "
              f"({cfg.lr_min:g} / {cfg.widen:g} × {min(scales):g} / {mup:g})",
              cfg.lr_min / cfg.widen * min(scales) / mup, ", the smallest rate tried,")
-    _float32("lr_max × widen × max(input_lr_scale, output_lr_scale, 1) × μP's factor "
+    _float32("lr_max × widen × max(input_lr_scale, output_lr_scale, 1, depth^"
+             "block_lr_depth_exponent) × μP's factor "
              f"({cfg.lr_max:g} × {cfg.widen:g} × {max(scales):g} × {mup:g})",
              cfg.lr_max * cfg.widen * max(scales) * mup, ", the largest rate tried,")
     for factor in (1 / mup, mup):

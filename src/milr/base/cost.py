@@ -3,7 +3,7 @@ cost, and the bound a sweep's dry run shows."""
 
 from __future__ import annotations
 
-from .config import OPTIMIZER_SLOTS, EstimateConfig
+from .config import OPTIMIZER_SLOTS, EstimateConfig, weight_layers
 
 # (inputs, classes) of the named data sets, for cost bounds without loading any data.
 SHAPES = {"gaussians": (64, 2), "fashion-mnist": (784, 10), "mnist": (784, 10),
@@ -14,7 +14,7 @@ RUNS_PER_SEED_BOUND = 12
 
 def weight_count(cfg: EstimateConfig, n_in: int, classes: int) -> int:
     """The weights of one member's network (biases aside: they cost no matmul)."""
-    return n_in * cfg.width + (cfg.depth - 1) * cfg.width**2 + cfg.width * classes
+    return n_in * cfg.width + (weight_layers(cfg) - 2) * cfg.width**2 + cfg.width * classes
 
 
 def flops_per_member_step(cfg: EstimateConfig, n_in: int, classes: int) -> float:
@@ -35,7 +35,7 @@ def probes_per_round(cfg: EstimateConfig, device_type: str, n_in: int, classes: 
     if device_type != "cuda":
         return 1
     per_seed = cfg.seeds * flops_per_member_step(cfg, n_in, classes)
-    return max(1, min(8, int(cfg.depth * cfg.cuda_layer_flops // per_seed)))
+    return max(1, min(8, int(_hidden(cfg) * cfg.cuda_layer_flops // per_seed)))
 
 
 def eval_cost_in_steps(cfg: EstimateConfig, n_train: int, n_eval: int) -> float:
@@ -56,18 +56,24 @@ def memory_bytes(cfg: EstimateConfig, n_in: int, classes: int, members: int) -> 
     initial weights of each seed) with the optimizer's state beside them (momentum: one copy,
     Adam: two), activations of a step, and each seed's batch schedule."""
     weights = weight_count(cfg, n_in, classes)
-    activations = cfg.batch_size * (n_in + cfg.depth * cfg.width + classes)
+    activations = cfg.batch_size * (n_in + _hidden(cfg) * cfg.width + classes)
     schedule = cfg.seeds * (cfg.steps + 1) * cfg.batch_size * 8
     state = OPTIMIZER_SLOTS[cfg.optimizer] * members * weights
     return (4.0 * ((members + cfg.seeds) * weights + state) + 4.0 * 2 * members * activations
             + schedule)
 
 
+def _hidden(cfg) -> int:
+    """Width-wide activations a step keeps per example, in widths: the input of every layer
+    after the first (an MLP's depth, a residual net's depth + 1)."""
+    return weight_layers(cfg) - 1
+
+
 def check_sharpness_memory(cfg, scfg, n_in: int, classes: int, available: float) -> None:
     """Refuse λ1 of a network that cannot fit (`cfg`: a NetworkConfig, `scfg`: a
     SharpnessConfig): at the least, its weights four times (the weights, the gradient, the
     gradient's graph and a product), and the batch's activations three times."""
-    activations = scfg.samples * (n_in + cfg.depth * cfg.width + classes)
+    activations = scfg.samples * (n_in + _hidden(cfg) * cfg.width + classes)
     need = 4.0 * (4 * weight_count(cfg, n_in, classes) + 3 * activations)
     if need > available:
         raise ValueError(f"λ1 of depth {cfg.depth} x width {cfg.width} on {scfg.samples} "

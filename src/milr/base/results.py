@@ -293,8 +293,8 @@ def protocol_line(c) -> str:
 
 
 def training_words(c) -> str:
-    """The optimizer, warm-up and parametrisation where they are not the defaults."""
-    words = []
+    """The network, optimizer, warm-up and parametrisation where they are not the defaults."""
+    words = network_words(c)
     if c.optimizer in ("momentum", "nesterov"):
         words.append(f"{c.optimizer} {c.momentum:g}")
     elif c.optimizer != "sgd":
@@ -309,6 +309,23 @@ def training_words(c) -> str:
         words.append(c.parametrization + (f" (base width {c.base_width})"
                                           if c.parametrization == "mup" else ""))
     return "".join(", " + w for w in words)
+
+
+BRANCH_WORDS = {"sqrt-depth": "1/√depth", "depth": "1/depth"}
+
+
+def network_words(c) -> list[str]:
+    """A residual architecture (its branch scale and blocks' rate where set) and an activation
+    other than relu."""
+    words = []
+    if c.architecture == "residual":
+        more = ([f"branches × {BRANCH_WORDS[c.branch_scale]}"] if c.branch_scale != "none"
+                else []) + ([f"blocks' lr × depth^{c.block_lr_depth_exponent:g}"]
+                            if c.block_lr_depth_exponent else [])
+        words.append("residual" + (f" ({', '.join(more)})" if more else ""))
+    if c.activation != "relu":
+        words.append(c.activation)
+    return words
 
 
 def power(exponent: float, digits: int = 4) -> str:

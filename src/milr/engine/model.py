@@ -1,4 +1,5 @@
-"""K independent ReLU MLPs as stacked weight tensors: one batched matmul per layer for all of them.
+"""K independent networks (MLPs or residual nets, `Arch`) as stacked weight tensors: one
+batched matmul per layer for all of them.
 
 A member is defined by its seed alone (initialisation and data order), so the same (lr, seed)
 gives the same run whichever other members share the batch. The forward pass is written once
@@ -24,6 +25,7 @@ from typing import Protocol
 
 import torch
 
+from ..base.config import BRANCH_SCALES, weight_layers
 from ..base.seeding import WEIGHTS, member_seed
 
 # The chunk an evaluation used before its early exit: chunk boundaries keep to its blocks.
@@ -46,14 +48,20 @@ def eval_chunks(n: int, chunk: int) -> list[tuple[int, int]]:
     return out
 
 
-# Variance of the output layer's weights times its fan-in (hidden layers are always He: 2).
+# Variance of the output layer's weights times its fan-in.
 OUTPUT_GAINS = {"fan-in": 1.0, "he": 2.0, "zero": 0.0}
+# Variance of the other layers' weights times their fan-in, per activation: the square of
+# torch.nn.init.calculate_gain (√2 relu, 5/3 tanh, 1 linear; abs has relu's √2), written as the
+# exact 2 where √2² would round to 2.0000000000000004.
+HIDDEN_GAINS = {"relu": 2.0, "tanh": (5 / 3) ** 2, "linear": 1.0, "abs": 2.0}
 
 
 def init_weights(seed: int, n_in: int, depth: int, width: int, classes: int,
-                 output_init: str = "fan-in") -> list[torch.Tensor]:
-    """He-normal (fan-in, gain sqrt 2) hidden layers and a normal output layer of variance
-    OUTPUT_GAINS[output_init] / fan_in, on the CPU.
+                 output_init: str = "fan-in", activation: str = "relu") -> list[torch.Tensor]:
+    """depth + 1 layers: normal weights of variance HIDDEN_GAINS[activation] / fan_in (He for
+    relu) before the output layer and OUTPUT_GAINS[output_init] / fan_in there, on the CPU.
+    depth counts the weight layers before the output layer: an MLP's depth, a residual net's
+    depth + 1 (its input layer and blocks).
 
     Drawn on the CPU from the seed so that CPU and GPU runs start from identical weights; the
     output layer is drawn (then scaled) whatever its gain, so the hidden layers of a seed are
@@ -64,14 +72,31 @@ def init_weights(seed: int, n_in: int, depth: int, width: int, classes: int,
     dims = [n_in] + [width] * depth + [classes]
     ws = []
     for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        gain = gain_out if i == depth else 2.0
+        gain = gain_out if i == depth else HIDDEN_GAINS[activation]
         ws.append(torch.randn(fan_in, fan_out, generator=gen) * (gain / fan_in) ** 0.5)
     return ws
 
 
 @dataclass(frozen=True)
+class Arch:
+    """How the layers connect: an MLP (h ↦ φ(layer(h)) through every layer but the output), or a
+    residual net (h_0 = layer 0 (x); h_l = h_{l-1} + alpha · layer l (φ(h_{l-1})) for each
+    block l; the output layer takes φ(h_L)). φ is `activation`."""
+
+    residual: bool = False
+    activation: str = "relu"
+    alpha: float = 1.0
+
+    @classmethod
+    def of(cls, cfg) -> Arch:
+        """cfg's (an EstimateConfig or NetworkConfig): α by its branch_scale and depth."""
+        return cls(cfg.architecture == "residual", cfg.activation,
+                   BRANCH_SCALES[cfg.branch_scale](cfg.depth))
+
+
+@dataclass(frozen=True)
 class Layout:
-    """What a parametrisation makes of each layer l = 0 (input) ... depth (output): layer l
+    """What a parametrisation makes of each layer l = 0 (input) ... last (output): layer l
     computes h ↦ multipliers[l] · (h W_l) + b_l; W_l starts at init_weights' draw × init_scales[l]
     (biases at 0); W_l trains at η · weight_lr[l] with weight decay λ · weight_wd[l], b_l at
     η · bias_lr[l] with λ · bias_wd[l]. docs/protocol.md has the table."""
@@ -92,11 +117,15 @@ class Layout:
 
     @classmethod
     def of(cls, cfg, n_in: int) -> Layout:
-        """The layout of cfg's network (an EstimateConfig: depth, width, output_init,
-        parametrization, base_width, optimizer, input_lr_scale, output_lr_scale).
+        """The layout of cfg's network (an EstimateConfig: depth, width, architecture,
+        activation, output_init, parametrization, base_width, optimizer, input_lr_scale,
+        output_lr_scale, block_lr_depth_exponent). The layers between the input and the output
+        layer (an MLP's hidden layers after the first, a residual net's blocks) are its hidden
+        layers here.
 
-        ntk: W ~ N(0, 1) and multiplier √(gain / fan_in) (gain 2 on hidden layers, the
-        output_init gain on the output layer): the same function as sp at initialisation.
+        ntk: W ~ N(0, 1) and multiplier √(gain / fan_in) (the activation's gain on the other
+        layers, the output_init gain on the output layer): the same function as sp at
+        initialisation.
         mup: Microsoft's mup package for an MLP whose width is its only width dimension, with
         m = width / base_width: the output layer is a MuReadout (input ÷ m, weights × √m as
         set_base_shapes rescales them); MuSGD multiplies the rate of every parameter with one
@@ -104,17 +133,19 @@ class Layout:
         weight decay by 1/m, MuAdam divides the rate of the hidden weights (two width
         dimensions) by m and multiplies their weight decay by m; everything else × 1.
         input_lr_scale and output_lr_scale then multiply the rates of the input and the output
-        layer (as param groups do before MuSGD or MuAdam splits them).
+        layer (as param groups do before MuSGD or MuAdam splits them), and a residual net's
+        blocks' rates are × depth^block_lr_depth_exponent.
         """
-        depth = last = cfg.depth
-        user = [cfg.input_lr_scale] + [1.0] * (depth - 1) + [cfg.output_lr_scale]
+        depth = last = weight_layers(cfg) - 1
+        block = float(cfg.depth) ** cfg.block_lr_depth_exponent  # 1 on an MLP
+        user = [cfg.input_lr_scale] + [block] * (depth - 1) + [cfg.output_lr_scale]
         mult = [1.0] * (depth + 1)
         init = [1.0] * (depth + 1)
         mup_w = [1.0] * (depth + 1)
         mup_b = [1.0] * (depth + 1)
         if cfg.parametrization == "ntk":
             fans = [n_in] + [cfg.width] * depth
-            gains = [2.0] * depth + [OUTPUT_GAINS[cfg.output_init]]
+            gains = [HIDDEN_GAINS[cfg.activation]] * depth + [OUTPUT_GAINS[cfg.output_init]]
             mult = [math.sqrt(g / f) for g, f in zip(gains, fans, strict=True)]
             init = [math.sqrt(f / g) for g, f in zip(gains, fans, strict=True)]
         elif cfg.parametrization == "mup":
@@ -208,8 +239,8 @@ _CACHE_LOCK = threading.Lock()
 
 
 def _initial(seed: int, n_in: int, depth: int, width: int, classes: int, output_init: str,
-             device: torch.device, scales: tuple[float, ...] | None = None
-             ) -> tuple[torch.Tensor, ...]:
+             device: torch.device, scales: tuple[float, ...] | None = None,
+             activation: str = "relu") -> tuple[torch.Tensor, ...]:
     """init_weights already on `device` (each layer × its scale, if given), kept for reuse:
     every round of a search starts members from the same few seeds, and drawing a wide cell's
     weights costs more than a round of training on a GPU. Callers must copy, never modify.
@@ -217,13 +248,13 @@ def _initial(seed: int, n_in: int, depth: int, width: int, classes: int, output_
     Only one cell's seeds are kept: the first call for another cell drops the previous cell's
     weights, so the cache holds what the memory check counts (a copy per seed of this cell,
     `cost.memory_bytes`), never up to 16 seeds of earlier, larger cells of a sweep."""
-    cell = (n_in, depth, width, classes, output_init, device, scales)
+    cell = (n_in, depth, width, classes, output_init, device, scales, activation)
     with _CACHE_LOCK:
         if _CACHE["cell"] != cell:
             _CACHE["cell"], _CACHE["seeds"] = cell, {}
         if seed in _CACHE["seeds"]:
             return _CACHE["seeds"][seed]
-    ws = init_weights(seed, n_in, depth, width, classes, output_init)
+    ws = init_weights(seed, n_in, depth, width, classes, output_init, activation)
     if scales is not None:
         ws = [w if s == 1.0 else w * s for w, s in zip(ws, scales, strict=True)]
     out = tuple(w.to(device) for w in ws)
@@ -282,38 +313,45 @@ class Ensemble:
 
     weights[l] (K, fan_in, fan_out), biases[l] (K, 1, fan_out); multipliers[l] the forward
     multiplier of layer l (see `Layout`); state[name] an optimizer's per-member state, one tensor
-    per tensor of `parameters()` and of its shape (e.g. Adam's exp_avg).
+    per tensor of `parameters()` and of its shape (e.g. Adam's exp_avg); arch how the layers
+    connect (default a ReLU MLP).
     """
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
                  multipliers: tuple[float, ...] | None = None,
-                 state: dict[str, list[torch.Tensor]] | None = None):
+                 state: dict[str, list[torch.Tensor]] | None = None, arch: Arch | None = None):
         assert len(weights) == len(biases) >= 2
         self.weights = weights
         self.biases = biases
         self.multipliers = tuple(multipliers or (1.0,) * len(weights))
         self.state = state or {}
+        self.arch = arch or Arch()
 
     @classmethod
     def create(cls, seeds: list[int], n_in: int, depth: int, width: int, classes: int,
                device: torch.device | str = "cpu", output_init: str = "fan-in",
                layout: Layout | None = None, slots: tuple[str, ...] = (),
-               dtype: torch.dtype = torch.float32) -> Ensemble:
+               dtype: torch.dtype = torch.float32, arch: Arch | None = None) -> Ensemble:
         """One member per seed, at its initialisation (under `layout`, default sp), with the
-        optimizer state `slots` at zero; in `dtype` (the engine's is float32)."""
+        optimizer state `slots` at zero; in `dtype` (the engine's is float32); `arch` (default
+        a ReLU MLP) of `depth` hidden layers or blocks."""
         device = torch.device(device)
+        arch = arch or Arch()
+        depth += arch.residual  # weight layers before the output layer
         scales = layout.init_scales if layout is not None else None
         uniq = list(dict.fromkeys(seeds))
         with ThreadPoolExecutor(max(1, min(len(uniq), os.cpu_count() or 1))) as pool:
             # Drawing is the slow part of a large cell's first round; torch releases the GIL.
             per_seed = dict(zip(uniq, pool.map(
-                lambda s: _initial(s, n_in, depth, width, classes, output_init, device, scales),
+                lambda s: _initial(s, n_in, depth, width, classes, output_init, device, scales,
+                                   arch.activation),
                 uniq), strict=True))
         weights = [torch.stack([per_seed[s][layer] for s in seeds]).to(dtype)
                    for layer in range(depth + 1)]
         biases = [torch.zeros(len(seeds), 1, w.shape[2], device=device, dtype=dtype)
                   for w in weights]
-        net = cls(weights, biases, layout.multipliers if layout is not None else None)
+        net = cls(weights, biases, layout.multipliers if layout is not None else None,
+                  arch=arch)
         net.state = {name: [torch.zeros_like(p) for p in net.parameters()] for name in slots}
         return net
 
@@ -324,44 +362,95 @@ class Ensemble:
     @staticmethod
     def cat(parts: list[Ensemble]) -> Ensemble:
         """The members of all parts, in order (new members joining a running ensemble)."""
-        assert len({p.multipliers for p in parts}) == 1 and \
+        assert len({(p.multipliers, p.arch) for p in parts}) == 1 and \
             len({tuple(p.state) for p in parts}) == 1, "members of different networks"
         return Ensemble([torch.cat(ws) for ws in zip(*(p.weights for p in parts), strict=True)],
                         [torch.cat(bs) for bs in zip(*(p.biases for p in parts), strict=True)],
                         parts[0].multipliers,
                         {name: [torch.cat(ts) for ts in zip(*(p.state[name] for p in parts),
                                                             strict=True)]
-                         for name in parts[0].state})
+                         for name in parts[0].state}, parts[0].arch)
 
     def select(self, keep: torch.Tensor) -> Ensemble:
         """The members at indices `keep` (compaction: finished members stop costing work)."""
         return Ensemble([w[keep] for w in self.weights], [b[keep] for b in self.biases],
                         self.multipliers,
-                        {name: [t[keep] for t in ts] for name, ts in self.state.items()})
+                        {name: [t[keep] for t in ts] for name, ts in self.state.items()},
+                        self.arch)
 
     def parameters(self) -> list[torch.Tensor]:
         """[W0, b0, W1, b1, ...]: the tensors a loss is differentiated against (milr.sharpness)."""
         return [t for wb in zip(self.weights, self.biases, strict=True) for t in wb]
 
-    def forward(self, x: torch.Tensor, inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inputs: list[torch.Tensor] | None = None,
+                pre: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x (K, B, n_in) per member, or (B, n_in) shared by all members -> logits (K, B, C).
 
-        `inputs`, when given, receives each layer's input (for the hand-written backward).
-        Under autograd the ReLU is out of place, so the same pass can be differentiated twice.
+        `inputs`, when given, receives each layer's input (for the hand-written backward), and
+        `pre` each activation's argument where its derivative needs it (abs only). Under
+        autograd the activation is out of place, so the same pass can be differentiated twice.
         """
+        if self.arch.residual:
+            return self._residual(x, inputs, pre)
         h = x
         last = len(self.weights) - 1
-        for layer, (w, b, m) in enumerate(zip(self.weights, self.biases, self.multipliers,
-                                              strict=True)):
+        for layer in range(last + 1):
             if inputs is not None:
                 inputs.append(h)
-            if h.dim() == 2:
-                h = (torch.matmul(h, w) if m == 1.0 else torch.matmul(h, w) * m) + b
-            else:
-                h = torch.baddbmm(b, h, w) if m == 1.0 else torch.baddbmm(b, h, w, alpha=m)
+            h = self._affine(layer, h)
             if layer < last:
-                h = torch.relu(h) if h.requires_grad else torch.relu_(h)
+                h = self._activate(h, pre, in_place=True)
         return h
+
+    def _residual(self, x: torch.Tensor, inputs: list[torch.Tensor] | None,
+                  pre: list[torch.Tensor] | None) -> torch.Tensor:
+        """`forward` of a residual net: h_0 = layer 0 (x), h_l = h_{l-1} + α · layer l
+        (φ(h_{l-1})), logits = output layer (φ(h_L)); the stream h is never changed in place."""
+        last, alpha = len(self.weights) - 1, self.arch.alpha
+        if inputs is not None:
+            inputs.append(x)
+        h = self._affine(0, x)
+        for layer in range(1, last + 1):
+            a = self._activate(h, pre, in_place=False)
+            if inputs is not None:
+                inputs.append(a)
+            out = self._affine(layer, a)
+            if layer == last:
+                return out
+            h = h + out if alpha == 1.0 else torch.add(h, out, alpha=alpha)
+        raise AssertionError("a residual net has an input and an output layer")
+
+    def _affine(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """Layer `layer` on h: m · h W + b."""
+        w, b, m = self.weights[layer], self.biases[layer], self.multipliers[layer]
+        if h.dim() == 2:
+            return (torch.matmul(h, w) if m == 1.0 else torch.matmul(h, w) * m) + b
+        return torch.baddbmm(b, h, w) if m == 1.0 else torch.baddbmm(b, h, w, alpha=m)
+
+    def _activate(self, z: torch.Tensor, pre: list[torch.Tensor] | None, in_place: bool
+                  ) -> torch.Tensor:
+        """φ(z), in z's memory where allowed and nothing needs z (no autograd, no abs' sign)."""
+        act = self.arch.activation
+        if act == "linear":
+            return z
+        if act == "abs" and pre is not None:
+            pre.append(z)
+            in_place = False
+        if in_place and not z.requires_grad:
+            return {"relu": torch.relu_, "tanh": torch.tanh_, "abs": torch.abs_}[act](z)
+        return {"relu": torch.relu, "tanh": torch.tanh, "abs": torch.abs}[act](z)
+
+    def _derivative(self, g: torch.Tensor, a: torch.Tensor, z: torch.Tensor | None
+                    ) -> torch.Tensor:
+        """g × φ'(z), in g's memory, from a = φ(z) (and z itself for abs)."""
+        act = self.arch.activation
+        if act == "relu":
+            return g.mul_(a > 0)
+        if act == "tanh":
+            return g.mul_(1 - a * a)
+        if act == "abs":
+            return g.mul_(torch.sign(z))
+        return g
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096,
@@ -404,22 +493,29 @@ class Ensemble:
         """(K,) bool: True where every value the forward pass computes, on any input of 2-norm
         at most `radius`, is proven finite.
 
-        Per layer, |each partial sum of h·W_l[:, j]| <= |h|·|W_l|_F (Cauchy-Schwarz) and
-        |m·hW + b| <= m·|h|·|W_l|_F + |b| (the ReLU shrinks norms); chained in float64, doubled
-        per layer for rounding, against the largest number of the weights' dtype / 4. Weights
-        that are not finite, or too large to prove anything, give False (then evaluate fully).
+        Per layer, |each partial sum of a·W_l[:, j]| <= |a|·|W_l|_F (Cauchy-Schwarz) and
+        |m·aW + b| <= m·|a|·|W_l|_F + |b|, where a layer's input a = φ(h) has |a| <= |h|: all
+        the proof asks of the activation, and true of every one (|φ(x)| <= |x| elementwise for
+        relu, tanh, abs and linear). A residual block adds: |h + α·out| <= |h| + |α|·|out|.
+        Chained in float64, doubled per layer (and per residual sum) for rounding, against the
+        largest number of the weights' dtype / 4. Weights that are not finite, or too large to
+        prove anything, give False (then evaluate fully).
         """
         top = torch.finfo(self.weights[0].dtype).max / 4
         h = torch.full((self.size,), float(radius), dtype=torch.float64,
                        device=self.weights[0].device)
         ok = torch.isfinite(h)
-        for w, b, m in zip(self.weights, self.biases, self.multipliers, strict=True):
+        last = len(self.weights) - 1
+        for layer, (w, b, m) in enumerate(zip(self.weights, self.biases, self.multipliers,
+                                              strict=True)):
             # in the weights' dtype (no float64 copy of them): an overflow gives inf, no proof
             wn = torch.linalg.vector_norm(w, dim=(1, 2)).double()
             bn = torch.linalg.vector_norm(b, dim=(1, 2)).double()
             raw = 2 * h * wn
-            h = 2 * (abs(m) * raw + bn)
-            ok &= torch.isfinite(raw) & torch.isfinite(h) & (raw < top) & (h < top)
+            out = 2 * (abs(m) * raw + bn)
+            h = 2 * (h + abs(self.arch.alpha) * out) if self.arch.residual and \
+                0 < layer < last else out
+            ok &= torch.isfinite(raw) & torch.isfinite(h) & (raw < top) & (h < top) & (out < top)
         return ok
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -433,24 +529,50 @@ class Ensemble:
         (K,). x (K, B, n_in), y (K, B). One backward pass (`_backward`) for every optimizer;
         `update` (`Optim.rule`) is all that differs between them."""
         inputs: list[torch.Tensor] = []
-        value, g = loss_and_grad(self.forward(x, inputs), y, loss)  # (K,), (K, B, C)
-        for layer, a, g_out in self._backward(inputs, g):
+        pre: list[torch.Tensor] | None = [] if self.arch.activation == "abs" else None
+        value, g = loss_and_grad(self.forward(x, inputs, pre), y, loss)  # (K,), (K, B, C)
+        backward = self._backward_residual if self.arch.residual else self._backward
+        for layer, a, g_out in backward(inputs, pre, g):
             update.apply(self, layer, a, g_out)
         return value
 
-    def _backward(self, inputs: list[torch.Tensor], g: torch.Tensor
-                  ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    def _backward(self, inputs: list[torch.Tensor], pre: list[torch.Tensor] | None,
+                  g: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """From the output layer down: (l, a, g), layer l's input a (K, B, fan_in) and the
         loss's gradient g (K, B, fan_out) with respect to its output, from which
         d loss / d W_l = m_l aᵀg and d loss / d b_l = g summed over the batch. The consumer may
         update layer l and overwrite g before taking the next: the gradient passed down is
         computed from W_l before, and from g as it was."""
         for layer in range(len(self.weights) - 1, -1, -1):
-            w, a, m = self.weights[layer], inputs[layer], self.multipliers[layer]
+            w, a = self.weights[layer], inputs[layer]
             g_in = torch.bmm(g, w.transpose(1, 2)) if layer > 0 else None  # before w changes
             yield layer, a, g
             if g_in is not None:
-                g = (g_in if m == 1.0 else g_in.mul_(m)).mul_(a > 0)  # ReLU', a = relu(z)
+                g = self._down(layer, g_in, inputs, pre)
+
+    def _down(self, layer: int, g_in: torch.Tensor, inputs: list[torch.Tensor],
+              pre: list[torch.Tensor] | None) -> torch.Tensor:
+        """The gradient at the argument z of the activation whose output a = φ(z) is layer
+        `layer`'s input, from g_in = g W_lᵀ (in g_in's memory): m_l · g_in × φ'(z)."""
+        m = self.multipliers[layer]
+        return self._derivative(g_in if m == 1.0 else g_in.mul_(m), inputs[layer],
+                                pre[layer - 1] if pre is not None else None)
+
+    def _backward_residual(self, inputs: list[torch.Tensor], pre: list[torch.Tensor] | None,
+                           g: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """`_backward` of a residual net: the stream's gradient g_h reaches block l's output
+        as α · g_h and passes the block both straight and through it (g_h + m_l · α g_h W_lᵀ ×
+        φ'(h_{l-1}))."""
+        last, alpha = len(self.weights) - 1, self.arch.alpha
+        g_in = torch.bmm(g, self.weights[last].transpose(1, 2))
+        yield last, inputs[last], g
+        g_h = self._down(last, g_in, inputs, pre)
+        for layer in range(last - 1, 0, -1):
+            g_out = g_h.clone() if alpha == 1.0 else g_h * alpha  # the consumer's to change
+            g_in = torch.bmm(g_out, self.weights[layer].transpose(1, 2))
+            yield layer, inputs[layer], g_out
+            g_h = g_h.add_(self._down(layer, g_in, inputs, pre))
+        yield 0, inputs[0], g_h
 
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor],
                  loss: str = "ce") -> torch.Tensor:

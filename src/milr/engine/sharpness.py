@@ -26,7 +26,7 @@ from ..base.device import available_memory, resolve_device
 from ..base.seeding import START_VECTOR, batch_schedule, member_seed
 from ..data.formats import Dataset
 from ..data.lookup import load
-from .model import Ensemble, Layout, loss_value
+from .model import Arch, Ensemble, Layout, loss_value
 
 
 @dataclass(frozen=True)
@@ -44,21 +44,22 @@ class Sharpness:
 def network(cfg: NetworkConfig, data: Dataset, seed: int,
             dtype: torch.dtype = torch.float32) -> Ensemble:
     """Seed `seed`'s network at initialisation as the engine builds it (K = 1), with gradients:
-    under cfg's parametrisation (its stored weights and forward multipliers)."""
+    under cfg's architecture and parametrisation (its stored weights and forward multipliers)."""
     layout = Layout.of(cfg, data.n_inputs)
     net = Ensemble.create([seed], data.n_inputs, cfg.depth, cfg.width, data.classes,
-                          data.x_train.device, cfg.output_init, layout)
+                          data.x_train.device, cfg.output_init, layout, arch=Arch.of(cfg))
     return Ensemble([w.to(dtype).requires_grad_() for w in net.weights],
-                    [b.to(dtype).requires_grad_() for b in net.biases], net.multipliers)
+                    [b.to(dtype).requires_grad_() for b in net.biases], net.multipliers,
+                    arch=net.arch)
 
 
 def network_loss(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                 loss: str = "ce", multipliers: tuple[float, ...] | None = None
-                 ) -> torch.Tensor:
+                 loss: str = "ce", multipliers: tuple[float, ...] | None = None,
+                 arch: Arch | None = None) -> torch.Tensor:
     """The training loss of one member given as [W0, b0, W1, b1, ...] (an Ensemble's
     `parameters()`, K = 1) on the batch x (B, n_in), y (B,): the engine's forward pass, with
-    the parametrisation's forward multipliers (default 1)."""
-    net = Ensemble(params[0::2], params[1::2], multipliers)
+    the parametrisation's forward multipliers (default 1) and `arch` (default a ReLU MLP)."""
+    net = Ensemble(params[0::2], params[1::2], multipliers, arch=arch)
     return loss_value(net.forward(x), y.unsqueeze(0), loss)[0]
 
 
@@ -224,7 +225,7 @@ def sharpness(cfg: NetworkConfig, data: Dataset, seed: int,
     scale = None
     if scfg.preconditioned:  # every tensor's rate multiple (the parametrisation's and cfg's)
         scale = Layout.of(cfg, data.n_inputs).parameter_lr_scales()
-    loss = lambda p: network_loss(p, x, y, cfg.loss, net.multipliers)  # noqa: E731
+    loss = lambda p: network_loss(p, x, y, cfg.loss, net.multipliers, net.arch)  # noqa: E731
     if scfg.solver == "lanczos":
         matvec, n, count = hvp_function(loss, params, scale)
         lam, residual, converged, _ = lanczos(matvec, n, params[0], seed, scfg.tol,

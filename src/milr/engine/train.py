@@ -21,7 +21,7 @@ from ..base.device import matmul_precision
 from ..base.results import Outcome
 from ..base.seeding import batch_schedule
 from ..data.formats import Dataset
-from .model import Ensemble, Layout, Optim, Rates, loss_value, zero_output_loss
+from .model import Arch, Ensemble, Layout, Optim, Rates, loss_value, zero_output_loss
 
 # How a check can end a run (`verdict`): it succeeded, diverged, or failed (too slow).
 SUCCESS, DIVERGED, FAILED = "success", "diverged", "failed"
@@ -184,7 +184,7 @@ class BatchedTrainer:
                 self.sched = torch.cat([self.sched, sched.to(dev)[None]])
         net = Ensemble.create(list(seeds), self.data.n_inputs, cfg.depth, cfg.width,
                               self.data.classes, dev, cfg.output_init, self.layout,
-                              self.optim.slots, self.dtype)
+                              self.optim.slots, self.dtype, Arch.of(cfg))
         k = len(new)
         self.net = net if self.net is None else Ensemble.cat([self.net, net])
         self.which = torch.cat([self.which, torch.tensor([self.schedule_row[s] for s in seeds],

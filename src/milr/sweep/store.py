@@ -55,6 +55,9 @@ LEGACY_VALUES = {
     "optimizer": "sgd", "momentum": "", "beta1": "", "beta2": "", "eps": "",
     "weight_decay": "0.0", "warmup_steps": "0", "parametrization": "sp", "base_width": "",
     "output_lr_scale": "1.0",
+    # before the architectures (issue 30): a ReLU MLP
+    "architecture": "mlp", "activation": "relu", "branch_scale": "none",
+    "block_lr_depth_exponent": "0.0",
     # before the edge probes (0.3)
     "edge_probes": "0", "edge_factor": "", "edge_trained": "", "edge_below": "False",
     "edge_failed_below": "",
