@@ -58,10 +58,11 @@ def build_cmd(
         if name not in mnist1d.SAMPLES:
             raise DataError(f"unknown data set to build {name!r}: expected one of "
                             f"{', '.join(mnist1d.SAMPLES)}")
-        _, b, built = mnist1d.arrays(name, roots(data_dir)[0])
+        root = roots(data_dir)[0]
+        _, b, built = mnist1d.arrays(name, root)
     except (DataError, OSError) as e:
         fail(e)
-    where = mnist1d.cache_paths(roots(data_dir)[0], name)[0]
+    where = mnist1d.cache_paths(root, name)[0]
     console.print(f"{name}: {'built' if built else 'already built and verified'} in {where} "
                   f"(SHA-256 {b.sha256[:12]}…)", markup=False, highlight=False)
     if not b.matches_reference:

@@ -139,9 +139,9 @@ def cache_paths(root: Path, name: str) -> tuple[Path, Path]:
     return d / f"{name}.npz", d / f"{name}.json"
 
 
-def build(name: str, root: Path) -> Build:
+def build(name: str, root: Path) -> tuple[dict[str, np.ndarray], Build]:
     """Generate `name` and write it, with its record, under `root` (atomically: a reader never
-    sees a half-written cache)."""
+    sees a half-written cache); returns the arrays and the record."""
     arrays, args = generate(name)
     b = Build(name, args, package_versions(), content_sha256(arrays))
     data, record = cache_paths(root, name)
@@ -150,7 +150,7 @@ def build(name: str, root: Path) -> Build:
     _write_atomic(record, lambda f: f.write(json.dumps(
         {"name": name, "args": args, "versions": b.versions, "sha256": b.sha256},
         indent=1).encode()))
-    return b
+    return arrays, b
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -211,7 +211,5 @@ def arrays(name: str, root: Path) -> tuple[dict[str, np.ndarray], Build, bool]:
     cached = read_cache(name, root)
     if cached is not None:
         return *cached, False
-    b = build(name, root)
-    got = read_cache(name, root)
-    assert got is not None and got[1] == b
-    return got[0], b, True
+    arrays, b = build(name, root)
+    return arrays, b, True

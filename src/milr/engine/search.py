@@ -126,7 +126,6 @@ class SeedSearch:
         self.floor, self.ceiling = cfg.lr_min / cfg.widen, cfg.lr_max * cfg.widen
         self.known: dict[float, Verdict] = {}  # every trial of the search, on its path or not
         self.edge: dict[float, bool] = {}  # the edge probes above hi: lr -> success
-        self.steps: dict[float, int] = {}  # lr -> the step its trial stopped at
         self.status: str | None = None
         self.path: tuple[float, ...] = ()  # the budget's decision path, once it has ended
         self.edge_rates: list[float] = []
@@ -327,7 +326,6 @@ class SeedSearch:
 
     def record(self, lr: float, out: Outcome, cost: float = 1.0) -> None:
         """A trial's outcome: an edge probe's, or a verdict for the searches."""
-        self.steps[lr] = out.steps
         if lr in self.edge_rates and lr not in self.edge:
             self.edge[lr] = out.success
             return

@@ -311,21 +311,7 @@ class BatchedTrainer:
                             curve_loss=tuple(p[2] for p in m.curve),
                             curve_seen=tuple(p[3] for p in m.curve), eval_examples=(
                                 len(self.data.x_eval) if self.cfg.criterion == "accuracy"
-                                else None), **self._bad_steps(m, verdict.get("success", False)))
-
-    def _bad_steps(self, m: _Member, success: bool) -> dict:
-        """m's first bad step, and with also_steps its verdict at that budget: under stable what
-        `_also_check` saw (a run stopped before step b + 1 had diverged by then); under accuracy
-        a success by step b, since a run stops at its first success at an evaluation and b is
-        one of its evaluations."""
-        r = self.members.index(m)
-        out: dict = {"first_bad_step": int(self.first_bad[r]) or None}
-        b = self.cfg.also_steps
-        if b and self.cfg.criterion == "stable":
-            out["also_success"] = m.steps_run > b and not bool(self.also_bad[r])
-        elif b:
-            out["also_success"] = success and m.steps_run <= b
-        return out
+                                else None))
 
     def _point_due(self, m: _Member) -> bool:
         """Under stable (no evaluations): whether this check is m's first at or after its next
@@ -369,13 +355,30 @@ class BatchedTrainer:
                 if m.outcome is None and m.lr < self.best.get(m.seed, 0.0):
                     self._finish(m, loss_l[r], cancelled=True)
                     finished.append(m)
-        if self.track_max and finished:  # one transfer, only when someone finished
-            top, at = self.max_loss.tolist(), self.max_step.tolist()
-            row = {id(m): r for r, m in enumerate(self.members)}
-            for m in finished:
-                m.outcome = replace(m.outcome, max_loss=top[row[id(m)]],
-                                    max_loss_step=at[row[id(m)]])
+        if finished:  # one transfer, only when someone finished
+            self._record_tracked(finished)
         return finished
+
+    def _record_tracked(self, finished: list[_Member]) -> None:
+        """What the device tracked of the finished members, in one transfer: the first bad step;
+        with also_steps the verdict at that budget (under stable what `_also_check` saw, a run
+        stopped before step b + 1 having diverged by then; under accuracy a success by step b,
+        since a run stops at its first success at an evaluation and b is one of them); and,
+        where tracked, the largest loss and its step."""
+        b, stable = self.cfg.also_steps, self.cfg.criterion == "stable"
+        first = self.first_bad.tolist()
+        also_bad = self.also_bad.tolist() if b and stable else None
+        top, at = (self.max_loss.tolist(), self.max_step.tolist()) if self.track_max else ((), ())
+        row = {id(m): r for r, m in enumerate(self.members)}
+        for m in finished:
+            r, o = row[id(m)], m.outcome
+            extra: dict = {"first_bad_step": first[r] or None}
+            if b:
+                extra["also_success"] = (m.steps_run > b and not also_bad[r] if stable
+                                         else o.success and m.steps_run <= b)
+            if self.track_max:
+                extra |= {"max_loss": top[r], "max_loss_step": at[r]}
+            m.outcome = replace(o, **extra)
 
     def _open(self):
         """(row, member) of the members still training."""
