@@ -140,9 +140,11 @@ class SeedSearch:
 
     @property
     def _edge_done(self) -> bool:
-        return len(self.edge) == len(self.edge_rates) and (self.status != "ok"
-                                                           or bool(self.edge_rates)
-                                                           or not self.cfg.edge_probes)
+        """No edge round is due (the bracket did not converge, or edge_probes is 0), or it is
+        over."""
+        if self.status != "ok" or not self.cfg.edge_probes:
+            return True
+        return bool(self.edge_rates) and len(self.edge) == len(self.edge_rates)
 
     def grid(self, i: int) -> float:
         """Point i of the scan grid, counted down from lr_max (negative i: above lr_max)."""
