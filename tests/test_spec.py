@@ -1,0 +1,59 @@
+"""A user's function named as PATH.py:NAME or package.module:NAME: loaded, identified, refused."""
+
+import hashlib
+
+import pytest
+
+from milr.base import spec
+
+
+def _write(tmp_path, text, name="f.py"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_loads_a_file_function_with_its_source_hash(tmp_path):
+    p = _write(tmp_path, "def make(a):\n    return a + 1\n")
+    got = spec.load(f"{p}:make", "--model")
+    assert got.obj(1) == 2 and got.name == "make" and got.path == str(p.resolve())
+    assert got.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_another_content_is_another_module_and_identity(tmp_path):
+    p = _write(tmp_path, "def make():\n    return 1\n")
+    first = spec.load(f"{p}:make", "--model")
+    p.write_text("def make():\n    return 2\n")
+    second = spec.load(f"{p}:make", "--model")
+    assert (first.obj(), second.obj()) == (1, 2) and first.sha256 != second.sha256
+
+
+def test_loads_a_dotted_module():
+    got = spec.load("milr.base.spec:split", "--model")
+    assert got.obj is spec.split and got.path.endswith("spec.py")
+
+
+@pytest.mark.parametrize("text,target,words", [
+    (None, "nofile.py:make", "no such file"),
+    ("def make(): pass\n", "{p}", "must be PATH.py:NAME"),
+    ("def make(): pass\n", "{p}:", "must be PATH.py:NAME"),
+    ("def make(): pass\n", "{p}:not-a-name", "must be PATH.py:NAME"),
+    ("raise RuntimeError('boom')\n", "{p}:make", "importing it raised RuntimeError: boom"),
+    ("import no_such_module_here\n", "{p}:make", "ModuleNotFoundError"),
+    ("def other(): pass\n", "{p}:make", "defines no 'make'"),
+    ("make = 3\n", "{p}:make", "is a int, not a function"),
+    (None, "no_such_package_xyz.mod:make", "ModuleNotFoundError"),
+])
+def test_refusals_are_one_line_naming_the_spec(tmp_path, text, target, words):
+    p = _write(tmp_path, text) if text is not None else tmp_path / "f.py"
+    target = target.format(p=p)
+    with pytest.raises(ValueError) as e:
+        spec.load(target, "--model")
+    message = str(e.value)
+    assert words in message and "--model" in message and "\n" not in message
+
+
+def test_a_raising_function_is_one_line(tmp_path):
+    p = _write(tmp_path, "def make():\n    raise KeyError('x')\n")
+    with pytest.raises(ValueError, match="--model 'make' raised KeyError"):
+        spec.call(spec.load(f"{p}:make", "--model"), "--model")
