@@ -80,6 +80,50 @@ def warmup_gain() -> list[str]:
     return lines
 
 
+def smallest_failures(path: Path) -> dict | None:
+    """What stopped each seed just above its η*: the kind of its smallest failing trial above
+    its largest success (too slow or diverged), whether any trial above it diverged, and that
+    trial's best accuracy. Says which edge the exponents describe (issue 31)."""
+    trials = path.with_suffix(".trials.jsonl")
+    if not trials.exists():
+        return None
+    runs: dict[tuple, list[dict]] = {}
+    for line in trials.read_text().splitlines():
+        t = json.loads(line)
+        if "lr" in t and not t.get("cancelled"):
+            runs.setdefault((t["depth"], t["width"], t["seed"]), []).append(t)
+    slow = diverged = any_diverged = 0
+    peaks = []
+    for ts in runs.values():
+        wins = [t["lr"] for t in ts if t["success"]]
+        above = [t for t in ts if not t["success"] and wins and t["lr"] > max(wins)]
+        if not above:
+            continue
+        first = min(above, key=lambda t: t["lr"])
+        diverged += first["diverged"]
+        slow += not first["diverged"]
+        any_diverged += any(t["diverged"] for t in above)
+        if first["peak_acc"] is not None:
+            peaks.append(first["peak_acc"])
+    return {"seeds": slow + diverged, "too_slow": slow, "diverged": diverged,
+            "any_diverged": any_diverged,
+            "median_peak": statistics.median(peaks) if peaks else None}
+
+
+def edge_table() -> list[str]:
+    """One row per run: how the smallest failure above each seed's η* failed."""
+    lines = ["", "| run | seeds | smallest failure above η*: too slow | diverged | seeds with "
+                 "any divergence above η* | median best accuracy of that failure |",
+             "|---|---|---|---|---|---|"]
+    for label, path in RUNS:
+        s = smallest_failures(path)
+        if s:
+            peak = "–" if s["median_peak"] is None else f"{s['median_peak']:.3f}"
+            lines.append(f"| {label} | {s['seeds']} | {s['too_slow']} | {s['diverged']} | "
+                         f"{s['any_diverged']} | {peak} |")
+    return lines
+
+
 def main() -> None:
     lines = ["| run | cells | median η* | α [95% CI] | R² | a (depth) | b (width) | p(a = b) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -91,6 +135,7 @@ def main() -> None:
         (HERE / f"fit-{slug}.json").write_text(json.dumps(s, indent=2, allow_nan=False) + "\n")
         lines.append(fmt(s))
     lines += warmup_gain()
+    lines += edge_table()
     (HERE / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
