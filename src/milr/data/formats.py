@@ -424,3 +424,41 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
     shape = grayscale(parts[0]) if name in CLASSES else None  # Keras's mnist.npz: images
     return standardised(name or path.stem, *parts, classes=CLASSES.get(name), where=where,
                         in_shape=shape)
+
+
+# --- a user's function: PATH.py:NAME or package.module:NAME ------------------------------------
+
+
+def from_function(loaded, spec: str) -> Dataset:
+    """The data a user's function returns, checked and standardised as a .npz's are.
+
+    The contract: NAME() takes no arguments and returns a tuple (or list) of four tensors or
+    numpy arrays, (x_train, y_train, x_eval, y_eval): inputs of shape (N, *in_shape), integer
+    labels 0, 1, ... of shape (N,); the number of classes is the largest training label + 1.
+    """
+    from ..base.spec import call
+
+    out = call(loaded, f"dataset {spec!r}:")
+    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise DataError(f"dataset {spec!r} returned {got}; expected a tuple (x_train, y_train, "
+                        "x_eval, y_eval) of tensors or numpy arrays")
+    where = {k: f"dataset {spec!r} [{k}]" for k in KEYS}
+    arrays = (_numpy(v, where[k]) for v, k in zip(out, KEYS, strict=True))
+    return standardised(spec, *arrays, where=where)
+
+
+def _numpy(value, what: str) -> np.ndarray:
+    """A tensor (detached, on the CPU) or numpy array as a numpy array; anything else refused."""
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return value
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{what} is a {type(value).__name__}; expected a tensor or numpy array")
+    value = value.detach().cpu()
+    try:  # numpy has no bfloat16: its values are floats
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    except (TypeError, RuntimeError, NotImplementedError):
+        raise DataError(f"{what} has dtype {value.dtype}, which milr cannot read as numbers; "
+                        "convert it to float32 or int64") from None
