@@ -402,3 +402,66 @@ def test_one_hot_or_text_labels_are_refused(tmp_path):
     lookup._CACHE.clear()
     with pytest.raises(DataError, match="has dtype <U1; expected numbers"):
         lookup.load(npz(tmp_path, x=x, y=np.array(list("ab") * 20)))
+
+
+# --- the shape of one example (issue 32, item 3): a model that is no MLP reshapes the flattened
+# inputs to it; the flattened inputs themselves (every MLP's) are as before.
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_idx_images_have_one_channel(tmp_path, name):
+    make_idx_dir(tmp_path)
+    ds = lookup.load(name, tmp_path)
+    assert ds.in_shape == (1, 28, 28) and ds.x_train.shape == (50, 784)
+
+
+def test_keras_mnist_npz_images_have_one_channel(tmp_path):
+    write_keras_npz(tmp_path / "mnist.npz")
+    assert lookup.load("mnist", tmp_path).in_shape == (1, 28, 28)
+
+
+def test_cifar_examples_are_channel_planes(tmp_path):
+    """A record's 3072 bytes are the red, green and blue 32 x 32 planes: x reshaped to in_shape
+    puts the pixel at byte 1 + c·1024 + h·32 + w at [c, h, w]."""
+    d = tmp_path / "cifar-10-batches-bin"
+    write_cifar_dir(d)
+    ds = lookup.load("cifar10", tmp_path)
+    assert ds.in_shape == (3, 32, 32)
+    raw = [np.fromfile(d / f, dtype=np.uint8).reshape(4, -1)[:, 1:]
+           for f in [*formats.CIFAR_TRAIN, formats.CIFAR_TEST]]
+    mean, std = formats._moments(np.concatenate(raw[:-1]).astype(np.float32))
+    planes = ((raw[-1].astype(np.float32) - mean) / std).astype(np.float32).reshape(4, 3, 32, 32)
+    assert np.array_equal(ds.x_eval.reshape(-1, *ds.in_shape).numpy(), planes)
+
+
+def test_gaussians_are_vectors():
+    assert formats.gaussians(n_train=5, n_eval=5).in_shape == (formats.GAUSS_DIM,)
+
+
+def test_npz_keeps_its_arrays_shape_and_flattens_as_before(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((30, 2, 3, 4)), rng.integers(0, 3, 30)
+    np.savez(tmp_path / "a.npz", x=x, y=y)
+    np.savez(tmp_path / "flat.npz", x=x.reshape(30, 24), y=y)
+    ds, flat = lookup.load(str(tmp_path / "a.npz")), lookup.load(str(tmp_path / "flat.npz"))
+    assert ds.in_shape == (2, 3, 4) and flat.in_shape == (24,)
+    # the inputs as a (30, 24) array give them: an MLP sees what it saw before
+    assert torch.equal(ds.x_train, flat.x_train) and torch.equal(ds.x_eval, flat.x_eval)
+    assert ds.to("cpu").in_shape == (2, 3, 4)  # a device copy keeps it
+    assert lookup.load(str(tmp_path / "a.npz")) is ds  # and the cache
+
+
+def test_a_train_and_eval_shape_that_differ_are_refused(tmp_path):
+    x = np.random.default_rng(0).standard_normal((20, 2, 3))
+    y = np.arange(20) % 2
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=y, x_eval=x.reshape(20, 6), y_eval=y)
+    with pytest.raises(DataError, match=r"x_train\] holds examples of shape \(2, 3\) but .*"
+                                        r"x_eval\] of shape \(6,\)"):
+        lookup.load(str(tmp_path / "a.npz"))
+
+
+def test_a_shape_that_does_not_hold_the_inputs_is_refused(tiny):
+    with pytest.raises(DataError, match=r"shape \(4, 5\) has 20 values, but the inputs hold 16"):
+        formats.Dataset(tiny.name, tiny.x_train, tiny.y_train, tiny.x_eval, tiny.y_eval,
+                        tiny.classes, (4, 5))
+    assert formats.Dataset(tiny.name, tiny.x_train, tiny.y_train, tiny.x_eval, tiny.y_eval,
+                           tiny.classes).in_shape == (16,)

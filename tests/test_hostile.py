@@ -273,3 +273,47 @@ def test_bad_value_is_one_line_and_exit_nonzero(command, option, value, tmp_path
     if value in ("nan", "inf"):
         named |= {str(math.nan), str(math.inf)}
     assert any(n and n in lines[0] for n in named), lines[0]
+
+
+# --- issue 32, items 3b and 3c (data of one's own, `--data PATH.py:NAME`): a function that
+# cannot be found or imported, raises, returns what is not four arrays, NaNs, labels out of
+# range, too few examples; a grid that names a missing one, or gives both data and dataset.
+# Each is one line naming the spec, exit 2.
+HOSTILE_GRIDS["MISSING_SPEC_GRID"] = (b"depths: [1]\nwidths: [4]\ndataset: missing.py:make\n"
+                                      b"threshold: 0.6\n")
+HOSTILE_GRIDS["DATA_AND_DATASET_GRID"] = (b"depths: [1]\nwidths: [4]\ndata: gaussians\n"
+                                          b"dataset: gaussians\n")
+BAD[("sweep", "grid_file")] = [*BAD[("sweep", "grid_file")], "MISSING_SPEC_GRID",
+                               "DATA_AND_DATASET_GRID"]
+_ARRAYS = ("import numpy as np\n\n\ndef make():\n    rng = np.random.default_rng(0)\n"
+           "    x, y = rng.standard_normal((40, 3)), np.arange(40) % 2\n")
+HOSTILE_DATA = {  # the file's text (None: no file), what the line says
+    "missing": (None, "no such file"),
+    "import_fails": ("import no_such_module_xyz\n", "ModuleNotFoundError"),
+    "no_function": ("make = 3\n", "is a int, not a function"),
+    "raises": ("def make():\n    raise RuntimeError('no data today')\n",
+               "raised RuntimeError: no data today"),
+    "not_a_tuple": (_ARRAYS + "    return {'x': x}\n", "returned dict; expected a tuple"),
+    "three": (_ARRAYS + "    return x, y, x\n", "returned 3 values"),
+    "text": (_ARRAYS + "    return x.astype(str), y, x, y\n", "expected numbers"),
+    "nan": (_ARRAYS + "    x[3, 1] = np.nan\n    return x, y, x, y\n", "1 non-finite value"),
+    "label_out_of_range": (_ARRAYS + "    return x, y, x, y + 2\n", "outside the 2 classes"),
+    "too_few": (_ARRAYS + "    return x[:2], y[:2], x, y\n", "exceeds the 2 training examples"),
+}
+# λ1 takes min(samples, examples): two examples are not too few for it
+DATA_CASES = [(c, k) for c in ("estimate", "sharpness") for k in HOSTILE_DATA
+              if (c, k) != ("sharpness", "too_few")]
+
+
+@pytest.mark.parametrize("command, case", DATA_CASES)
+def test_a_hostile_data_function_is_one_line_naming_it(command, case, tmp_path, run_milr):
+    text, words = HOSTILE_DATA[case]
+    path = tmp_path / f"{case}.py"
+    if text is not None:
+        path.write_text(text)
+    target = f"{path}:make"
+    threshold = ["--threshold", "0.6"] if command == "estimate" else []
+    code, _, err = run_milr([*base_args(command, tmp_path), "--data", target, *threshold])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert target in lines[0] and words in lines[0], lines[0]

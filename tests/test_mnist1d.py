@@ -134,3 +134,10 @@ def test_an_estimate_on_mnist1d_finds_an_eta_star(monkeypatch, built):
     ds = lookup.load("mnist1d")
     assert ds.n_inputs == 40 and ds.classes == 10
     assert abs(float(ds.x_train.mean())) < 1e-5 and abs(float(ds.x_train.std()) - 1) < 1e-3
+
+
+def test_mnist1d_examples_are_vectors_of_40(monkeypatch, built):
+    """The shape a model that is no MLP receives them in (issue 32, item 3)."""
+    monkeypatch.setenv("MILR_DATA", str(built[0]))
+    monkeypatch.setattr(lookup, "_CACHE", {})
+    assert lookup.load("mnist1d").in_shape == (40,)

@@ -57,3 +57,10 @@ def test_a_raising_function_is_one_line(tmp_path):
     p = _write(tmp_path, "def make():\n    raise KeyError('x')\n")
     with pytest.raises(ValueError, match="--model 'make' raised KeyError"):
         spec.call(spec.load(f"{p}:make", "--model"), "--model")
+
+
+def test_is_spec_tells_a_function_from_a_name_or_a_file():
+    """A config value that names a user's function (issue 32: --dataset, --model)."""
+    assert all(spec.is_spec(v) for v in ("d.py:make", "/a/b.py:f", "pkg.mod:make_data"))
+    assert not any(spec.is_spec(v) for v in ("gaussians", "x.npz", "d.py:", ":make",
+                                             "C:\\data\\x.npz", "d.py:1x", None, 3))

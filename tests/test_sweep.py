@@ -164,7 +164,7 @@ def test_ray_local_cluster_gives_the_same_rows(tmp_path):
     ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
     ref = sw.run_sweep(parse_grid(TINY), tmp_path / "a.csv")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(sw.__file__).parents[1])}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(sw.__file__).parents[2])}})
     try:
         assert ray.cluster_resources()["CPU"] == 2  # a real (local) cluster is up
         run, calls = counting(ray_runner(None))

@@ -10,7 +10,10 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from types import SimpleNamespace
 
-# Data sets known by name (milr.data loads them); any other `dataset` must be a .npz path.
+from .spec import is_spec
+
+# Data sets known by name (milr.data loads them); any other `dataset` must be a .npz path or
+# a user's function, PATH.py:NAME or package.module:NAME (README: Data).
 DATASETS = ("gaussians", "fashion-mnist", "mnist", "cifar10", "mnist1d", "mnist1d-large")
 # Thresholds on validation accuracy. MNIST and CIFAR-10 are the paper's; the others are ours,
 # chosen so that a good learning rate meets them well inside the default budget (docs/protocol.md).
@@ -64,9 +67,10 @@ FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
 MAX_ZERO_LOSS = 10.0
 
 
-def opt(default, help: str):  # noqa: A002 - the word the CLI uses
-    """A config field with its help text, read by the CLI (one place for both)."""
-    return field(default=default, metadata={"help": help})
+def opt(default, help: str, flags: tuple[str, ...] = ()):  # noqa: A002 - the CLI's word
+    """A config field with its help text (and the CLI's option names, if not only its own),
+    read by the CLI (one place for both)."""
+    return field(default=default, metadata={"help": help, "flags": flags})
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,10 @@ class EstimateConfig:
     depth: int = opt(MISSING, "Number of hidden layers.")
     width: int = opt(MISSING, "Units per hidden layer.")
     dataset: str = opt("gaussians", "gaussians, fashion-mnist, mnist, cifar10, mnist1d, "
-                                    "mnist1d-large or a .npz path.")
+                                    "mnist1d-large, a .npz path, or PATH.py:NAME (or "
+                                    "package.module:NAME): a function NAME() returning "
+                                    "(x_train, y_train, x_eval, y_eval).",
+                       flags=("--dataset", "--data"))
     data_dir: str | None = opt(None, "Directory holding the data files.")
     loss: str = opt("ce", "Training loss: ce (mean cross-entropy) or mse (1/2 x the mean over "
                           "batch and classes of the squared error to one-hot targets).")
@@ -322,6 +329,9 @@ NetworkConfig = make_dataclass(
 # count): never blocks a resume or a fit, recorded per row.
 EXECUTION_FIELDS = ("probes", "cuda_layer_flops", "device", "precision", "data_dir",
                     "edge_probes", "edge_factor", "edge_below")
+# Fields whose value may name a user's function (PATH.py:NAME): a grid resolves its path, a
+# sweep's task carries its file (read with getattr: a field may be absent).
+SPEC_FIELDS = ("dataset", "model")
 FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start", *EXECUTION_FIELDS)
 FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
 
@@ -333,9 +343,10 @@ def _check_network(cfg) -> None:
         raise ValueError(f"seeds must be at most {MAX_SEEDS}, got {cfg.seeds}")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {cfg.seed!r}")
-    if cfg.dataset not in DATASETS and not str(cfg.dataset).endswith(".npz"):
+    if cfg.dataset not in DATASETS and not str(cfg.dataset).endswith(".npz") \
+            and not is_spec(cfg.dataset):
         raise ValueError(f"unknown dataset {cfg.dataset!r}: expected one of "
-                         f"{', '.join(DATASETS)} or a path to a .npz file")
+                         f"{', '.join(DATASETS)}, a path to a .npz file or PATH.py:NAME")
     _choice(cfg, "loss", LOSSES)
     _choice(cfg, "output_init", OUTPUT_INITS)
     _choice(cfg, "optimizer", OPTIMIZERS)

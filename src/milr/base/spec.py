@@ -8,10 +8,13 @@ the source file it came from.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import importlib.util
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +26,21 @@ class Loaded:
 
     obj: Any
     name: str  # NAME, as the spec gives it
-    path: str  # the source file, absolute
+    path: str  # the source file, absolute (the spec's own, where a carried copy was read)
     sha256: str  # of the source file's bytes
+
+
+def is_spec(value) -> bool:
+    """Whether a config value names a user's function rather than a built-in choice or a file."""
+    where, sep, name = str(value).rpartition(":")
+    return bool(sep and where and name.isidentifier())
 
 
 def split(spec: str, what: str) -> tuple[str, str]:
     """`PATH.py:NAME` or `package.module:NAME` -> (where, NAME), refusing any other shape."""
-    where, sep, name = str(spec).rpartition(":")
-    if not sep or not where or not name.isidentifier():
+    if not is_spec(spec):
         raise ValueError(f"{what} {spec!r} must be PATH.py:NAME or package.module:NAME")
+    where, _, name = str(spec).rpartition(":")
     return where, name
 
 
@@ -81,19 +90,21 @@ def load(spec: str, what: str) -> Loaded:
     `what` names the option in messages (e.g. "--model")."""
     where, name = split(spec, what)
     if where.endswith(".py"):
-        module = _module_from_file(Path(where).expanduser().resolve(), what, spec)
+        named = Path(where).expanduser().resolve()
+        source = Path(_CARRIED.get(str(named), named))  # a carried copy where it is not here
+        module = _module_from_file(source, what, spec)
     else:
         module = _module_from_name(where, what, spec)
-    source = getattr(module, "__file__", None)
-    if not source or not Path(source).is_file():
-        raise ValueError(f"{what} {spec!r}: its module has no source file to identify it by")
+        file = getattr(module, "__file__", None)
+        if not file or not Path(file).is_file():
+            raise ValueError(f"{what} {spec!r}: its module has no source file to identify it by")
+        named = source = Path(file).resolve()
     obj = getattr(module, name, None)
     if obj is None:
         raise ValueError(f"{what} {spec!r}: {where!r} defines no {name!r}")
     if not callable(obj):
         raise ValueError(f"{what} {spec!r}: {name!r} is a {type(obj).__name__}, not a function")
-    path = str(Path(source).resolve())
-    return Loaded(obj, name, path, source_sha256(path))
+    return Loaded(obj, name, str(named), source_sha256(source))
 
 
 def call(loaded: Loaded, what: str, *args, **kwargs) -> Any:
@@ -104,3 +115,39 @@ def call(loaded: Loaded, what: str, *args, **kwargs) -> Any:
         if isinstance(e, KeyboardInterrupt):
             raise
         raise ValueError(f"{what} {loaded.name!r} raised {type(e).__name__}: {e}") from None
+
+
+# --- a spec's file carried to another machine (a sweep's Ray tasks) ---------------------------
+
+_CARRIED: dict[str, str] = {}  # a spec file's path -> where this process keeps its carried copy
+_COPIES: list[str] = []  # this process's directory of copies, once made
+
+
+def carry(value) -> tuple[str, str, bytes] | None:
+    """(path, SHA-256, bytes) of the file a `PATH.py:NAME` value names, to travel with a task;
+    None for any other value (a package.module spec must be installed where the task runs)."""
+    if not is_spec(value) or not str(value).rpartition(":")[0].endswith(".py"):
+        return None
+    path = Path(str(value).rpartition(":")[0]).expanduser().resolve()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{value!r}: cannot read {str(path)!r}: {e.strerror or e}") from None
+    return str(path), hashlib.sha256(data).hexdigest(), data
+
+
+def receive(carried) -> None:
+    """Where a carried file is not at its path with its hash (another machine, or edited since
+    the sweep began), load its specs from a copy: the code the sweep started with runs."""
+    for path, digest, data in carried:
+        if Path(path).is_file() and source_sha256(path) == digest:
+            _CARRIED.pop(path, None)
+            continue
+        if not _COPIES:
+            _COPIES.append(tempfile.mkdtemp(prefix="milr-carried-"))
+            atexit.register(shutil.rmtree, _COPIES[0], True)
+        copy = Path(_COPIES[0]) / digest / Path(path).name
+        if not copy.is_file():
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(data)
+        _CARRIED[path] = str(copy.resolve())

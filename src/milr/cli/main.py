@@ -63,10 +63,11 @@ def config_options(*classes):
             types = typing.get_type_hints(cls)
             for f in dataclasses.fields(cls):
                 default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+                flags = f.metadata.get("flags", ())
                 made.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
                                               default=default,
                                               annotation=Annotated[types[f.name],
-                                                                   option(cls, f.name)]))
+                                                                   option(cls, f.name, *flags)]))
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
                if p.kind is not inspect.Parameter.VAR_KEYWORD]
         command.__signature__ = inspect.Signature(made + own)

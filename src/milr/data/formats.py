@@ -14,7 +14,7 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,26 +44,31 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
+    """A data set, inputs flattened (every MLP path reads them so); `in_shape` is the shape of
+    one example as the data have it, e.g. (1, 28, 28), for a model that wants it back."""
+
     name: str
     x_train: torch.Tensor  # (N, n0) float32, standardised
     y_train: torch.Tensor  # (N,) int64
     x_eval: torch.Tensor  # (M, n0)
     y_eval: torch.Tensor  # (M,)
     classes: int
+    in_shape: tuple[int, ...] | None = None  # None: (n0,), the inputs as they are
+
+    def __post_init__(self) -> None:
+        shape = (self.n_inputs,) if self.in_shape is None else tuple(map(int, self.in_shape))
+        if math.prod(shape) != self.n_inputs:
+            raise DataError(f"{self.name}: an example of shape {shape} has {math.prod(shape)} "
+                            f"values, but the inputs hold {self.n_inputs} per example")
+        object.__setattr__(self, "in_shape", shape)
 
     @property
     def n_inputs(self) -> int:
         return self.x_train.shape[1]
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(
-            self.name,
-            self.x_train.to(device),
-            self.y_train.to(device),
-            self.x_eval.to(device),
-            self.y_eval.to(device),
-            self.classes,
-        )
+        return replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+                       x_eval=self.x_eval.to(device), y_eval=self.y_eval.to(device))
 
 
 def gaussians(
@@ -94,12 +99,16 @@ def gaussians(
 KEYS = ("x_train", "y_train", "x_eval", "y_eval")
 
 
-def standardised(name, x_train, y_train, x_eval, y_eval, classes=None, where=None) -> Dataset:
+def standardised(name, x_train, y_train, x_eval, y_eval, classes=None, where=None,
+                 in_shape=None) -> Dataset:
     """Validate, flatten and standardise with the training set's mean and std (no eval leakage).
 
     `where` names, per array, the file it came from, so that every refusal names the file.
+    `in_shape`: one example's shape [default: as the arrays have it, x_train.shape[1:]].
     """
     where = {k: f"{name}: {k}" for k in KEYS} | (where or {})
+    x_train, x_eval = (_rows(a, where[k]) for a, k in ((x_train, "x_train"), (x_eval, "x_eval")))
+    shape = _example_shape(x_train, x_eval, where)
     x_train, x_eval = (_inputs(a, where[k]) for a, k in ((x_train, "x_train"),
                                                           (x_eval, "x_eval")))
     y_train, y_eval = (_labels(a, where[k]) for a, k in ((y_train, "y_train"),
@@ -127,7 +136,23 @@ def standardised(name, x_train, y_train, x_eval, y_eval, classes=None, where=Non
         torch.from_numpy(x_eval),
         torch.from_numpy(y_eval.astype(np.int64)),
         classes,
+        in_shape or shape,
     )
+
+
+def _example_shape(x_train: np.ndarray, x_eval: np.ndarray, where: dict) -> tuple[int, ...]:
+    """One example's shape, the same in both sets (a model that reshapes needs one); a vector
+    of single values is (1,)."""
+    if x_train.shape[1:] != x_eval.shape[1:] and x_train[0].size == x_eval[0].size:
+        raise DataError(f"{where['x_train']} holds examples of shape {x_train.shape[1:]} but "
+                        f"{where['x_eval']} of shape {x_eval.shape[1:]}; give both one shape")
+    return x_train.shape[1:] or (1,)
+
+
+def grayscale(x: np.ndarray) -> tuple[int, ...]:
+    """An example's shape as (channels, height, width): IDX files and Keras's mnist.npz store
+    grayscale images as (N, H, W) without the one channel."""
+    return (1, *x.shape[1:]) if x.ndim == 3 else x.shape[1:]
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:
@@ -266,14 +291,16 @@ def read_idx(path: Path) -> np.ndarray:
 def read_idx_set(name: str, paths: dict[str, Path]) -> Dataset:
     parts = {key: read_idx(p) for key, p in paths.items()}
     where = {key: str(p) for key, p in paths.items()}
-    return standardised(name, **parts, classes=CLASSES.get(name, 10), where=where)
+    return standardised(name, **parts, classes=CLASSES.get(name, 10), where=where,
+                        in_shape=grayscale(parts["x_train"]))
 
 
 # --- CIFAR-10 binary version (no pickles) -----------------------------------------------------
 
 CIFAR_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
 CIFAR_TEST = "test_batch.bin"
-CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte, then 3072 pixel bytes
+CIFAR_SHAPE = (3, 32, 32)  # the pixel bytes are the red plane, then green, then blue
+CIFAR_RECORD = 1 + math.prod(CIFAR_SHAPE)  # label byte, then 3072 pixel bytes
 CIFAR_PY_DIR = "cifar-10-batches-py"  # the pickled version, never read
 
 
@@ -301,7 +328,8 @@ def read_cifar_set(paths: dict[str, Path]) -> Dataset:
     yt = np.concatenate([y for _, y in train])
     batches, test = str(paths[CIFAR_TEST].parent / "data_batch_*.bin"), str(paths[CIFAR_TEST])
     where = {"x_train": batches, "y_train": batches, "x_eval": test, "y_eval": test}
-    return standardised("cifar10", xt, yt, xe, ye, classes=10, where=where)
+    return standardised("cifar10", xt, yt, xe, ye, classes=10, where=where,
+                        in_shape=CIFAR_SHAPE)
 
 
 # --- .npz -------------------------------------------------------------------------------------
@@ -393,4 +421,44 @@ def load_npz(path: Path, name: str | None = None) -> Dataset:
     else:
         raise DataError(f"{path} must hold arrays x and y (or x_train, y_train, x_eval, y_eval); "
                         f"found {sorted(arrays)}")
-    return standardised(name or path.stem, *parts, classes=CLASSES.get(name), where=where)
+    shape = grayscale(parts[0]) if name in CLASSES else None  # Keras's mnist.npz: images
+    return standardised(name or path.stem, *parts, classes=CLASSES.get(name), where=where,
+                        in_shape=shape)
+
+
+# --- a user's function: PATH.py:NAME or package.module:NAME ------------------------------------
+
+
+def from_function(loaded, spec: str) -> Dataset:
+    """The data a user's function returns, checked and standardised as a .npz's are.
+
+    The contract: NAME() takes no arguments and returns a tuple (or list) of four tensors or
+    numpy arrays, (x_train, y_train, x_eval, y_eval): inputs of shape (N, *in_shape), integer
+    labels 0, 1, ... of shape (N,); the number of classes is the largest training label + 1.
+    """
+    from ..base.spec import call
+
+    out = call(loaded, f"dataset {spec!r}:")
+    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise DataError(f"dataset {spec!r} returned {got}; expected a tuple (x_train, y_train, "
+                        "x_eval, y_eval) of tensors or numpy arrays")
+    where = {k: f"dataset {spec!r} [{k}]" for k in KEYS}
+    arrays = (_numpy(v, where[k]) for v, k in zip(out, KEYS, strict=True))
+    return standardised(spec, *arrays, where=where)
+
+
+def _numpy(value, what: str) -> np.ndarray:
+    """A tensor (detached, on the CPU) or numpy array as a numpy array; anything else refused."""
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return value
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{what} is a {type(value).__name__}; expected a tensor or numpy array")
+    value = value.detach().cpu()
+    try:  # numpy has no bfloat16: its values are floats
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    except (TypeError, RuntimeError, NotImplementedError):
+        raise DataError(f"{what} has dtype {value.dtype}, which milr cannot read as numbers; "
+                        "convert it to float32 or int64") from None

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..base import spec as specs
 from ..base.config import DATASETS
 from .formats import (
     CIFAR_PY_DIR,
@@ -22,6 +23,7 @@ from .formats import (
     DataError,
     Dataset,
     check_npz_file,
+    from_function,
     gaussians,
     load_npz,
     read_cifar_set,
@@ -207,6 +209,8 @@ def preflight(name: str, data_dir: str | os.PathLike | None = None) -> None:
         mnist1d.check_available(name, roots(data_dir)[0])
     elif name.endswith(".npz"):
         check_npz_file(Path(name))
+    elif specs.is_spec(name):
+        specs.load(name, "dataset")  # imports it: a missing file or a bad import now
 
 
 def load_mnist1d(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -222,12 +226,16 @@ _CACHE: dict[tuple, Dataset] = {}
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a data set by name (see DATASETS) or from a .npz path; cached per process."""
+    """Load a data set by name (see DATASETS), from a .npz path or a user's function
+    (PATH.py:NAME); cached per process (a function's per content of its file)."""
     if data_dir is not None:
         roots(data_dir)  # refuses a data_dir that is missing or is not a directory, saying which
-    key = (name, str(data_dir), os.environ.get("MILR_DATA"))
+    loaded = specs.load(name, "dataset") if specs.is_spec(name) else None
+    key = (name, str(data_dir), os.environ.get("MILR_DATA"), loaded and loaded.sha256)
     if key not in _CACHE:
-        if name == "gaussians":
+        if loaded is not None:
+            ds = from_function(loaded, name)
+        elif name == "gaussians":
             ds = gaussians()
         elif name in CLASSES:
             ds = read_found(locate(name, data_dir))
@@ -236,8 +244,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
         elif name.endswith(".npz"):
             ds = load_npz(Path(name))
         else:
-            raise DataError(
-                f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)} or a .npz path"
-            )
+            raise DataError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}, "
+                            "a .npz path or PATH.py:NAME")
         _CACHE[key] = ds
     return _CACHE[key]

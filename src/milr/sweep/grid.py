@@ -13,15 +13,18 @@ from pathlib import Path
 
 import yaml
 
-from ..base.config import EXECUTION_FIELDS, FIXED_FIELDS, EstimateConfig
+from ..base.config import EXECUTION_FIELDS, FIXED_FIELDS, SPEC_FIELDS, EstimateConfig
 from ..base.expr import compile_filter
+from ..base.spec import is_spec
 
 CELL_FIELDS = ("depth", "width")
 MAX_AXIS = 1000  # values of depths or widths, counted before a range is expanded
 MAX_CELLS = 10_000  # depths x widths before the where/exclude filters (each cell: seeds x runs)
 MAX_CHARS = 20_000  # of a grid file's text
+# Other names of keys: `data` is issue 32's name for `dataset` (one field behind both).
+ALIASES = {"data": "dataset"}
 GRID_KEYS = ("depths", "widths", "where", "exclude", "lambda1_samples", "warm_start", "seeds",
-             "seed", "max_rounds", *FIXED_FIELDS, *EXECUTION_FIELDS)
+             "seed", "max_rounds", *FIXED_FIELDS, *EXECUTION_FIELDS, *ALIASES)
 
 
 class GridError(ValueError):
@@ -84,8 +87,26 @@ def _top_level(text: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
 
 
 def _key_lines(top: dict[str, tuple[yaml.Node, yaml.Node]]) -> dict[str, int]:
-    """Line (1-based) of each key (of `_top_level`), for error messages."""
+    """Line (1-based) of each key (of `_top_level`), for error messages; an alias's under the
+    key it stands for."""
+    return {ALIASES.get(k, k): line for k, line in _written_lines(top).items()}
+
+
+def _written_lines(top: dict[str, tuple[yaml.Node, yaml.Node]]) -> dict[str, int]:
+    """Line (1-based) of each key as written."""
     return {k: key.start_mark.line + 1 for k, (key, _) in top.items()}
+
+
+def _unaliased(doc: dict, top: dict, source: str) -> dict:
+    """`doc` with each alias replaced by its key; both given is refused (which would count?)."""
+    for alias, key in ALIASES.items():
+        if alias in doc and key in doc:
+            lines = _written_lines(top)
+            raise GridError(f"{source} line {lines.get(alias, '?')}: {alias} and {key} (line "
+                            f"{lines.get(key, '?')}) are the same key; give one")
+        if alias in doc:
+            doc = {(key if k == alias else k): v for k, v in doc.items()}
+    return doc
 
 
 def _quoted(top: dict[str, tuple[yaml.Node, yaml.Node]]) -> set[str]:
@@ -165,6 +186,7 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
             close = difflib.get_close_matches(str(key), GRID_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise GridError(f"{where(key)}: unknown key {key!r}{hint}")
+    doc = _unaliased(doc, top, source)
     for key in ("depths", "widths"):
         if key not in doc:
             raise GridError(f"{source}: missing key {key!r}")
@@ -239,8 +261,9 @@ def _number(text: str) -> bool:
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
-    """A grid file; a relative .npz path in it is relative to the file's directory (and the rows
-    record it absolute), and must exist."""
+    """A grid file; a relative .npz path or PATH.py:NAME in it is relative to the file's
+    directory (and the rows record it absolute, so that every worker finds it), and must
+    exist."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -249,13 +272,27 @@ def load_grid(path: str | os.PathLike) -> Grid:
     except UnicodeDecodeError:
         raise GridError(f"{path} is not a grid file (not UTF-8 text)") from None
     grid = parse_grid(text, str(path))
-    dataset = grid.params.get("dataset", "")
-    if not str(dataset).endswith(".npz"):
-        return grid
-    line = _key_lines(_top_level(text)).get("dataset")
-    npz = Path(os.path.abspath(path.parent / Path(dataset).expanduser()))
-    if not npz.is_file():
-        seen = f" (relative to the grid file: {npz})" if str(npz) != dataset else ""
-        raise GridError(f"{path}{f' line {line}' if line else ''}: dataset {dataset}: "
-                        f"no such .npz file{seen}")
-    return replace(grid, params={**grid.params, "dataset": str(npz)})
+    lines = _key_lines(_top_level(text))
+    params = dict(grid.params)
+    for key in SPEC_FIELDS:
+        named = _named_file(params.get(key))
+        if named is None:
+            continue
+        file, rest = named
+        absolute = Path(os.path.abspath(path.parent / Path(file).expanduser()))
+        if not absolute.is_file():
+            seen = f" (relative to the grid file: {absolute})" if str(absolute) != file else ""
+            line = f" line {lines[key]}" if key in lines else ""
+            raise GridError(f"{path}{line}: {key} {params[key]}: no such "
+                            f"{'.npz ' if not rest else ''}file{seen}")
+        params[key] = f"{absolute}{rest}"
+    return replace(grid, params=params)
+
+
+def _named_file(value) -> tuple[str, str] | None:
+    """The file a value names and what follows it: a .npz path (""), a spec's PATH.py
+    (":NAME"); None for a name or a package.module spec."""
+    if isinstance(value, str) and value.endswith(".npz"):
+        return value, ""
+    where, _, name = str(value).rpartition(":")
+    return (where, f":{name}") if is_spec(value) and where.endswith(".py") else None

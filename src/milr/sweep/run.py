@@ -33,7 +33,7 @@ from .store import (
     key_text,
     protocol_of,
 )
-from .tasks import TaskConfig
+from .tasks import TaskConfig, sources
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool | None = 
              ) -> Iterator[TaskConfig]:
     """Each task's config, made when the executor asks for it (every executor asks for the next
     one only when it can start it): a warm-started one then sees every row stored so far."""
+    carried = sources(grid.config(*grid.cells[0])) if plan.tasks else ()
     for task in plan.tasks:
         cfg = task_config(grid, task)
         if grid.warm_start:
@@ -279,7 +280,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool | None = 
                 up = 10 ** (1 / cfg.grid_per_decade)
                 cfg = EstimateConfig(**{**cfg.row(), "lr_start": guess * up})
         yield TaskConfig(cfg, grid.config(task.depth, task.width).seeds, grid.lambda1_samples,
-                         full_eval)
+                         full_eval, carried)
 
 
 def _run(grid: Grid, plan: Plan, runner: Runner,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from ..base.config import EstimateConfig
+from ..base.config import SPEC_FIELDS, EstimateConfig
+from ..base.spec import carry, receive
 from .store import LAMBDA1_FIELDS
 
 
@@ -15,12 +16,20 @@ class TaskConfig:
     """What a task measures: its cell's config narrowed to the task's seeds (seed, seeds), the
     cell's seed count (which its rows record), λ1's sample count (0: no λ1), and whether every
     evaluation sees the whole validation set (`train.BatchedTrainer`'s full_eval: only the
-    trials' recorded accuracies differ)."""
+    trials' recorded accuracies differ), and the files of its PATH.py:NAME fields (`sources`),
+    which travel with it to wherever it runs."""
 
     config: EstimateConfig
     cell_seeds: int
     lambda1_samples: int = 0
     full_eval: bool | None = None  # None: full on CUDA, early exit elsewhere
+    sources: tuple[tuple[str, str, bytes], ...] = ()  # base.spec.carry's (path, SHA-256, bytes)
+
+
+def sources(cfg) -> tuple[tuple[str, str, bytes], ...]:
+    """The files cfg's SPEC_FIELDS name, read once per sweep: every task runs the code the
+    sweep began with, on this machine or another one (Ray)."""
+    return tuple(c for f in SPEC_FIELDS if (c := carry(getattr(cfg, f, None))) is not None)
 
 
 def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
@@ -31,6 +40,7 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     from ..engine.search import depends_on
 
     cfg = task.config
+    receive(task.sources)
     est = estimate(cfg, lambda1_samples=task.lambda1_samples, full_eval=task.full_eval)
     sharp = {p.seed: {"lambda1": p.lambda1, "lambda1_eff": e.lambda1,
                       "lambda1_residual": max(p.residual, e.residual),
