@@ -10,6 +10,7 @@ import math
 import pytest
 import typer
 
+from milr.base.config import COORD_FIELDS
 from milr.cli import app
 
 NUMBER_JUNK = ["abc", "nan", "inf"]
@@ -157,6 +158,27 @@ for _command in ("estimate", "sharpness"):
     BAD[(_command, "block_lr_depth_exponent")] = ["1", "11", *NUMBER_JUNK]
 BAD[("sweep", "grid_file")] = [*BAD[("sweep", "grid_file")], "RESIDUAL_DEPTH_0_GRID"]
 
+# --- issue 31 item 5 (milr coord-check): estimate's bad values of the options it shares
+# (COORD_FIELDS: the base invocation trains 2 steps, so a warm-up of 21 is too long here too),
+# then its own: widths and depths (fewer than 2, not positive, repeated, not integers, both
+# given, depths of an MLP), the fixed depth and width, the rate, the steps, the figure. A value
+# ending in a key of COORD_WITH is given with that key's options.
+COORD_WITH = {" WITH_DEPTHS": ["--depths", "2,4", "--architecture", "residual"],
+              " WITH_RESIDUAL": ["--architecture", "residual"]}
+for _name in COORD_FIELDS:
+    BAD[("coord-check", _name)] = list(BAD[("estimate", _name)])
+BAD |= {
+    ("coord-check", "widths"): ["16", "16,16", "0,16", "-4,8", "8,a", "1.5,8", "", "8,,16",
+                                ",".join(map(str, range(1, 70))), "8,16 WITH_DEPTHS"],
+    ("coord-check", "depths"): ["2,4", "0,2 WITH_RESIDUAL", "a,b"],
+    ("coord-check", "depth"): ["0", "-1", *INT_JUNK, "100000000"],
+    ("coord-check", "width"): ["0", "-3", *INT_JUNK],
+    ("coord-check", "lr"): ["0", "-1", *NUMBER_JUNK, "1e39", "1e-39"],
+    ("coord-check", "steps"): ["0", "-1", *INT_JUNK, "1000000000000"],
+    ("coord-check", "as_json"): [],  # a flag
+    ("coord-check", "out"): ["/nonexistent/dir/c.png", "c.txt", "/", "/dev/null"],
+}
+
 LAW_CSV = "depth,width,lr_star,status\n" + "".join(
     f"{d},{w},{3.0 * (d * w) ** -0.5},ok\n" for d in (1, 2, 4) for w in (16, 32, 64))
 
@@ -221,6 +243,8 @@ def base_args(command, tmp_path):
         quick = ["--depth", "1", "--width", "4", "--seeds", "1", "--device", "cpu"]
         return [command, *quick] + (["--steps", "20", "--eval-every", "10"]
                                     if command == "estimate" else ["--samples", "64"])
+    if command == "coord-check":
+        return ["coord-check", "--seeds", "1", "--steps", "2", "--device", "cpu"]
     if command == "fit":
         csv = tmp_path / "r.csv"
         csv.write_text(LAW_CSV)
@@ -258,6 +282,10 @@ def test_bad_value_is_one_line_and_exit_nonzero(command, option, value, tmp_path
     if value.endswith(" WITH_RAY"):  # an option that does not apply with --ray
         value = value.split()[0]
         args += ["--ray", "local"]
+    for suffix, extra in COORD_WITH.items():  # coord-check's values refused with others
+        if value.endswith(suffix):
+            value = value.removesuffix(suffix)
+            args += extra
     if param.param_type_name == "argument" and command.startswith("plot"):
         args = [*command.split(), value, *args[3:]]
     elif param.param_type_name == "argument":

@@ -7,16 +7,16 @@ import torch
 import typer
 
 from milr import EstimateConfig
-from milr.base.config import FitConfig, NetworkConfig, SharpnessConfig
+from milr.base.config import CoordConfig, FitConfig, NetworkConfig, SharpnessConfig
 from milr.cli import app
 from milr.engine.sharpness import network, network_loss
 from milr.engine.train import BatchedTrainer
 
 COMMANDS = {"estimate": (EstimateConfig,), "sharpness": (NetworkConfig, SharpnessConfig),
-            "fit": (FitConfig,)}
+            "fit": (FitConfig,), "coord-check": (CoordConfig,)}
 # what a command records or draws, not what it measures (full_eval changes only the recorded
 # accuracies, never a verdict: tests/test_early_exit.py)
-NOT_IN_CONFIG = {"as_json", "lambda1_samples", "results", "predict", "plot", "full_eval"}
+NOT_IN_CONFIG = {"as_json", "lambda1_samples", "results", "predict", "plot", "full_eval", "out"}
 
 
 def command_params(name):
@@ -68,10 +68,10 @@ LAYERS = [
     ("base", ["__init__", "files", "seeding", "expr", "spec", "config", "cost", "device",
               "results"]),
     ("data", ["__init__", "formats", "mnist1d", "lookup", "fetch", "survey"]),
-    ("engine", ["__init__", "model", "train", "search", "sharpness", "estimation"]),
+    ("engine", ["__init__", "model", "train", "search", "sharpness", "estimation", "coord"]),
     ("sweep", ["__init__", "grid", "store", "tasks", "executors", "run"]),
-    ("analysis", ["__init__", "table", "fit", "plot"]),
-    ("cli", ["render", "datacmd", "plotcmd", "main", "__init__"]),
+    ("analysis", ["__init__", "table", "fit", "plot", "coordplot"]),
+    ("cli", ["render", "coordview", "datacmd", "plotcmd", "main", "__init__"]),
     ("", ["__init__", "__main__"]),
 ]
 ORDER = [f"{part}.{m}" if part else m for part, mods in LAYERS for m in mods]

@@ -414,13 +414,18 @@ def _mup_factor(cfg) -> float:
     return max(m, 1 / m)
 
 
+def _lr_scales(cfg) -> tuple[float, ...]:
+    """The multiples of the base rate a user sets per layer: input_lr_scale, output_lr_scale,
+    the blocks' depth^block_lr_depth_exponent and 1 (μP's factor comes on top)."""
+    return (cfg.input_lr_scale, cfg.output_lr_scale, 1.0,
+            float(cfg.depth) ** cfg.block_lr_depth_exponent)
+
+
 def _check_float32_products(cfg: EstimateConfig) -> None:
     """The rates the search may try (lr_min / widen to lr_max × widen, times each layer's
     multiple: input_lr_scale, output_lr_scale, the blocks' depth^block_lr_depth_exponent or 1,
     and μP's), each tensor's weight decay and the divergence limit are float32 numbers too."""
-    mup = _mup_factor(cfg)
-    scales = (cfg.input_lr_scale, cfg.output_lr_scale, 1.0,
-              float(cfg.depth) ** cfg.block_lr_depth_exponent)
+    mup, scales = _mup_factor(cfg), _lr_scales(cfg)
     _float32("lr_min / widen × min(input_lr_scale, output_lr_scale, 1, depth^"
              "block_lr_depth_exponent) / μP's factor "
              f"({cfg.lr_min:g} / {cfg.widen:g} × {min(scales):g} / {mup:g})",
@@ -457,6 +462,108 @@ class SharpnessConfig:
         if not (_finite(self.tol) and 0 < self.tol < 1):
             raise ValueError(f"tol must lie in (0, 1), got {self.tol!r}")
         _choice(self, "solver", SOLVERS)
+
+
+# --- milr coord-check: a few steps at one rate over widths (or depths) ----------------------
+
+# EstimateConfig's fields that a coordinate check's runs depend on (the search's are not used).
+COORD_FIELDS = ("dataset", "data_dir", "loss", "batch_size", "architecture", "activation",
+                "branch_scale", "block_lr_depth_exponent", "input_lr_scale", "output_init",
+                "output_lr_scale", "optimizer", "momentum", "beta1", "beta2", "eps",
+                "weight_decay", "warmup_steps", "parametrization", "base_width", "seeds", "seed",
+                "device", "precision")
+# The rate of a coordinate check where none is given, per optimizer: well inside what trains.
+COORD_LRS = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adam": 1e-3, "adamw": 1e-3}
+COORD_WIDTHS = "32,64,128,256"
+MAX_COORD_SIZES = 64  # far more than a check needs; a typo such as 1-1000 fails at once
+
+
+@dataclass(frozen=True)
+class _CoordOwn:
+    widths: str | None = opt(None, f"Widths compared, comma-separated, at least 2 [default: "
+                                   f"{COORD_WIDTHS} unless --depths].")
+    depths: str | None = opt(None, "Compare these depths instead, comma-separated, at least 2 "
+                                   "(architecture residual only; the width is --width).")
+    depth: int = opt(2, "Hidden layers (mlp) or blocks (residual) at every width.")
+    width: int = opt(128, "Units per layer at every depth (with --depths).")
+    lr: float | None = opt(None, "Learning rate of every run [default: per optimizer: 0.1 sgd, "
+                                 "0.01 momentum and nesterov, 1e-3 adam and adamw].")
+    steps: int = opt(4, "Training steps: sizes are recorded at t = 0 (initialisation) ... "
+                        "steps.")
+
+
+def _sizes(cfg, name: str) -> tuple[int, ...]:
+    """The widths or depths of a coordinate check, from "32,64" (or a sequence of integers),
+    refused unless at least 2 distinct positive integers; ascending."""
+    text = getattr(cfg, name)
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        sizes = [int(p) if isinstance(p, int) else int(str(p).strip()) for p in parts]
+    except ValueError:
+        raise ValueError(f"{name} must be positive integers separated by commas, e.g. "
+                         f"{COORD_WIDTHS}, got {text!r}") from None
+    if any(isinstance(p, bool) or s < 1 for p, s in zip(parts, sizes, strict=True)):
+        raise ValueError(f"{name} must all be positive integers, got {text!r}")
+    if len(set(sizes)) < 2:
+        raise ValueError(f"{name} needs at least 2 different values to compare, got {text!r}")
+    if len(sizes) != len(set(sizes)) or len(sizes) > MAX_COORD_SIZES:
+        raise ValueError(f"{name} must be at most {MAX_COORD_SIZES} values, each once, got "
+                         f"{text!r}")
+    return tuple(sorted(sizes))
+
+
+def _coord_post_init(self) -> None:
+    """The check's own options, then every network it trains as an EstimateConfig (which
+    checks the shared fields), and the rate times every layer's multiple in float32."""
+    if self.depths is not None and self.widths is not None:
+        raise ValueError("give widths or depths to compare, not both")
+    axis = "depth" if self.depths is not None else "width"
+    if axis == "width" and self.widths is None:
+        object.__setattr__(self, "widths", COORD_WIDTHS)
+    object.__setattr__(self, axis + "s", ",".join(map(str, _sizes(self, axis + "s"))))
+    if axis == "depth" and self.architecture != "residual":
+        raise ValueError(f"depths compares residual nets (depth-μP, CompleteP): give "
+                         f"architecture residual, not {self.architecture!r}, or compare widths")
+    _positive_int(self, "depth", "width", "steps")
+    networks = {size: self.network(size) for size in self.sizes}
+    for name in OPTIMIZER_PARAMS.get(self.optimizer, {}):  # torch.optim's defaults, as used
+        object.__setattr__(self, name, getattr(networks[self.sizes[0]], name))
+    if self.lr is None:
+        object.__setattr__(self, "lr", COORD_LRS[self.optimizer])
+    _positive_float(self, "lr")
+    _float32("lr", self.lr)
+    object.__setattr__(self, "lr", float(self.lr))
+    for size, cfg in networks.items():
+        mup, scales = _mup_factor(cfg), _lr_scales(cfg)
+        for what, v in (("smallest", self.lr * min(scales) / mup),
+                        ("largest", self.lr * max(scales) * mup)):
+            _float32(f"lr × the {what} multiple of a layer's rate at {axis} {size} "
+                     f"({self.lr:g} × {v / self.lr:g})", v, f", the {what} rate trained at,")
+
+
+def _coord_network(self, size: int) -> EstimateConfig:
+    """The network compared at this width (or depth), trained for `steps` at lr: an
+    EstimateConfig (criterion stable: no threshold to read; the search's fields unused)."""
+    depth, width = (size, self.width) if self.axis == "depth" else (self.depth, size)
+    return EstimateConfig(depth=depth, width=width, steps=self.steps, criterion="stable",
+                          eval_every=self.steps, widen=1.0,
+                          **{name: getattr(self, name) for name in COORD_FIELDS})
+
+
+# The options of `milr coord-check`: its own, then EstimateConfig's of COORD_FIELDS (one source
+# of their defaults, help and checks).
+CoordConfig = make_dataclass(
+    "CoordConfig",
+    [(f.name, f.type, field(default=f.default, metadata=f.metadata)) for f in fields(_CoordOwn)]
+    + [(f.name, f.type, field(default=f.default, metadata=f.metadata))
+       for name in COORD_FIELDS for f in fields(EstimateConfig) if f.name == name],
+    frozen=True,
+    namespace={"__doc__": "A coordinate check: which widths (or depths), how many steps at "
+                          "which rate, and the networks' shared settings.",
+               "__post_init__": _coord_post_init, "network": _coord_network,
+               "axis": property(lambda self: "depth" if self.depths is not None else "width"),
+               "sizes": property(lambda self: _sizes(self, self.axis + "s")),
+               "row": EstimateConfig.row, "__module__": __name__})
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
     import typer
 
     from ..base.config import (
+        CoordConfig,
         EstimateConfig,
         FitConfig,
         NetworkConfig,
@@ -134,14 +135,7 @@ def estimate_cmd(
 ) -> None:
     """Search η* of one constant-width ReLU MLP over several seeds."""
     try:
-        if plot is not None:  # matplotlib, extension and directory: before any training
-            from ..analysis.plot import figure_path
-
-            plot = figure_path(plot, "--plot")
-        cfg = _config(EstimateConfig, values)
-        from ..data.lookup import preflight
-
-        preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
+        cfg, plot = _before_training(EstimateConfig, values, plot, "--plot")
         from ..engine.estimation import estimate  # torch loads here: Ctrl-C is handled below
 
         with activity(not as_json) as say:
@@ -153,22 +147,12 @@ def estimate_cmd(
         fail(e)
     except KeyboardInterrupt:
         _interrupted()
-    failed = None  # a figure that cannot be written must not lose the measurement
-    if plot is not None:
-        try:
-            from ..analysis.plot import save, search_figure, search_view_of
 
-            plot = save(search_figure(search_view_of(result)), plot)
-        except (ValueError, OSError) as e:
-            failed, plot = e, None
-    if as_json:
-        _dump({**result.to_dict(), "plot": plot})
-    else:
-        render_estimate(result)
-    if failed is not None:
-        fail(failed)
-    if plot is not None:
-        err.print(f"figure written to {plot}", markup=False, highlight=False, soft_wrap=True)
+    def draw():
+        from ..analysis.plot import search_figure, search_view_of
+
+        return search_figure(search_view_of(result))
+    _report(result, as_json, plot, draw, render_estimate)
 
 
 @app.command("sharpness")
@@ -202,6 +186,80 @@ def sharpness_cmd(
                "results": [asdict(r) for r in results]})
         return
     render_sharpness(results, cfg, scfg)
+
+
+def _before_training(cls, values: dict, figure: str | None, what: str):
+    """A command's config from its options, its figure's path (option `what`) and the data
+    set's refusal, all before torch (seconds) loads: (config, figure path)."""
+    if figure is not None:  # matplotlib, extension and directory: before any training
+        from ..analysis.plot import figure_path
+
+        figure = figure_path(figure, what)
+    cfg = _config(cls, values)
+    from ..data.lookup import preflight
+
+    preflight(cfg.dataset, cfg.data_dir)
+    return cfg, figure
+
+
+def _report(result, as_json: bool, figure: str | None, draw, render) -> None:
+    """A measurement as JSON (with the figure's path) or rendered, and the figure draw() makes
+    written to `figure` if asked: a figure that cannot be written loses nothing measured (its
+    one line and exit 2 come after the result)."""
+    failed = None
+    if figure is not None:
+        try:
+            from ..analysis.plot import save
+
+            figure = save(draw(), figure)
+        except (ValueError, OSError) as e:
+            failed, figure = e, None
+    if as_json:
+        _dump({**result.to_dict(), "plot": figure})
+    else:
+        render(result)
+    if failed is not None:
+        fail(failed)
+    if figure is not None:
+        err.print(f"figure written to {figure}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("coord-check")
+@config_options(CoordConfig)
+def coord_check_cmd(
+    *,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: config, each layer's "
+                                                         "size and change per width (or "
+                                                         "depth) and step, slopes and "
+                                                         "verdict.")] = False,
+    out: Annotated[str | None, typer.Option(help="Also draw the check to this file (PNG; the "
+                                                 "extension chooses SVG or PDF): per layer, "
+                                                 "size and change against width (or depth), "
+                                                 "one line per step.")] = None,
+    **values,
+) -> None:
+    """μP's coordinate check: whether each layer's activations, and their change from
+    initialisation, stay flat in width (or depth) over a few steps at one rate."""
+    try:
+        cfg, out = _before_training(CoordConfig, values, out, "--out")
+        from ..engine.coord import coord_check  # torch loads here: Ctrl-C is handled below
+
+        with activity(not as_json) as say:
+            def on_size(i: int, value: int) -> None:
+                say(f"training {cfg.axis} {value} ({i + 1} of {len(cfg.sizes)})")
+            check = coord_check(cfg, on_size=on_size)
+    except (ValueError, OSError) as e:
+        fail(e)
+    except KeyboardInterrupt:
+        _interrupted()
+
+    def draw():
+        from ..analysis.coordplot import coord_figure
+
+        return coord_figure(check)
+    from .coordview import render_coord_check
+
+    _report(check, as_json, out, draw, render_coord_check)
 
 
 @app.command("fit")

@@ -383,15 +383,18 @@ class Ensemble:
         return [t for wb in zip(self.weights, self.biases, strict=True) for t in wb]
 
     def forward(self, x: torch.Tensor, inputs: list[torch.Tensor] | None = None,
-                pre: list[torch.Tensor] | None = None) -> torch.Tensor:
+                pre: list[torch.Tensor] | None = None,
+                preacts: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x (K, B, n_in) per member, or (B, n_in) shared by all members -> logits (K, B, C).
 
         `inputs`, when given, receives each layer's input (for the hand-written backward), and
         `pre` each activation's argument where its derivative needs it (abs only). Under
         autograd the activation is out of place, so the same pass can be differentiated twice.
+        `preacts`, when given, receives every activation's argument, in order (an MLP's
+        pre-activations, a residual net's stream h_0 ... h_L: what `milr coord-check` reads).
         """
         if self.arch.residual:
-            return self._residual(x, inputs, pre)
+            return self._residual(x, inputs, pre, preacts)
         h = x
         last = len(self.weights) - 1
         for layer in range(last + 1):
@@ -399,11 +402,12 @@ class Ensemble:
                 inputs.append(h)
             h = self._affine(layer, h)
             if layer < last:
-                h = self._activate(h, pre, in_place=True)
+                h = self._activate(h, pre, in_place=True, preacts=preacts)
         return h
 
     def _residual(self, x: torch.Tensor, inputs: list[torch.Tensor] | None,
-                  pre: list[torch.Tensor] | None) -> torch.Tensor:
+                  pre: list[torch.Tensor] | None, preacts: list[torch.Tensor] | None = None
+                  ) -> torch.Tensor:
         """`forward` of a residual net: h_0 = layer 0 (x), h_l = h_{l-1} + α · layer l
         (φ(h_{l-1})), logits = output layer (φ(h_L)); the stream h is never changed in place."""
         last, alpha = len(self.weights) - 1, self.arch.alpha
@@ -411,7 +415,7 @@ class Ensemble:
             inputs.append(x)
         h = self._affine(0, x)
         for layer in range(1, last + 1):
-            a = self._activate(h, pre, in_place=False)
+            a = self._activate(h, pre, in_place=False, preacts=preacts)
             if inputs is not None:
                 inputs.append(a)
             out = self._affine(layer, a)
@@ -427,9 +431,13 @@ class Ensemble:
             return (torch.matmul(h, w) if m == 1.0 else torch.matmul(h, w) * m) + b
         return torch.baddbmm(b, h, w) if m == 1.0 else torch.baddbmm(b, h, w, alpha=m)
 
-    def _activate(self, z: torch.Tensor, pre: list[torch.Tensor] | None, in_place: bool
-                  ) -> torch.Tensor:
-        """φ(z), in z's memory where allowed and nothing needs z (no autograd, no abs' sign)."""
+    def _activate(self, z: torch.Tensor, pre: list[torch.Tensor] | None, in_place: bool,
+                  preacts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """φ(z), in z's memory where allowed and nothing needs z (no autograd, no abs' sign,
+        no `preacts` keeping it)."""
+        if preacts is not None:
+            preacts.append(z)
+            in_place = False
         act = self.arch.activation
         if act == "linear":
             return z
