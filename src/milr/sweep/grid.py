@@ -238,6 +238,26 @@ def _number(text: str) -> bool:
     return True
 
 
+def _code_paths(grid: Grid, path: Path, text: str) -> Grid:
+    """A relative PATH.py of a key naming user code (model: PATH.py:NAME) is relative to the
+    grid file's directory, as a .npz is; the rows record it absolute. The file must exist."""
+    from ..base.spec import SPEC_FIELDS, is_spec, split
+
+    params = dict(grid.params)
+    for key in SPEC_FIELDS:
+        value = params.get(key)
+        if not is_spec(value) or not split(value, key)[0].endswith(".py"):
+            continue
+        where, name = split(value, key)
+        source = Path(os.path.abspath(path.parent / Path(where).expanduser()))
+        if not source.is_file():
+            line = _key_lines(_top_level(text)).get(key)
+            raise GridError(f"{path}{f' line {line}' if line else ''}: {key} {value}: no such "
+                            f"file {source} (relative to the grid file)")
+        params[key] = f"{source}:{name}"
+    return replace(grid, params=params)
+
+
 def load_grid(path: str | os.PathLike) -> Grid:
     """A grid file; a relative .npz path in it is relative to the file's directory (and the rows
     record it absolute), and must exist."""
@@ -248,7 +268,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
         raise GridError(f"cannot read grid file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise GridError(f"{path} is not a grid file (not UTF-8 text)") from None
-    grid = parse_grid(text, str(path))
+    grid = _code_paths(parse_grid(text, str(path)), path, text)
     dataset = grid.params.get("dataset", "")
     if not str(dataset).endswith(".npz"):
         return grid
