@@ -116,18 +116,26 @@ def test_every_step_is_a_plain_torch_optim_loop(example, data_name, optimizer, r
         assert out.curve_loss == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
-def test_evaluation_is_in_eval_mode_on_each_members_running_statistics(images):
-    """ResNet's evaluation uses its BatchNorm's running statistics (eval mode): the accuracy at
-    step 20 is that of the plain loop's module put in eval mode."""
-    cfg = config(f"{EXAMPLES / 'resnet.py'}:make", criterion="accuracy", threshold=0.84,
-                 eval_every=20)
-    out = engine_runs(cfg, images, [0.05], [3])[0]
-    _, module = textbook(cfg, images, 0.05, 3, OPTIMIZERS["sgd"][1])
-    with torch.no_grad():
-        x = images.x_eval.reshape(-1, 1, 8, 8)
-        eval_acc = (module.eval()(x).argmax(-1) == images.y_eval).double().mean().item()
-        train_acc = (module.train()(x).argmax(-1) == images.y_eval).double().mean().item()
-    assert out.curve_acc == (pytest.approx(eval_acc),) and eval_acc != train_acc
+def test_each_member_keeps_its_running_statistics_and_evaluates_in_eval_mode(images):
+    """After 19 steps of two ResNet members (two seeds), each member's BatchNorm buffers are
+    its own plain loop's, and an evaluation uses them (eval mode), not the batch's."""
+    cfg = config(f"{EXAMPLES / 'resnet.py'}:make")
+    t = FuncTrainer(cfg, images, dtype=F64)
+    t.admit([0.05, 0.02], [3, 4])
+    for _ in range(19):
+        t.advance()
+    x = images.x_eval.reshape(-1, 1, 8, 8)
+    correct = t.net.evaluate(images.x_eval, images.y_eval)[0].tolist()
+    for row, (lr, seed) in enumerate(((0.05, 3), (0.02, 4))):
+        _, module = textbook(dataclasses.replace(cfg, steps=19), images, lr, seed,
+                             OPTIMIZERS["sgd"][1])
+        for name, buf in module.named_buffers():
+            assert torch.allclose(t.net.fixed[name][row].to(buf.dtype), buf, rtol=1e-9), name
+        with torch.no_grad():
+            in_eval = int((module.eval()(x).argmax(-1) == images.y_eval).sum())
+            in_training = int((module.train()(x).argmax(-1) == images.y_eval).sum())
+        assert correct[row] == in_eval
+    assert t.net.fixed["1.running_mean"][0].abs().sum() > 0 and in_eval != in_training
 
 
 def test_layernorm_is_held_to_the_textbook(flat):
@@ -289,3 +297,29 @@ def test_the_cnn_needs_images(flat, images):
     with pytest.raises(ValueError, match=r"cnn needs images.*got \(16,\)"):
         FuncTrainer(config(f"{EXAMPLES / 'cnn.py'}:make"), flat, dtype=F64)
     assert FuncTrainer(config(f"{EXAMPLES / 'cnn.py'}:make"), images, dtype=F64).tensors == 4
+
+
+def test_a_grid_names_its_model_relative_to_itself(tmp_path):
+    from milr.sweep.grid import load_grid
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "m.py").write_text((EXAMPLES / "mlp.py").read_text())
+    grid = tmp_path / "sub" / "g.yaml"
+    grid.write_text("depths: [1]\nwidths: [4]\nmodel: m.py:make\n")
+    assert load_grid(grid).config(1, 4).model == f"{tmp_path / 'sub' / 'm.py'}:make"
+
+
+def test_estimate_finds_eta_of_the_cnn_over_its_seeds(images):
+    """The whole search on the CNN example (1 × 8 × 8 images): an η* for every seed."""
+    from milr.engine.estimation import estimate
+
+    data = Dataset(images.name, images.x_train.float(), images.y_train,
+                   images.x_eval.float(), images.y_eval, images.classes)
+    data = shaped(data, (1, 8, 8))
+    cfg = EstimateConfig(depth=1, width=4, model=f"{EXAMPLES / 'cnn.py'}:make", seeds=2,
+                         steps=20, eval_every=10, batch_size=16, criterion="stable",
+                         rtol=0.5, edge_probes=0, device="cpu")
+    est = estimate(cfg, data, trainer=FuncTrainer(cfg, data))
+    assert [s.status for s in est.seeds] == ["ok", "ok"] and est.median is not None
+    assert est.code["model_sha256"] == hashlib.sha256((EXAMPLES / "cnn.py").read_bytes()
+                                                      ).hexdigest()

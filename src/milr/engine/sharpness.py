@@ -255,6 +255,10 @@ def _ready(cfg: NetworkConfig, scfg: SharpnessConfig, data: Dataset | None) -> D
     if cfg.model is None:  # the MLP's memory model: a model's size is not known ahead
         check_sharpness_memory(cfg, scfg, data.n_inputs, data.classes,
                                available_memory(device))
+    else:  # a factory that cannot build is refused before any seed begins
+        from .func import Factory
+
+        Factory.of(cfg, data).build(cfg.seed)
     return data.to(device)
 
 
