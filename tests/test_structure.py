@@ -65,9 +65,10 @@ def test_lambda1_network_is_the_engines_network(tiny):
 # first, except cli's, which re-exports the command (`milr.cli:main`) and so comes last.
 LAYERS = [
     ("", ["version"]),
-    ("base", ["__init__", "files", "seeding", "expr", "config", "cost", "device", "results"]),
+    ("base", ["__init__", "files", "seeding", "spec", "expr", "config", "cost", "device",
+              "results"]),
     ("data", ["__init__", "formats", "mnist1d", "lookup", "fetch", "survey"]),
-    ("engine", ["__init__", "model", "train", "search", "sharpness", "estimation"]),
+    ("engine", ["__init__", "model", "train", "search", "func", "sharpness", "estimation"]),
     ("sweep", ["__init__", "grid", "store", "tasks", "executors", "run"]),
     ("analysis", ["__init__", "table", "fit", "plot"]),
     ("cli", ["render", "datacmd", "plotcmd", "main", "__init__"]),
