@@ -211,6 +211,8 @@ def test_lambda1_of_the_mlp_example_is_the_built_in_networks(flat):
                      dtype=F64)
     builtin = sharpness(NetworkConfig(**kw), flat, 0, scfg, dtype=F64)
     assert ours.converged and ours.lambda1 == pytest.approx(builtin.lambda1, rel=1e-5)
+    with pytest.raises(ValueError, match="'raises' raised RuntimeError"):  # the model is built
+        sharpness(NetworkConfig(model="factories:raises", **kw), flat, 0, scfg, dtype=F64)
 
 
 def test_a_model_refuses_the_mlps_options():
@@ -236,6 +238,8 @@ def test_results_record_the_models_source_hash(flat):
     want = hashlib.sha256((EXAMPLES / "mlp.py").read_bytes()).hexdigest()
     assert doc["model_sha256"] == want and doc["config"]["model"] == spec
     assert identities(EstimateConfig(depth=1, width=4))["model_sha256"] is None
+    with pytest.raises(ValueError, match="'raises' raised RuntimeError"):  # the model trains
+        estimate(dataclasses.replace(cfg, model="factories:raises"), flat)
 
 
 def test_a_resume_and_a_fit_refuse_two_versions_of_a_model(tmp_path):
