@@ -12,7 +12,9 @@ trainer=FuncTrainer(...))` runs milr's own search (same probes, same split) on i
 difference is the engine alone.
 
 Written without milr's Ensemble or trainer: only the initial weights and data order come from
-milr, through reference.py.
+milr, through reference.py. It stays a peer on purpose: milr's own torch.func engine for any
+model (`--model`, milr.engine.func) shares milr's trainer and update rules, so it cannot check
+them; this file can.
 """
 
 from __future__ import annotations

@@ -179,6 +179,16 @@ BAD |= {
     ("coord-check", "out"): ["/nonexistent/dir/c.png", "c.txt", "/", "/dev/null"],
 }
 
+# --- issue 32 (--model): factories that raise, return no module or one without parameters, that
+# cannot be imported, or whose module vmap cannot run (tests/factories.py; a dotted spec, since
+# tests/ is on sys.path); MLP-only options beside a model; a grid naming a missing factory file.
+HOSTILE_GRIDS["MISSING_MODEL_GRID"] = b"depths: [1]\nwidths: [4]\nmodel: missing.py:make\n"
+_FACTORIES = ["factories:raises", "factories:not_a_module", "factories:no_parameters",
+              "no_such_module_xyz:make", "missing.py:make", "factories.py", "factories:nothing"]
+BAD[("estimate", "model")] = [*_FACTORIES, "factories:uses_item", "factories:wrong_outputs"]
+BAD[("sharpness", "model")] = _FACTORIES
+BAD[("sweep", "grid_file")] = [*BAD[("sweep", "grid_file")], "MISSING_MODEL_GRID"]
+
 LAW_CSV = "depth,width,lr_star,status\n" + "".join(
     f"{d},{w},{3.0 * (d * w) ** -0.5},ok\n" for d in (1, 2, 4) for w in (16, 32, 64))
 

@@ -15,7 +15,7 @@ from ..base.config import FIXED_FIELDS, FitConfig
 from ..base.expr import compile_filter
 from ..base.files import check_regular
 from ..base.results import STATUSES, Cell, aggregate, ok_values
-from ..sweep.store import counted_rows, json_lines, row_key
+from ..sweep.store import CODE_FIELDS, counted_rows, json_lines, row_key
 
 
 class FitError(ValueError):
@@ -298,9 +298,10 @@ def cells_from_rows(rows: list[dict], column: str = "lr_star", source: str = "re
 def one_protocol(rows: list[dict], source: str = "results") -> None:
     """Refuse rows measured under different protocols (any field a sweep keeps fixed, e.g.
     steps 100 and 400): their η* are different quantities, and a sweep refuses to mix them.
-    Superseded rows count too: which protocol's row came last must not choose the fit."""
+    Superseded rows count too: which protocol's row came last must not choose the fit. So do
+    the source hashes of user code (model_sha256, ...): two versions of a model are two."""
     rows = getattr(rows, "every", None) or rows
-    for name in FIXED_FIELDS:
+    for name in (*FIXED_FIELDS, *CODE_FIELDS):
         if not rows or name not in rows[0]:
             continue
         seen = getattr(rows, "distinct", {}).get(name)

@@ -10,7 +10,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from types import SimpleNamespace
 
-from .spec import is_spec
+from .spec import SPEC_FIELDS, is_spec  # noqa: F401 - SPEC_FIELDS re-exported
 
 # Data sets known by name (milr.data loads them); any other `dataset` must be a .npz path or
 # a user's function, PATH.py:NAME or package.module:NAME (README: Data).
@@ -83,6 +83,13 @@ class EstimateConfig:
                                     "(x_train, y_train, x_eval, y_eval).",
                        flags=("--dataset", "--data"))
     data_dir: str | None = opt(None, "Directory holding the data files.")
+    model: str | None = opt(None, "Any PyTorch model instead of the built-in MLP: PATH.py:NAME "
+                                  "or package.module:NAME, a function NAME(depth, width, "
+                                  "in_shape, classes) returning an nn.Module, built per seed "
+                                  "with its own initialisation and trained at one uniform rate "
+                                  "(the MLP's init, parametrisation, per-layer rate and "
+                                  "architecture options are refused with it; "
+                                  "docs/protocol.md).")
     loss: str = opt("ce", "Training loss: ce (mean cross-entropy) or mse (1/2 x the mean over "
                           "batch and classes of the squared error to one-hot targets).")
     criterion: str = opt("accuracy", "What counts as trained: accuracy (validation accuracy >= "
@@ -99,7 +106,9 @@ class EstimateConfig:
     batch_size: int = opt(128, "Minibatch size.")
     eval_every: int = opt(50, "Steps between validation checks (a run stops at its first "
                               "success).")
-    input_lr_scale: float = opt(0.1, "Input-layer lr = lr * this (the paper's condition (ii)).")
+    input_lr_scale: float | None = opt(None, "Input-layer lr = lr * this (the paper's "
+                                             "condition (ii)) [default: 0.1; 1 with model, "
+                                             "which trains every tensor at lr].")
     architecture: str = opt("mlp", "mlp (depth hidden layers) or residual (an input layer, "
                                    "depth residual blocks h + α·(W·φ(h) + b), an output "
                                    "layer; docs/protocol.md).")
@@ -302,7 +311,7 @@ class EstimateConfig:
 # the network (shape, initialisation, parametrisation), its loss, the per-layer rate multiples
 # that precondition λ1 (with the optimizer, whose rule sets them under mup), the data set, the
 # seeds and the device.
-NETWORK_FIELDS = ("depth", "width", "architecture", "activation", "branch_scale",
+NETWORK_FIELDS = ("depth", "width", "model", "architecture", "activation", "branch_scale",
                   "block_lr_depth_exponent", "dataset", "data_dir", "loss", "input_lr_scale",
                   "output_init", "output_lr_scale", "optimizer", "parametrization", "base_width",
                   "seeds", "seed", "device")
@@ -329,9 +338,6 @@ NetworkConfig = make_dataclass(
 # count): never blocks a resume or a fit, recorded per row.
 EXECUTION_FIELDS = ("probes", "cuda_layer_flops", "device", "precision", "data_dir",
                     "edge_probes", "edge_factor", "edge_below")
-# Fields whose value may name a user's function (PATH.py:NAME): a grid resolves its path, a
-# sweep's task carries its file (read with getattr: a field may be absent).
-SPEC_FIELDS = ("dataset", "model")
 FREE_FIELDS = ("depth", "width", "seed", "seeds", "max_rounds", "lr_start", *EXECUTION_FIELDS)
 FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FREE_FIELDS)
 
@@ -339,6 +345,7 @@ FIXED_FIELDS = tuple(f.name for f in fields(EstimateConfig) if f.name not in FRE
 def _check_network(cfg) -> None:
     """The checks of NETWORK_FIELDS (EstimateConfig and NetworkConfig alike)."""
     _positive_int(cfg, "depth", "width", "seeds")
+    _check_model(cfg)
     if cfg.seeds > MAX_SEEDS:
         raise ValueError(f"seeds must be at most {MAX_SEEDS}, got {cfg.seeds}")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
@@ -368,6 +375,36 @@ def _check_network(cfg) -> None:
     if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
         raise ValueError(f"data_dir must be a path, got {cfg.data_dir!r}")
     _choice(cfg, "device", DEVICES)
+
+
+# The built-in network's options that a model of one's own cannot honour (milr does not know
+# its layers): each must keep its default with `model`.
+MLP_ONLY = {"output_init": "fan-in", "parametrization": "sp", "output_lr_scale": 1.0,
+            "architecture": "mlp", "activation": "relu", "branch_scale": "none",
+            "block_lr_depth_exponent": 0.0}
+INPUT_LR_SCALE = 0.1  # the built-in MLP's default (the paper's condition (ii))
+
+
+def _check_model(cfg) -> None:
+    """model is a spec or None; with it, the MLP's options keep their defaults and the input
+    layer trains at the uniform rate (input_lr_scale 1); without it, input_lr_scale's default
+    is the paper's 0.1."""
+    if cfg.model is None:
+        if cfg.input_lr_scale is None:
+            object.__setattr__(cfg, "input_lr_scale", INPUT_LR_SCALE)
+        return
+    if not is_spec(cfg.model):
+        raise ValueError(f"model {cfg.model!r} must be PATH.py:NAME or package.module:NAME")
+    for name, default in MLP_ONLY.items():
+        if getattr(cfg, name) != default:
+            raise ValueError(f"{name} {getattr(cfg, name)!r} applies to the built-in MLP, not "
+                             f"to model {cfg.model!r} (its own initialisation and one uniform "
+                             f"rate are used): leave {name} at {default!r}")
+    if cfg.input_lr_scale not in (None, 1.0):
+        raise ValueError(f"input_lr_scale {cfg.input_lr_scale!r} applies to the built-in MLP, "
+                         f"not to model {cfg.model!r}, whose every tensor trains at lr: leave "
+                         "it unset")
+    object.__setattr__(cfg, "input_lr_scale", 1.0)
 
 
 def _check_architecture(cfg) -> None:

@@ -3,6 +3,8 @@ cost, and the bound a sweep's dry run shows."""
 
 from __future__ import annotations
 
+import math
+
 from .config import OPTIMIZER_SLOTS, EstimateConfig, weight_layers
 
 # (inputs, classes) of the named data sets, for cost bounds without loading any data.
@@ -45,7 +47,10 @@ def eval_cost_in_steps(cfg: EstimateConfig, n_train: int, n_eval: int) -> float:
 
 
 def search_bound_tflop(cfg: EstimateConfig) -> float:
-    """Rough upper bound in TFLOP of a search over cfg's seeds (every run to the full budget)."""
+    """Rough upper bound in TFLOP of a search over cfg's seeds (every run to the full budget);
+    NaN for a model of one's own, whose cost milr does not know ahead."""
+    if cfg.model is not None:
+        return math.nan
     n_in, classes = SHAPES.get(cfg.dataset, (784, 10))
     return cfg.seeds * RUNS_PER_SEED_BOUND * cfg.steps * flops_per_member_step(
         cfg, n_in, classes) / 1e12

@@ -150,6 +150,9 @@ class Estimate:
     lambda1: dict[int, float | None] | None = None
     # per seed, (λ1, preconditioned λ1) as `sharpness.Sharpness` records, when asked for
     sharpness: list[tuple] = field(default_factory=list)
+    # the SHA-256 of the source of each config field naming user code (`spec.identities`:
+    # model_sha256, ...; None where it names none)
+    code: dict = field(default_factory=dict)
 
     @property
     def values(self) -> list[float]:
@@ -198,6 +201,7 @@ class Estimate:
     def to_dict(self) -> dict:
         return {
             "config": self.config.row(),
+            **self.code,
             "median": self.median,
             "spread": self.spread,
             "log_std": self.log_std,
@@ -287,9 +291,12 @@ def protocol_line(c) -> str:
     """The protocol an η* was measured under, in a few words (every field is in --json)."""
     what = (f"accuracy ≥ {c.threshold}" if c.criterion == "accuracy"
             else "stable for the whole budget")
+    network = (f"{c.output_init} output layer, input lr × {c.input_lr_scale:g}"
+               if getattr(c, "model", None) is None
+               else f"model {c.model} (its own initialisation, one rate for every tensor)")
     return (f"{c.loss} loss, {what}, {c.steps} steps, divergence checked at every "
-            f"{'step' if c.divergence_check == 'step' else 'evaluation'}, {c.output_init} "
-            f"output layer, input lr × {c.input_lr_scale:g}{training_words(c)}")
+            f"{'step' if c.divergence_check == 'step' else 'evaluation'}, "
+            f"{network}{training_words(c)}")
 
 
 def training_words(c) -> str:

@@ -8,11 +8,12 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-WEIGHTS, DATA_ORDER, START_VECTOR = 0, 1, 2  # the streams drawn from one user seed
+# the streams drawn from one user seed; RANDOMNESS: a model's own random operations (dropout)
+WEIGHTS, DATA_ORDER, START_VECTOR, RANDOMNESS = 0, 1, 2, 3
 
 
 def member_seed(seed: int, stream: int) -> int:
-    """An independent 63-bit seed per purpose (WEIGHTS, DATA_ORDER, START_VECTOR) from one seed."""
+    """An independent 63-bit seed per purpose (WEIGHTS, DATA_ORDER, ...) from one seed."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(2, np.uint64)[0] >> 1)
 
 

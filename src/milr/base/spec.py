@@ -31,9 +31,14 @@ class Loaded:
 
 
 def is_spec(value) -> bool:
-    """Whether a config value names a user's function rather than a built-in choice or a file."""
-    where, sep, name = str(value).rpartition(":")
-    return bool(sep and where and name.isidentifier())
+    """Whether a config value names user code (`PATH.py:NAME` or `package.module:NAME`) rather
+    than a built-in name or a data file: the part after the last colon is an identifier and the
+    part before it a .py path or a dotted module name."""
+    if not isinstance(value, str):
+        return False
+    where, sep, name = value.rpartition(":")
+    return bool(sep and where and name.isidentifier()) and (
+        where.endswith(".py") or all(p.isidentifier() for p in where.split(".")))
 
 
 def split(spec: str, what: str) -> tuple[str, str]:
@@ -151,3 +156,44 @@ def receive(carried) -> None:
             copy.parent.mkdir(exist_ok=True)
             copy.write_bytes(data)
         _CARRIED[path] = str(copy.resolve())
+
+
+# Config fields whose value may name a user's function (a spec): results record, beside each,
+# the SHA-256 of the source behind it in the column `sha256_column(name)`.
+SPEC_FIELDS = ("model", "dataset")
+
+
+def sha256_column(name: str) -> str:
+    """The results column holding the source hash of config field `name`'s spec."""
+    return f"{name}_sha256"
+
+
+def source_path(spec: str, what: str) -> Path:
+    """The source file a spec's function lives in, without running it (a dotted module's
+    parent packages are imported to find it)."""
+    where, _ = split(spec, what)
+    if where.endswith(".py"):
+        named = Path(where).expanduser().resolve()
+        path = Path(_CARRIED.get(str(named), named))  # a carried copy where it is not here
+    else:
+        try:
+            found = importlib.util.find_spec(where)
+        except (ImportError, ValueError) as e:
+            raise ValueError(f"{what} {spec!r}: cannot find {where!r} ({e})") from None
+        if found is None or not found.origin or not Path(found.origin).is_file():
+            raise ValueError(f"{what} {spec!r}: no module {where!r} with a source file")
+        path = Path(found.origin).resolve()
+    if not path.is_file():
+        raise ValueError(f"{what} {spec!r}: no such file {str(path)!r}")
+    return path
+
+
+def identities(config) -> dict[str, str | None]:
+    """The source hash of every spec among a config's SPEC_FIELDS (None where the field is
+    absent or names no code): what a result row and --json record beside the config."""
+    out: dict[str, str | None] = {}
+    for name in SPEC_FIELDS:
+        value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+        out[sha256_column(name)] = (source_sha256(source_path(value, f"--{name}"))
+                                    if is_spec(value) else None)
+    return out

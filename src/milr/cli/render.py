@@ -3,6 +3,7 @@ commands share: their typer apps and the one-line failure."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from collections.abc import Callable, Iterator
@@ -280,10 +281,16 @@ def render_dry_run(cells: int, tasks: list, costs: list[float], path: str, done:
         table.add_column(col, justify="right")
     for t, cost in zip(tasks, costs, strict=True):
         table.add_row(str(t.depth), str(t.width), f"{t.seed}–{t.seed + t.count - 1}",
-                      f"{cost:.3g}")
+                      _tflop(cost))
     console.print(table)
-    console.print(f"{len(tasks)} task(s) to run, at most about {sum(costs):.3g} TFLOP "
-                  "(each seed ~12 full-budget runs; early exits make it far less)")
+    console.print(f"{len(tasks)} task(s) to run, at most about {_tflop(sum(costs))} TFLOP "
+                  "(each seed ~12 full-budget runs; early exits make it far less; ? for a "
+                  "model of one's own, whose cost is not known ahead)")
+
+
+def _tflop(cost: float) -> str:
+    """A cost bound, or ? where none is known (NaN: a model of one's own)."""
+    return "?" if math.isnan(cost) else f"{cost:.3g}"
 
 
 def render_summary(summary: list[dict], path: str, ran: int) -> None:

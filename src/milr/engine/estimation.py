@@ -19,11 +19,23 @@ from ..base.device import (
     versions,
 )
 from ..base.results import Estimate
+from ..base.spec import identities
 from ..data.formats import Dataset
 from ..data.lookup import load
 from .search import Trainer, midpoint_used, search
 from .sharpness import plain_and_preconditioned
 from .train import BatchedTrainer
+
+
+def default_trainer(cfg: EstimateConfig, data: Dataset, device: torch.device,
+                    full_eval: bool) -> Trainer:
+    """The engine a config trains on: a model of one's own on the torch.func engine
+    (`func.FuncTrainer`, always fully evaluated), the built-in MLPs on the batched one."""
+    if cfg.model is not None:
+        from .func import FuncTrainer
+
+        return FuncTrainer(cfg, data, device)
+    return BatchedTrainer(cfg, data, device, full_eval=full_eval)
 
 
 def full_eval_by_default(device_type: str) -> bool:
@@ -59,17 +71,23 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     device = resolve_device(cfg.device)
     if full_eval is None:
         full_eval = full_eval_by_default(device.type) and trainer is None
+    code = identities(cfg)  # the source of any user code, before it runs
     data = data or load(cfg.dataset, cfg.data_dir)
-    probes = probes_per_round(cfg, device.type, data.n_inputs, data.classes)
-    check_memory(cfg, data.n_inputs, data.classes, cfg.seeds * probes, available_memory(device))
+    builtin = cfg.model is None  # the MLP's cost model: a model's cost is not known ahead
+    probes = probes_per_round(cfg, device.type, data.n_inputs, data.classes) if builtin \
+        else cfg.probes or 1
+    if builtin:
+        check_memory(cfg, data.n_inputs, data.classes, cfg.seeds * probes,
+                     available_memory(device))
     data = data.to(device)
     start = time.perf_counter()
     eval_cost = eval_cost_in_steps(cfg, len(data.x_train), len(data.x_eval))
     # No member is cancelled: the decision path may need the verdict of a rate below a
     # speculative success, and an edge probe's is reported whatever larger ones did.
-    trainer = trainer or BatchedTrainer(cfg, data, device, full_eval=full_eval)
+    trainer = trainer or default_trainer(cfg, data, device, full_eval)
     threads = torch.get_num_threads()
-    if device.type == "cpu":  # small steps cannot feed several threads (see cpu_threads)
+    # small steps cannot feed several threads (see cpu_threads); a model keeps torch's count
+    if device.type == "cpu" and builtin:
         step = cfg.seeds * probes * flops_per_member_step(cfg, data.n_inputs, data.classes)
         threads = cpu_threads(step, threads)
     with num_threads(threads):
@@ -95,4 +113,5 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
         versions=versions(),
         lambda1={p.seed: p.lambda1 for p, _ in pairs} if lambda1_samples else None,
         sharpness=pairs,
+        code=code,
     )

@@ -194,12 +194,14 @@ class Optim:
             return ("exp_avg", "exp_avg_sq")
         return ()
 
-    def rule(self, rates: Rates, steps_done: torch.Tensor, decay: list[float]) -> Update:
+    def rule(self, rates: Rates, steps_done: torch.Tensor, decay: list[float],
+             fused: bool = True) -> Update:
         """Its update for one step of every member at `rates`: plain SGD without weight decay
-        fused (`SgdUpdate`), anything else torch.optim's rule (`OptimUpdate`, with decay[j]
-        the weight decay of tensor j of `Ensemble.parameters()` and steps_done (K,) the steps
-        each member has taken before, for Adam's bias correction)."""
-        if self.name == "sgd" and self.weight_decay == 0:
+        fused where allowed (`SgdUpdate`, an Ensemble's layers only), anything else
+        torch.optim's rule (`OptimUpdate`, with decay[j] the weight decay of parameter tensor j
+        and steps_done (K,) the steps each member has taken before, for Adam's bias
+        correction)."""
+        if fused and self.name == "sgd" and self.weight_decay == 0:
             return SgdUpdate.at(rates)
         corrections = (adam_corrections(steps_done, rates, self) if self.name in
                        ("adam", "adamw") else None)
@@ -208,29 +210,43 @@ class Optim:
 
 @dataclass(frozen=True)
 class Rates:
-    """Each member's learning rate (K, 1, 1) times every scale of a per-layer table: layer l's
-    weights train at tensors[weight[l]], its bias at tensors[bias[l]]. One tensor per distinct
-    scale, so a bias whose scale is its weight's shares its rate: the table's numbers say which
-    rates are shared, never the tensors' identity (a copy of a tensor changes nothing)."""
+    """Each member's learning rate (K, 1, 1) times every scale of a per-tensor table: tensor j
+    of the parameters (an Ensemble's W0, b0, W1, b1, ...; a module's in its order) trains at
+    tensors[scales[j]]. One tensor per distinct scale, so tensors of one scale share their
+    rate: the table's numbers say which rates are shared, never the tensors' identity (a copy
+    of a tensor changes nothing)."""
 
-    weight: tuple[float, ...]
-    bias: tuple[float, ...]
+    scales: tuple[float, ...]
     tensors: dict[float, torch.Tensor]
 
     @classmethod
     def of(cls, layout: Layout, lr: torch.Tensor) -> Rates:
         """`layout`'s rates of members at base rates lr (K, 1, 1)."""
-        scales = dict.fromkeys(layout.parameter_lr_scales())
-        return cls(layout.weight_lr, layout.bias_lr, {s: lr * s for s in scales})
+        scales = tuple(layout.parameter_lr_scales())
+        return cls(scales, {s: lr * s for s in dict.fromkeys(scales)})
+
+    @classmethod
+    def uniform(cls, tensors: int, lr: torch.Tensor) -> Rates:
+        """Every one of `tensors` parameter tensors at the members' rates lr (K, 1, 1)."""
+        return cls((1.0,) * tensors, {1.0: lr})
+
+    @property
+    def weight(self) -> tuple[float, ...]:
+        """An Ensemble's layer l's weights' scale, at l."""
+        return self.scales[0::2]
+
+    @property
+    def bias(self) -> tuple[float, ...]:
+        """An Ensemble's layer l's bias's scale, at l."""
+        return self.scales[1::2]
 
     def times(self, factor: torch.Tensor) -> Rates:
         """Every rate × factor (K, 1, 1) (a warm-up), still one tensor per scale."""
         return replace(self, tensors={s: r * factor for s, r in self.tensors.items()})
 
     def per_tensor(self) -> list[torch.Tensor]:
-        """The rate of each tensor of `Ensemble.parameters()` (W0, b0, W1, b1, ...)."""
-        return [self.tensors[s] for pair in zip(self.weight, self.bias, strict=True)
-                for s in pair]
+        """The rate of each parameter tensor, in order."""
+        return [self.tensors[s] for s in self.scales]
 
 
 # The initial weights of one cell's seeds, kept on the device (see _initial).
@@ -643,11 +659,14 @@ class OptimUpdate:
             gw.mul_(m)
         gb = g.sum(1, keepdim=True)
         for j, p, grad in ((2 * layer, w, gw), (2 * layer + 1, net.biases[layer], gb)):
-            self._tensor(net.state, j, p, grad)
+            self.tensor(net.state, j, p, grad)
 
-    def _tensor(self, state: dict[str, list[torch.Tensor]], j: int, p: torch.Tensor,
-                grad: torch.Tensor) -> None:
-        """torch.optim's update of parameter tensor j (its gradient `grad` is ours to change)."""
+    def tensor(self, state: dict[str, list[torch.Tensor]], j: int, p: torch.Tensor,
+               grad: torch.Tensor) -> None:
+        """torch.optim's update of parameter tensor j, in place (its gradient `grad` is ours to
+        change): p and grad (K, ...) with the rate's (K, 1, 1) broadcasting over them, e.g. an
+        Ensemble's (K, fan_in, fan_out) or any tensor viewed as (K, 1, n); the one per-tensor
+        rule of both engines (`func.Stack` calls it per tensor of a module)."""
         opt, lr, decay = self.opt, self.lrs[j], self.decay[j]
         if opt.name in ("adam", "adamw"):
             exp_avg, exp_avg_sq = state["exp_avg"][j], state["exp_avg_sq"][j]
@@ -687,5 +706,4 @@ def adam_corrections(steps_done: torch.Tensor, rates: Rates, opt: Optim
     dtype = next(iter(rates.tensors.values())).dtype
     by_scale = {s: (bias1 / (lr.to(torch.float64) * bias2_sqrt)).to(dtype)
                 for s, lr in rates.tensors.items()}
-    return ((opt.eps * bias2_sqrt).to(dtype),
-            [by_scale[s] for pair in zip(rates.weight, rates.bias, strict=True) for s in pair])
+    return (opt.eps * bias2_sqrt).to(dtype), [by_scale[s] for s in rates.scales]

@@ -377,8 +377,10 @@ def depends_on(cfg: EstimateConfig, device_type: str = "cpu") -> str:
     """What a seed's η* is a function of, as results rows record it: its configuration and seed,
     never the other seeds, cells or workers of the run, their order, the probe count or a warm
     start (those change only which speculative trials run). On CUDA batched matmuls may round
-    differently with the number of members beside a seed: "cuda-batch" says so."""
-    return "config,seed" + (",cuda-batch" if device_type == "cuda" else "")
+    differently with the number of members beside a seed: "cuda-batch" says so. A model of one's
+    own draws its random numbers (dropout) for all members of a round at once: "model-rng"."""
+    return "config,seed" + (",cuda-batch" if device_type == "cuda" else "") + (
+        ",model-rng" if getattr(cfg, "model", None) is not None else "")
 
 
 def midpoint_used(midpoint: str, probes: int) -> str:

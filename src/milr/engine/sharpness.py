@@ -220,12 +220,7 @@ def sharpness(cfg: NetworkConfig, data: Dataset, seed: int,
     device = data.x_train.device
     order = batch_schedule(seed, len(data.x_train), 1, samples)[0].to(device)
     x, y = data.x_train[order].to(dtype), data.y_train[order]
-    net = network(cfg, data, seed, dtype)
-    params = net.parameters()
-    scale = None
-    if scfg.preconditioned:  # every tensor's rate multiple (the parametrisation's and cfg's)
-        scale = Layout.of(cfg, data.n_inputs).parameter_lr_scales()
-    loss = lambda p: network_loss(p, x, y, cfg.loss, net.multipliers, net.arch)  # noqa: E731
+    params, loss, scale = _loss_of(cfg, data, seed, x, y, dtype, scfg.preconditioned)
     if scfg.solver == "lanczos":
         matvec, n, count = hvp_function(loss, params, scale)
         lam, residual, converged, _ = lanczos(matvec, n, params[0], seed, scfg.tol,
@@ -238,11 +233,32 @@ def sharpness(cfg: NetworkConfig, data: Dataset, seed: int,
                      method, samples)
 
 
+def _loss_of(cfg: NetworkConfig, data: Dataset, seed: int, x: torch.Tensor, y: torch.Tensor,
+             dtype: torch.dtype, preconditioned: bool):
+    """Seed's network at initialisation on the batch x, y: its tensors, the loss as their
+    function, and each tensor's rate multiple where preconditioned (None: all 1). A model of
+    one's own (cfg.model) trains every tensor at one rate, so its S is the identity."""
+    if cfg.model is not None:
+        from .func import member_loss
+
+        return *member_loss(cfg, data, seed, x, y, dtype), None
+    net = network(cfg, data, seed, dtype)
+    scale = Layout.of(cfg, data.n_inputs).parameter_lr_scales() if preconditioned else None
+    return (net.parameters(),
+            lambda p: network_loss(p, x, y, cfg.loss, net.multipliers, net.arch), scale)
+
+
 def _ready(cfg: NetworkConfig, scfg: SharpnessConfig, data: Dataset | None) -> Dataset:
     """cfg's data set (loaded unless given) on cfg's device, once λ1 is known to fit there."""
     device = resolve_device(cfg.device)
     data = data or load(cfg.dataset, cfg.data_dir)
-    check_sharpness_memory(cfg, scfg, data.n_inputs, data.classes, available_memory(device))
+    if cfg.model is None:  # the MLP's memory model: a model's size is not known ahead
+        check_sharpness_memory(cfg, scfg, data.n_inputs, data.classes,
+                               available_memory(device))
+    else:  # a factory that cannot build is refused before any seed begins
+        from .func import Factory
+
+        Factory.of(cfg, data).build(cfg.seed)
     return data.to(device)
 
 

@@ -164,8 +164,22 @@ class BatchedTrainer:
     def _rebuilt(self) -> None:
         """After the rows changed: the rates at the layout's scales anew (one tensor per
         distinct scale, which a CUDA graph reads in place), and no graph for them yet."""
-        self.rates = Rates.of(self.layout, self.lr)
+        self.rates = self._rates(self.lr)
         self.graph: torch.cuda.CUDAGraph | None = None
+
+    # What a network is (`func.FuncTrainer` trains a module of one's own through these three)
+    FUSED = True  # plain SGD may update a layer without forming its gradient (`SgdUpdate`)
+
+    def _rates(self, lr: torch.Tensor) -> Rates:
+        """The rates of members at base rates lr (K, 1, 1): the layout's per-layer scales."""
+        return Rates.of(self.layout, lr)
+
+    def _members(self, seeds: list[int]) -> Ensemble:
+        """New members, one per seed, at their initialisation with zero optimizer state."""
+        cfg = self.cfg
+        return Ensemble.create(seeds, self.data.n_inputs, cfg.depth, cfg.width,
+                               self.data.classes, self.device, cfg.output_init, self.layout,
+                               self.optim.slots, self.dtype, Arch.of(cfg))
 
     @property
     def pending(self) -> int:
@@ -182,11 +196,9 @@ class BatchedTrainer:
                 self.schedule_row[s] = len(self.sched)
                 sched = batch_schedule(s, len(self.data.x_train), cfg.steps + 1, self.batch)
                 self.sched = torch.cat([self.sched, sched.to(dev)[None]])
-        net = Ensemble.create(list(seeds), self.data.n_inputs, cfg.depth, cfg.width,
-                              self.data.classes, dev, cfg.output_init, self.layout,
-                              self.optim.slots, self.dtype, Arch.of(cfg))
+        net = self._members(list(seeds))
         k = len(new)
-        self.net = net if self.net is None else Ensemble.cat([self.net, net])
+        self.net = net if self.net is None else type(net).cat([self.net, net])
         self.which = torch.cat([self.which, torch.tensor([self.schedule_row[s] for s in seeds],
                                                          device=dev)])
         self.t = torch.cat([self.t, torch.zeros(k, dtype=torch.long, device=dev)])
@@ -210,7 +222,8 @@ class BatchedTrainer:
         if cfg.warmup_steps:  # step t = 1, 2, ... runs at lr · min(1, t / warmup_steps)
             warm = ((self.t + 1).to(self.lr.dtype) / cfg.warmup_steps).clamp_(max=1.0)
             rates = rates.times(warm.view(-1, 1, 1))
-        loss = self.net.step(x, y, self.optim.rule(rates, self.t, self.decay), cfg.loss)
+        loss = self.net.step(x, y, self.optim.rule(rates, self.t, self.decay, self.FUSED),
+                             cfg.loss)
         # The first step's loss fixes each member's divergence limit; all on the device, no
         # host sync per step.
         first = cfg.divergence_factor * loss.clamp(min=self.loss_floor)

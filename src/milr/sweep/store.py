@@ -33,6 +33,11 @@ from pathlib import Path
 from ..base.config import FIXED_FIELDS, EstimateConfig
 from ..base.files import check_regular, fsync_dir
 from ..base.results import json_safe
+from ..base.spec import SPEC_FIELDS, identities, sha256_column
+
+# The source hash of each config field that may name user code (model, ...): a resume or a fit
+# refuses to mix rows of two versions of that code.
+CODE_FIELDS = tuple(sha256_column(name) for name in SPEC_FIELDS)
 
 LAMBDA1_FIELDS = ("lambda1", "lambda1_eff", "lambda1_residual", "lambda1_converged",
                   "lambda1_samples")  # empty unless the grid sets lambda1_samples
@@ -41,6 +46,7 @@ RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "edge
                  "probes_used",
                  "midpoint_used", "depends_on", "rounds", "cell_wall_time",
                  "also_lr_star", "also_lo", "also_hi", "also_status", *LAMBDA1_FIELDS,
+                 *CODE_FIELDS,
                  "device_name", "milr_version", "torch_version", "finished_at")
 COLUMNS = (*EstimateConfig.field_names(), *RESULT_FIELDS)
 # Columns that older milr versions did not write, with the value their rows implicitly had
@@ -61,6 +67,8 @@ LEGACY_VALUES = {
     # before the edge probes (0.3)
     "edge_probes": "0", "edge_factor": "", "edge_trained": "", "edge_below": "False",
     "edge_failed_below": "",
+    # before --model (issue 32): the built-in MLP, no user code
+    "model": "", "model_sha256": "", "dataset_sha256": "",
 }
 LOCK_SUFFIX = ".lock"
 
@@ -304,7 +312,7 @@ class ResultStore:
                          lambda1_samples: int = 0) -> None:
         """Refuse to mix rows measured under different fixed parameters or λ1 sample counts
         than the grid's (`cfg`: the config of any of its cells)."""
-        want = cfg.row()
+        want = {**cfg.row(), **identities(cfg)}
         for name in FIXED_FIELDS:
             if name not in self.columns and not _same(LEGACY_VALUES[name], want[name]):
                 raise StoreError(
@@ -318,6 +326,12 @@ class ResultStore:
                         f"{self.path} line {n} was written with {name}={row[name] or 'None'} "
                         f"but the grid has {name}={want[name]}; use another --out or restore "
                         "the setting")
+            for name in CODE_FIELDS:
+                if not _same(row[name], want[name]):
+                    raise StoreError(
+                        f"{self.path} line {n} was measured with {name}="
+                        f"{row[name] or 'None'} but that code's source now has "
+                        f"{want[name] or 'None'}: it changed; use another --out or restore it")
             self._check_samples(n, row, lambda1_samples)
 
     def _check_samples(self, n: int, row: dict, samples: int) -> None:

@@ -57,7 +57,8 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
              "also_hi": s.also_hi, "also_status": s.also_status,
              "cell_wall_time": round(est.wall_time, 3), "device_name": est.device,
              "milr_version": est.versions["milr"], "torch_version": est.versions["torch"],
-             "finished_at": finished, **sharp.get(s.seed, dict.fromkeys(LAMBDA1_FIELDS))}
+             "finished_at": finished, **est.code,
+             **sharp.get(s.seed, dict.fromkeys(LAMBDA1_FIELDS))}
             for s in est.seeds]
     trials = [{"depth": cfg.depth, "width": cfg.width, **asdict(t)} for t in est.trials]
     return rows, trials

@@ -1,0 +1,336 @@
+"""η* of any PyTorch model: a factory's module, one per member, all trained at once by torch.func.
+
+`--model PATH.py:NAME` names a function NAME(depth, width, in_shape, classes) -> nn.Module
+(`Factory`). Each seed's module is built once, under torch.manual_seed of the seed's weight
+stream (`seeding.member_seed(seed, WEIGHTS)`), so its own initialisation is used; a private copy
+is moved to the device and never the user's object. The members' tensors are stacked
+(`torch.func.stack_module_state`) and one step of all of them is `vmap(grad_and_value)` over
+`functional_call` (`Program`), the loss being the built-in engine's `loss_value`.
+
+Everything else is the built-in engine's own code: `FuncTrainer` is a `train.BatchedTrainer`
+whose network is a `Stack` (the interface of `model.Ensemble` the trainer uses), so the search,
+verdicts, divergence rules, curves, also_steps, warm-up, weight decay and every optimizer's rule
+(`model.OptimUpdate.tensor`, per tensor, at one uniform rate) are shared, not copied.
+
+Modes: a training step (and the loss after the budget) runs the module in training mode, each
+member's buffers (BatchNorm's running statistics) updated by its own step only; an evaluation
+runs it in eval mode, on the whole validation set (no finiteness bound is known for an arbitrary
+module, so there is no early exit). Random operations (dropout) draw different numbers per member
+(vmap's randomness "different") from a stream of the trainer's own, seeded from cfg.seed and
+saved between rounds: a search repeats exactly, but a member's draws depend on which members
+train beside it (results rows say so: `search.depends_on`).
+"""
+
+from __future__ import annotations
+
+import copy
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from ..base.config import EstimateConfig
+from ..base.seeding import RANDOMNESS, WEIGHTS, member_seed
+from ..base.spec import Loaded, call, load
+from ..data.formats import Dataset
+from .model import OptimUpdate, Rates, loss_value
+from .train import EVAL_CHUNK, BatchedTrainer
+
+MODEL = "--model"
+
+
+def input_shape(data: Dataset) -> tuple[int, ...]:
+    """One input's shape as the model receives it: the data set's `in_shape` where it has one
+    (images: (channels, height, width)), else its flat feature count."""
+    return tuple(int(n) for n in (getattr(data, "in_shape", None) or (data.n_inputs,)))
+
+
+def _cuda_devices() -> list[int]:
+    """The CUDA devices whose random state a build may touch (none where CUDA is not in use)."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+
+
+@dataclass(frozen=True)
+class Factory:
+    """cfg.model loaded, with the arguments every member is built with."""
+
+    loaded: Loaded
+    spec: str
+    args: tuple  # depth, width, in_shape, classes
+
+    @classmethod
+    def of(cls, cfg, data: Dataset) -> Factory:
+        """cfg's factory (an EstimateConfig or NetworkConfig with a model) for `data`."""
+        return cls(load(cfg.model, MODEL), cfg.model,
+                   (cfg.depth, cfg.width, input_shape(data), data.classes))
+
+    def build(self, seed: int) -> nn.Module:
+        """Seed `seed`'s module as the factory returns it, built under torch.manual_seed of the
+        seed's weight stream (the global random state is restored afterwards)."""
+        with torch.random.fork_rng(devices=_cuda_devices()):
+            torch.manual_seed(member_seed(seed, WEIGHTS))
+            module = call(self.loaded, MODEL, *self.args)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"{MODEL} {self.spec!r} returned a {type(module).__name__}, not a "
+                             "torch.nn.Module")
+        if not any(p.requires_grad for p in module.parameters()):
+            raise ValueError(f"{MODEL} {self.spec!r} returned a module with no trainable "
+                             "parameters: there is nothing to train")
+        return module
+
+    def private(self, seed: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        """A copy of seed's module of our own on `device`, its floating tensors in `dtype`:
+        the user's object is never moved, cast or trained."""
+        return copy.deepcopy(self.build(seed)).to(device=device, dtype=dtype)
+
+
+class Program:
+    """The functions of one module that every Stack of it runs: a training step's gradients and
+    losses, logits in training mode (per-member batches) and in eval mode (a shared batch)."""
+
+    def __init__(self, module: nn.Module, in_shape: tuple[int, ...], loss: str, spec: str,
+                 source: str):
+        self.base = copy.deepcopy(module).to("meta")  # structure only: tensors come per call
+        self.in_shape, self.loss, self.spec, self.source = in_shape, loss, spec, source
+        self.trainable = tuple(n for n, p in module.named_parameters() if p.requires_grad)
+        self.grads = vmap(grad_and_value(self._member_loss, has_aux=True),
+                          randomness="different")
+        self.train_logits = vmap(self._member_logits, randomness="different")
+        self.eval_logits = vmap(self._member_logits, in_dims=(0, 0, None),
+                                randomness="different")
+
+    def _member_logits(self, params: dict, fixed: dict, x: torch.Tensor
+                       ) -> tuple[torch.Tensor, dict]:
+        """One member's logits on x (B, ...) reshaped to (B, *in_shape), and its fixed tensors
+        after the call (copies: a module in training mode updates its buffers in place)."""
+        fixed = {k: v.clone() for k, v in fixed.items()}
+        out = functional_call(self.base, (params, fixed), (x.reshape(len(x), *self.in_shape),))
+        return out, fixed
+
+    def _member_loss(self, params: dict, fixed: dict, x: torch.Tensor, y: torch.Tensor
+                     ) -> tuple[torch.Tensor, dict]:
+        """One member's training loss (`model.loss_value`), with its buffers after the step."""
+        logits, fixed = self._member_logits(params, fixed, x)
+        return loss_value(logits[None], y[None], self.loss)[0], fixed
+
+    @contextmanager
+    def mode(self, training: bool) -> Iterator[None]:
+        """The module in training or eval mode for the calls inside, translating what torch.func
+        or the module raises into one line (`refusal`)."""
+        self.base.train(training)
+        try:
+            yield
+        except (RuntimeError, TypeError, ValueError, IndexError, AttributeError,
+                NotImplementedError, AssertionError) as e:
+            raise self.refusal(e) from None
+        finally:
+            self.base.train(True)
+
+    def refusal(self, e: BaseException) -> ValueError:
+        """One line naming what the module did that torch.func could not run, and where in the
+        factory's file."""
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if Path(f.filename).resolve() == Path(self.source)]
+        where = (f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} "
+                 f"({(frames[-1].line or '').strip()})" if frames else "")
+        text = (str(e).strip().splitlines() or [""])[0]
+        if ".item()" in text or "data-dependent control flow" in text:
+            text = ("it calls .item() or branches on a tensor's value (data-dependent control "
+                    "flow), which torch.func.vmap cannot batch")
+        else:
+            text = f"{type(e).__name__}: {text[:300]}"
+        return ValueError(f"{MODEL} {self.spec!r}: the module cannot run on inputs of shape "
+                          f"{self.in_shape} under torch.func{where}: {text}")
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A stacked tensor (K, ...) as (K, 1, n), where a rate (K, 1, 1) broadcasts over it (a
+    view where it can be: a parameter is updated in place through it)."""
+    return t.reshape(len(t), 1, -1)
+
+
+class Stack:
+    """K members of one module as stacked tensors (K, ...): the trainable parameters, the fixed
+    tensors (buffers and frozen parameters: each member's own) and the optimizer's state (one
+    (K, 1, n) tensor per parameter and slot). The part of `model.Ensemble`'s interface that
+    `BatchedTrainer` uses: create (`of`), cat, select, step, forward, evaluate."""
+
+    def __init__(self, program: Program, params: dict[str, torch.Tensor],
+                 fixed: dict[str, torch.Tensor], state: dict[str, list[torch.Tensor]]):
+        self.program, self.params, self.fixed, self.state = program, params, fixed, state
+
+    @classmethod
+    def of(cls, program: Program, modules: list[nn.Module], slots: tuple[str, ...]) -> Stack:
+        """One member per module (a seed's module may repeat), its optimizer state at zero."""
+        params, buffers = stack_module_state(modules)
+        trainable = {n: params[n].detach() for n in program.trainable}
+        fixed = {**{n: p.detach() for n, p in params.items() if n not in trainable}, **buffers}
+        state = {s: [torch.zeros_like(_flat(p)) for p in trainable.values()] for s in slots}
+        return cls(program, trainable, fixed, state)
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.params.values())))
+
+    @staticmethod
+    def cat(parts: list[Stack]) -> Stack:
+        """The members of all parts, in order (new members joining a running stack)."""
+        first = parts[0]
+        return Stack(first.program,
+                     {n: torch.cat([p.params[n] for p in parts]) for n in first.params},
+                     {n: torch.cat([p.fixed[n] for p in parts]) for n in first.fixed},
+                     {s: [torch.cat(ts) for ts in zip(*(p.state[s] for p in parts), strict=True)]
+                      for s in first.state})
+
+    def select(self, keep: torch.Tensor) -> Stack:
+        """The members at indices `keep`."""
+        return Stack(self.program, {n: t[keep] for n, t in self.params.items()},
+                     {n: t[keep] for n, t in self.fixed.items()},
+                     {s: [t[keep] for t in ts] for s, ts in self.state.items()})
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, update: OptimUpdate, loss: str = "ce"
+             ) -> torch.Tensor:
+        """One training step of every member on its own batch x (K, B, ...), y (K, B): the loss
+        before it (K,). The gradients of all members in one vmap, then `update`'s per-tensor
+        rule (torch.optim's) on each parameter; each member's buffers as its step left them."""
+        with self.program.mode(training=True):
+            grads, (values, fixed) = self.program.grads(self.params, self.fixed, x, y)
+        self.fixed = {n: t.detach() for n, t in fixed.items()}
+        with torch.no_grad():
+            for j, (name, p) in enumerate(self.params.items()):
+                update.tensor(self.state, j, _flat(p), _flat(grads[name]))
+        return values.detach()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's logits (K, B, C) on its own batch x (K, B, ...) in training mode, its
+        buffers left as they were (the loss after the last update)."""
+        with self.program.mode(training=True):
+            return self.program.train_logits(self.params, self.fixed, x)[0]
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = EVAL_CHUNK,
+                 need: int | None = None, may_stop: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Correct answers of every member in eval mode on a shared set x (N, ...), y (N,),
+        how many it evaluated (all N: no early exit), and whether all outputs were finite."""
+        assert need is None, "an arbitrary module has no finiteness bound: no early exit"
+        k, dev = self.size, x.device
+        correct = torch.zeros(k, dtype=torch.long, device=dev)
+        finite = torch.ones(k, dtype=torch.bool, device=dev)
+        with self.program.mode(training=False):
+            for i in range(0, len(x), chunk):
+                out, _ = self.program.eval_logits(self.params, self.fixed, x[i:i + chunk])
+                finite &= torch.isfinite(out).flatten(1).all(1)
+                correct += (out.argmax(-1) == y[i:i + chunk]).sum(1)
+        return correct, torch.full((k,), len(x), dtype=torch.long, device=dev), finite
+
+
+class FuncTrainer(BatchedTrainer):
+    """`BatchedTrainer` on a model of one's own (cfg.model): its network a `Stack` of the
+    factory's modules, trained at one uniform rate per member, always fully evaluated, never on
+    CUDA graphs. Implements `search.Trainer` as the built-in engine does."""
+
+    FUSED = False  # no layer structure: every optimizer through the per-tensor rule
+
+    def __init__(self, cfg: EstimateConfig, data: Dataset, device: torch.device | None = None,
+                 cancel_dominated: bool = False, dtype: torch.dtype = torch.float32,
+                 eval_chunk: int = EVAL_CHUNK, factory: Factory | None = None):
+        if cfg.model is None:
+            raise ValueError("FuncTrainer trains cfg.model: set model (PATH.py:NAME)")
+        self.factory = factory or Factory.of(cfg, data)
+        self.device, self.dtype = device or data.x_train.device, dtype
+        self.modules: dict[int, nn.Module] = {}  # seed -> our copy of its module
+        first = self._module(cfg.seed)
+        self.program = Program(first, input_shape(data), cfg.loss, cfg.model,
+                               self.factory.loaded.path)
+        self.tensors = len(self.program.trainable)
+        self._rng: tuple | None = None  # the random state of dropout and the like, between rounds
+        super().__init__(cfg, data, device, cancel_dominated, graphs=False,
+                         retire_in_place=False, dtype=dtype, full_eval=True,
+                         eval_chunk=eval_chunk)
+        self.decay = [cfg.weight_decay] * self.tensors
+        self._probe()
+
+    def _module(self, seed: int) -> nn.Module:
+        """Seed's module, built once (our own copy, on the device)."""
+        if seed not in self.modules:
+            self.modules[seed] = self.factory.private(seed, self.device, self.dtype)
+        return self.modules[seed]
+
+    def _members(self, seeds: list[int]) -> Stack:
+        return Stack.of(self.program, [self._module(s) for s in seeds], self.optim.slots)
+
+    def _rates(self, lr: torch.Tensor) -> Rates:
+        return Rates.uniform(self.tensors, lr)
+
+    def _probe(self) -> None:
+        """Run the module once as training and evaluation will (two examples, no update), so
+        that what torch.func cannot run, or outputs of the wrong shape, are refused in one line
+        before any search begins."""
+        stack = self._members([self.cfg.seed])
+        x, y = self.data.x_train[:2], self.data.y_train[:2]
+        with self._own_rng():
+            with self.program.mode(training=True):
+                self.program.grads(stack.params, stack.fixed, x[None], y[None])
+            with self.program.mode(training=False), torch.no_grad():
+                out, _ = self.program.eval_logits(stack.params, stack.fixed, x)
+        want = (1, len(x), self.data.classes)
+        if tuple(out.shape) != want:
+            raise ValueError(f"{MODEL} {self.cfg.model!r}: the module returns outputs of shape "
+                             f"{tuple(out.shape[1:])} for {len(x)} inputs; expected "
+                             f"{want[1:]} (one logit per class)")
+
+    @contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """The trainer's own random stream (first seeded from cfg.seed), the global one
+        restored afterwards: random operations repeat with the search, whatever else runs."""
+        cuda = self.device.type == "cuda"
+        index = (self.device.index or torch.cuda.current_device()) if cuda else None
+        with torch.random.fork_rng(devices=[index] if cuda else []):
+            if self._rng is None:
+                seed = member_seed(self.cfg.seed, RANDOMNESS)
+                torch.default_generator.manual_seed(seed)
+                if cuda:
+                    torch.cuda.default_generators[index].manual_seed(seed)
+            else:
+                torch.set_rng_state(self._rng[0])
+                if cuda:
+                    torch.cuda.set_rng_state(self._rng[1], index)
+            try:
+                yield
+            finally:
+                self._rng = (torch.get_rng_state(),
+                             torch.cuda.get_rng_state(index) if cuda else None)
+
+    def advance(self):
+        with self._own_rng():
+            return super().advance()
+
+
+def member_loss(cfg, data: Dataset, seed: int, x: torch.Tensor, y: torch.Tensor,
+                dtype: torch.dtype = torch.float32):
+    """Seed's module at initialisation as a function of its trainable tensors (a list) on the
+    batch x, y, in training mode, its buffers untouched: what `sharpness` differentiates twice
+    (random operations draw once, when the gradient's graph is built). Returns (the tensors,
+    requiring grad; the loss function)."""
+    factory = Factory.of(cfg, data)
+    module = factory.private(seed, x.device, dtype)
+    program = Program(module, input_shape(data), cfg.loss, cfg.model, factory.loaded.path)
+    named = dict(module.named_parameters())
+    params = [named[n].detach().clone().requires_grad_() for n in program.trainable]
+    fixed = {**{n: p.detach() for n, p in named.items() if n not in program.trainable},
+             **{n: b.detach() for n, b in module.named_buffers()}}
+
+    def loss(ps: list[torch.Tensor]) -> torch.Tensor:
+        with program.mode(training=True):
+            logits, _ = program._member_logits(dict(zip(program.trainable, ps, strict=True)),
+                                               fixed, x)
+        return loss_value(logits[None], y[None], cfg.loss)[0]
+
+    return params, loss
