@@ -32,6 +32,24 @@ def full_eval_by_default(device_type: str) -> bool:
     return device_type == "cuda"
 
 
+def on_device(cfg: EstimateConfig, data: Dataset, device: torch.device,
+              members: int) -> Dataset:
+    """The data on the device, once `members` members are known to fit there."""
+    check_memory(cfg, data.n_inputs, data.classes, members, available_memory(device))
+    return data.to(device)
+
+
+def training_threads(cfg: EstimateConfig, device: torch.device, data: Dataset,
+                     members: int) -> int:
+    """torch's threads for training `members` together: on the CPU no more than their steps can
+    feed (`cpu_threads`: small steps cannot feed several threads)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        step = members * flops_per_member_step(cfg, data.n_inputs, data.classes)
+        threads = cpu_threads(step, threads)
+    return threads
+
+
 def estimate(cfg: EstimateConfig, data: Dataset | None = None,
              on_round: Callable[[int, int, int], None] | None = None,
              trainer: Trainer | None = None, lambda1_samples: int = 0,
@@ -61,18 +79,13 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
         full_eval = full_eval_by_default(device.type) and trainer is None
     data = data or load(cfg.dataset, cfg.data_dir)
     probes = probes_per_round(cfg, device.type, data.n_inputs, data.classes)
-    check_memory(cfg, data.n_inputs, data.classes, cfg.seeds * probes, available_memory(device))
-    data = data.to(device)
+    data = on_device(cfg, data, device, cfg.seeds * probes)
     start = time.perf_counter()
     eval_cost = eval_cost_in_steps(cfg, len(data.x_train), len(data.x_eval))
     # No member is cancelled: the decision path may need the verdict of a rate below a
     # speculative success, and an edge probe's is reported whatever larger ones did.
     trainer = trainer or BatchedTrainer(cfg, data, device, full_eval=full_eval)
-    threads = torch.get_num_threads()
-    if device.type == "cpu":  # small steps cannot feed several threads (see cpu_threads)
-        step = cfg.seeds * probes * flops_per_member_step(cfg, data.n_inputs, data.classes)
-        threads = cpu_threads(step, threads)
-    with num_threads(threads):
+    with num_threads(training_threads(cfg, device, data, cfg.seeds * probes)):
         seeds, trials, rounds = search(cfg, trainer, probes, on_round, eval_cost,
                                        pipeline=device.type == "cuda")
         synchronize(device)
