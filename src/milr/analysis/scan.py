@@ -137,12 +137,12 @@ def optimum(lrs: list[float], cost: np.ndarray, diverged: np.ndarray,
     curve = np.median(cost, axis=1)
     k, vertex = refine(x, curve)
     if vertex is None:
-        return Optimum("flat", None, None, lrs[k], False)
+        return Optimum("flat", None, None, None, lrs[k], False)
     tail = (1 - COVERAGE) / 2
     lo, hi = np.quantile(bootstrap_vertices(x, cost, resamples), [tail, 1 - tail],
                          method="inverted_cdf")
     if lo <= x[0] or hi >= x[-1]:
-        return Optimum("flat", None, None, lrs[k], False)
+        return Optimum("flat", None, None, None, lrs[k], False)
     return Optimum("ok", math.exp(vertex), math.exp(lo), math.exp(hi), lrs[k],
                    bool(vertex != x[k]))
 

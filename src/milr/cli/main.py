@@ -196,13 +196,13 @@ def scan_cmd(
 
         rates = len(scan_grid(cfg.lr_min, cfg.lr_max, scfg.points_per_octave))
         with activity(not as_json) as say:
-            say(f"training {rates} rates × {cfg.seeds} seed(s) for {cfg.steps} steps")
-            told = [0]
+            told = [-1]
 
             def on_progress(done: int, members: int) -> None:
                 if done > told[0]:
                     told[0] = done
-                    say(f"{done} of {members} runs finished")
+                    say(f"{done} of {members} runs finished" if done else
+                        f"training {rates} rates × {cfg.seeds} seed(s) for {cfg.steps} steps")
             result = scan(cfg, scfg, on_progress=on_progress)
         if result.optimum.status == "all_diverged":
             raise ValueError(f"every run of the grid diverged ({rates} rates from "

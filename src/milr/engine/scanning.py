@@ -19,8 +19,8 @@ def scan(cfg: EstimateConfig, scfg: ScanConfig | None = None, data: Dataset | No
          on_progress: Callable[[int, int], None] | None = None) -> ScanResult:
     """Every (rate, seed) of cfg's scan grid trained for the whole budget (a diverged run stops
     there), and its analysis: the library entry point of `milr scan`. `on_progress(done,
-    members)` is told how many runs have finished. Refuses the search-only options
-    (`check_scan`) and a grid of fewer than 3 rates."""
+    members)` is told how many runs have finished (0: the training starts). Refuses the
+    search-only options (`check_scan`) and a grid of fewer than 3 rates."""
     scfg = scfg or ScanConfig()
     check_scan(cfg)
     lrs = scan_grid(cfg.lr_min, cfg.lr_max, scfg.points_per_octave)
@@ -33,6 +33,8 @@ def scan(cfg: EstimateConfig, scfg: ScanConfig | None = None, data: Dataset | No
     with num_threads(training_threads(cfg, device, data, len(lrs) * len(seeds))):
         trainer.admit([lr for lr in lrs for _ in seeds], seeds * len(lrs))
         runs = []
+        if on_progress is not None:  # everything is checked: the training starts
+            on_progress(0, len(lrs) * len(seeds))
         while trainer.pending:
             runs += [o for _, o in trainer.advance()]
             if on_progress is not None:

@@ -177,7 +177,8 @@ class BatchedTrainer:
         self.first_bad = torch.empty(0, dtype=torch.long, device=dev)  # row -> step (0: none)
         # row -> a run of exactly also_steps steps would have failed (stable; see _step)
         self.also_bad = torch.empty(0, dtype=torch.bool, device=dev)
-        self.loss_sum = torch.empty(0, device=dev)  # full_budget: row -> loss since `since`
+        # full_budget: row -> the training losses summed since its last evaluation
+        self.loss_sum = torch.empty(0, dtype=torch.float64, device=dev)
         self.lr = torch.empty(0, 1, 1, device=dev, dtype=self.dtype)
         self._rebuilt()
 
@@ -217,7 +218,8 @@ class BatchedTrainer:
         self.first_bad = torch.cat([self.first_bad,
                                     torch.zeros(k, dtype=torch.long, device=dev)])
         self.also_bad = torch.cat([self.also_bad, torch.zeros(k, dtype=torch.bool, device=dev)])
-        self.loss_sum = torch.cat([self.loss_sum, torch.zeros(k, device=dev)])
+        self.loss_sum = torch.cat([self.loss_sum, torch.zeros(k, dtype=torch.float64,
+                                                              device=dev)])
         self.lr = torch.cat([self.lr, torch.tensor(lrs, dtype=self.dtype,
                                                    device=dev).view(k, 1, 1)])
         self.members += new
@@ -521,7 +523,9 @@ def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool], need: int,
             c, s, f, v = sub.evaluate(data.x_eval, data.y_eval, chunk, loss=loss)
             for r, vr in zip(rows, v.tolist(), strict=True):
                 vloss[r] = vr
-        a = c.to(torch.get_default_dtype()) / s.to(torch.get_default_dtype())
+        # a scan's accuracy (with the loss) as the exact fraction in float64
+        dtype = torch.get_default_dtype() if loss is None else torch.float64
+        a = c.to(dtype) / s.to(dtype)
         for r, ar, cr, sr, fr in zip(rows, a.tolist(), c.tolist(), s.tolist(), f.tolist(),
                                      strict=True):
             acc[r], finite[r], seen[r] = ar, fr, sr
