@@ -285,3 +285,18 @@ def test_milr_scan_prints_the_table_and_the_three_rates(run_milr):
     assert code in (0, None), err
     for words in ("η_opt", "stability edge", "η* on the grid", "η_opt / η*", "diverged"):
         assert words in out
+
+
+def test_under_stable_a_scan_is_the_searchs_run_evaluated(tiny, one_thread):
+    """Under criterion stable the search's run already trains the whole budget: a scan's run is
+    the same run (verdict, stopping step), evaluated every eval_every steps for the record."""
+    cfg = config(criterion="stable", threshold=None)
+    lrs = [0.3, 2.0, 15.0, 1e3]
+    searched = train(cfg, tiny, lrs, [0] * 4)
+    scanned = train(cfg, tiny, lrs, [0] * 4, full_budget=True)
+    assert [(o.success, o.diverged, o.steps) for o in searched] == [
+        (s.success, s.diverged, s.steps) for s in scanned]
+    assert {s.diverged for s in scanned} == {True, False}
+    for s in scanned:
+        assert s.met_step == (cfg.steps if s.success else None)
+        assert not s.success or (s.eval_steps[-1] == cfg.steps and s.val_acc is not None)

@@ -329,7 +329,8 @@ class BatchedTrainer:
         return out, ok
 
     def _finish(self, m: _Member, loss: float, **verdict) -> None:
-        record, extra = (ScanRun, self._scan_fields(m)) if self.full_budget else (Outcome, {})
+        record, extra = (ScanRun, self._scan_fields(m, verdict.get("diverged", False))
+                         ) if self.full_budget else (Outcome, {})
         m.outcome = record(m.lr, m.seed, steps=m.steps_run, final_acc=m.acc, peak_acc=m.peak,
                             final_loss=loss, **{"success": False, "diverged": False, **verdict},
                             curve_steps=tuple(p[0] for p in m.curve),
@@ -340,9 +341,9 @@ class BatchedTrainer:
                                 else None), **extra)
 
     @staticmethod
-    def _scan_fields(m: _Member) -> dict:
+    def _scan_fields(m: _Member, diverged: bool) -> dict:
         """A full-budget member's ScanRun fields beyond Outcome's."""
-        ends = m.points and m.points[-1][0] == m.steps_run  # evaluated where it stopped
+        ends = not diverged and m.points and m.points[-1][0] == m.steps_run  # evaluated last
         return dict(met_step=m.met_step, train_loss=m.train_loss,
                     val_loss=m.points[-1][2] if ends else None,
                     val_acc=m.points[-1][3] if ends else None,
@@ -422,7 +423,7 @@ class BatchedTrainer:
             m.met_step = m.steps_run
         if evaluated or ends == DIVERGED:
             m.train_loss = since / max(1, m.steps_run - m.since)
-        if evaluated:
+        if evaluated and ends != DIVERGED:  # (its outputs overflowed: no point)
             m.points.append((m.steps_run, m.train_loss, val_loss, acc))
             m.since = m.steps_run
         return ends if ends == DIVERGED or m.steps_run >= self.cfg.steps else None
