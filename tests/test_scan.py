@@ -274,6 +274,8 @@ def test_milr_scan_json_end_to_end(run_milr):
     assert len(doc["grid"]) == 14 and len(doc["runs"]) == 28 and len(doc["rates"]) == 14
     assert doc["objective"] == "val-loss" and doc["scan"]["points_per_octave"] == 1
     assert {s["seed"] for s in doc["seeds"]} == {0, 1}
+    assert [(r["lr"], r["seed"]) for r in doc["runs"]] == [(lr, s) for lr in doc["grid"]
+                                                            for s in (0, 1)]  # grid order
     assert doc["rates"][-1]["diverged"] == 2  # 800 diverges
 
 

@@ -7,13 +7,13 @@ import torch
 import typer
 
 from milr import EstimateConfig
-from milr.base.config import FitConfig, NetworkConfig, SharpnessConfig
+from milr.base.config import FitConfig, NetworkConfig, ScanConfig, SharpnessConfig
 from milr.cli import app
 from milr.engine.sharpness import network, network_loss
 from milr.engine.train import BatchedTrainer
 
 COMMANDS = {"estimate": (EstimateConfig,), "sharpness": (NetworkConfig, SharpnessConfig),
-            "fit": (FitConfig,)}
+            "fit": (FitConfig,), "scan": (EstimateConfig, ScanConfig)}
 # what a command records or draws, not what it measures (full_eval changes only the recorded
 # accuracies, never a verdict: tests/test_early_exit.py)
 NOT_IN_CONFIG = {"as_json", "lambda1_samples", "results", "predict", "plot", "full_eval"}

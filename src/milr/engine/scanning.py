@@ -41,5 +41,6 @@ def scan(cfg: EstimateConfig, scfg: ScanConfig | None = None, data: Dataset | No
                 on_progress(len(runs), len(lrs) * len(seeds))
         synchronize(device)
         name = device_name(device)
+    runs.sort(key=lambda r: (r.lr, r.seed))  # in grid order, whatever order they ended in
     return analyse(cfg, scfg, runs, lrs, seeds, wall_time=time.perf_counter() - start,
                    member_steps=sum(r.steps for r in runs), device=name, versions=versions())
