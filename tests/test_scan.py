@@ -16,7 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from milr.analysis.scan import (
+from milr.base.config import EstimateConfig, ScanConfig
+from milr.base.results import ScanRun
+from milr.engine.scan import (
     analyse,
     costs,
     optimum,
@@ -25,8 +27,6 @@ from milr.analysis.scan import (
     seed_edges,
     stability_edge,
 )
-from milr.base.config import EstimateConfig, ScanConfig
-from milr.base.results import ScanRun
 from milr.engine.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

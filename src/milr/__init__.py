@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
         return scan
     if name == "ScanResult":
-        from .analysis.scan import ScanResult
+        from .engine.scan import ScanResult
 
         return ScanResult
     if name == "Estimate":

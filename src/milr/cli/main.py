@@ -191,7 +191,7 @@ def scan_cmd(
         from ..data.lookup import preflight
 
         preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
-        from ..analysis.scan import scan_grid
+        from ..engine.scan import scan_grid
         from ..engine.scanning import scan  # torch loads here: Ctrl-C is handled below
 
         rates = len(scan_grid(cfg.lr_min, cfg.lr_max, scfg.points_per_octave))

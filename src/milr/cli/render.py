@@ -158,9 +158,9 @@ def _spread(stat: tuple[float, float, float], digits: str = ".3g") -> str:
 
 
 def render_scan(r) -> None:
-    """A scan (`analysis.scan.ScanResult`): the per-rate table, then η_opt, the stability edge,
+    """A scan (`engine.scan.ScanResult`): the per-rate table, then η_opt, the stability edge,
     each seed's η* bracket and the two ratios; a missing number is said, never shown as one."""
-    from ..analysis.scan import EDGE_STATUSES, OPT_STATUSES
+    from ..engine.scan import EDGE_STATUSES, OPT_STATUSES
 
     c = r.config
     table = Table(title=f"scan of depth {c.depth} × width {c.width} on {c.dataset} "

@@ -1,17 +1,17 @@
 """`scan`: one configuration trained at every rate of a log grid for the whole budget, all seeds
-as one batched ensemble, and the three rates read off it (`analysis.scan`)."""
+as one batched ensemble, and the three rates read off it (`engine.scan`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from ..analysis.scan import ScanResult, analyse, scan_grid
 from ..base.config import EstimateConfig, ScanConfig, check_scan
 from ..base.device import device_name, num_threads, resolve_device, synchronize, versions
 from ..data.formats import Dataset
 from ..data.lookup import load
 from .estimation import on_device, training_threads
+from .scan import ScanResult, analyse, scan_grid
 from .train import BatchedTrainer
 
 
