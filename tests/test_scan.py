@@ -31,12 +31,7 @@ from milr.engine.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference import loader, make_net, optimiser  # noqa: E402
-
-
-def config(**kw) -> EstimateConfig:
-    """test_textbook's cell: seconds on a CPU; the budget (200) is no multiple of eval_every."""
-    base = dict(depth=2, width=32, steps=200, batch_size=32, eval_every=30, threshold=0.75)
-    return EstimateConfig(**{**base, **kw})
+from test_textbook import config  # noqa: E402  (its cell: the budget is no multiple of eval_every)
 
 
 @pytest.fixture(scope="module")
