@@ -223,6 +223,19 @@ for _key, _values in {
     BAD[_key] = BAD[_key] + _values
 
 
+# --- issue 31 (milr scan): every option it shares with estimate gets estimate's bad values,
+# its own options theirs, and the refusals only a whole scan can make are each one line and
+# exit 2: a grid of fewer than 3 rates, a grid that all diverged, an objective that does not
+# exist, and a search-only option (rtol, probes, ...) set for a scan, which would ignore it.
+for (_command, _option), _values in list(BAD.items()):
+    if _command == "estimate" and _option not in ("lambda1_samples", "plot", "full_eval"):
+        BAD[("scan", _option)] = list(_values)
+BAD[("scan", "points_per_octave")] = ["0", "-1", *INT_JUNK, "1000000"]
+BAD[("scan", "objective")] = ["val-acc", "loss", ""]
+BAD[("scan", "rtol")] = [*BAD[("scan", "rtol")], "0.1"]  # valid for the search: refused here
+BAD[("scan", "grid_per_decade")] = [*BAD[("scan", "grid_per_decade")], "5"]
+
+
 def hostile_file(value: str, tmp_path) -> str:
     """A name of HOSTILE_FILES made into its file (None: only a path); other values as given."""
     if value not in HOSTILE_FILES:
@@ -249,10 +262,11 @@ def test_the_table_covers_every_option():
 
 def base_args(command, tmp_path):
     """A valid, quick invocation of `command` that the bad value then overrides."""
-    if command in ("estimate", "sharpness"):
+    if command in ("estimate", "sharpness", "scan"):
         quick = ["--depth", "1", "--width", "4", "--seeds", "1", "--device", "cpu"]
         return [command, *quick] + (["--steps", "20", "--eval-every", "10"]
-                                    if command == "estimate" else ["--samples", "64"])
+                                    if command != "sharpness" else ["--samples", "64"]) + (
+            ["--points-per-octave", "1"] if command == "scan" else [])
     if command == "coord-check":
         return ["coord-check", "--seeds", "1", "--steps", "2", "--device", "cpu"]
     if command == "fit":
@@ -355,3 +369,23 @@ def test_a_hostile_data_function_is_one_line_naming_it(command, case, tmp_path, 
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert target in lines[0] and words in lines[0], lines[0]
+
+
+# --- issue 31 (milr scan), continued: the refusals only a whole scan can make.
+SCAN = ["scan", "--depth", "1", "--width", "4", "--seeds", "1", "--device", "cpu", "--steps",
+        "20", "--eval-every", "10"]
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--lr-min", "1", "--lr-max", "2", "--points-per-octave", "1"], "has 2 rate(s)"),
+    (["--lr-min", "1e5", "--lr-max", "1e7", "--points-per-octave", "1"], "every run"),
+    (["--objective", "val_loss"], "val_loss"),
+    (["--probes", "2"], "probes"),
+])
+def test_scan_refusals_are_one_line_and_exit_2(extra, named, run_milr):
+    """(A scan that ran says what it trains first, on lines of its own.)"""
+    code, out, err = run_milr([*SCAN, *extra])
+    said = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in said if line.startswith("milr:")]
+    assert code == 2 and errors == said[-1:] and named in errors[0], err
+    assert out == "" and "Traceback" not in err

@@ -7,13 +7,14 @@ import torch
 import typer
 
 from milr import EstimateConfig
-from milr.base.config import CoordConfig, FitConfig, NetworkConfig, SharpnessConfig
+from milr.base.config import CoordConfig, FitConfig, NetworkConfig, ScanConfig, SharpnessConfig
 from milr.cli import app
 from milr.engine.sharpness import network, network_loss
 from milr.engine.train import BatchedTrainer
 
 COMMANDS = {"estimate": (EstimateConfig,), "sharpness": (NetworkConfig, SharpnessConfig),
-            "fit": (FitConfig,), "coord-check": (CoordConfig,)}
+            "fit": (FitConfig,), "coord-check": (CoordConfig,),
+            "scan": (EstimateConfig, ScanConfig)}
 # what a command records or draws, not what it measures (full_eval changes only the recorded
 # accuracies, never a verdict: tests/test_early_exit.py)
 NOT_IN_CONFIG = {"as_json", "lambda1_samples", "results", "predict", "plot", "full_eval", "out"}
@@ -69,7 +70,7 @@ LAYERS = [
               "results"]),
     ("data", ["__init__", "formats", "mnist1d", "lookup", "fetch", "survey"]),
     ("engine", ["__init__", "model", "train", "search", "func", "sharpness", "estimation",
-                "coord"]),
+                "scan", "scanning", "coord"]),
     ("sweep", ["__init__", "grid", "store", "tasks", "executors", "run"]),
     ("analysis", ["__init__", "table", "fit", "plot", "coordplot"]),
     ("cli", ["render", "coordview", "datacmd", "plotcmd", "main", "__init__"]),

@@ -479,6 +479,41 @@ def _check_float32_products(cfg: EstimateConfig) -> None:
              cfg.divergence_factor * cfg.initial_loss_floor * MAX_ZERO_LOSS)
 
 
+# What a scan's optimum minimises (docs/protocol.md §11): a loss, or accuracy maximised.
+OBJECTIVES = ("val-loss", "train-loss", "val-accuracy")
+# The search's options that a scan, which trains a fixed grid for the whole budget, has no use
+# for: a scan refuses any of them set away from its default (`check_scan`).
+SEARCH_ONLY_FIELDS = ("rtol", "probes", "midpoint", "edge_probes", "edge_factor", "edge_below",
+                      "lr_start", "max_rounds", "grid_per_decade", "widen", "also_steps")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """What a scan (`milr scan`) adds to an EstimateConfig: its grid and its objective."""
+
+    points_per_octave: int = opt(4, "Rates per doubling of the scan's log grid from lr_min "
+                                    "up to lr_max (at least 3 rates in all).")
+    objective: str = opt("val-loss", "What the optimum η_opt is best at, over seeds' medians: "
+                                      "val-loss or train-loss (lowest) or val-accuracy "
+                                      "(highest); a diverged run is the worst.")
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "points_per_octave")
+        _choice(self, "objective", OBJECTIVES)
+
+
+def check_scan(cfg: EstimateConfig) -> None:
+    """Refuse a search-only option set away from its default: a scan would ignore it."""
+    for f in fields(cfg):
+        if f.name in SEARCH_ONLY_FIELDS and getattr(cfg, f.name) != f.default:
+            raise ValueError(f"{f.name} = {getattr(cfg, f.name)!r} is an option of the search "
+                             "(milr estimate); a scan trains its whole grid and does not use "
+                             "it: leave it at its default")
+    if cfg.model is not None:  # the torch.func engine has no full-budget mode yet
+        raise ValueError(f"model {cfg.model!r}: milr scan trains the built-in networks only "
+                         "so far; measure a model's η* with milr estimate")
+
+
 @dataclass(frozen=True)
 class SharpnessConfig:
     """How λ1 at initialisation is computed (the network and data: a NetworkConfig)."""

@@ -44,6 +44,14 @@ def bracket(verdicts) -> tuple[float | None, float | None]:
     return lo, (min(bad) if bad else None)
 
 
+def sandwiched(verdicts) -> int:
+    """How many failures lie between the smallest and the largest success of one seed's
+    (learning rate, success) pairs: trials that contradict a monotone boundary."""
+    verdicts = list(verdicts)
+    ok = [lr for lr, s in verdicts if s]
+    return sum(1 for lr, s in verdicts if not s and ok and min(ok) < lr < max(ok))
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One training run at (lr, seed) and how it ended: what the engine returns
@@ -93,6 +101,33 @@ class Outcome:
     # stable from the steps up to also_steps + 1 as that run checks them; under accuracy a
     # success by then); None otherwise.
     also_success: bool | None = None
+
+
+@dataclass(frozen=True)
+class ScanRun(Outcome):
+    """One run of a scan (`milr scan`): trained for the whole budget, stopped only where it
+    diverged, evaluated in full at every eval_every steps and at the end.
+
+    The Outcome fields read as for the whole budget, except `success` and `diverged`, which may
+    both hold here: `success` is the verdict the search's run (which stops at its first success)
+    gets, the threshold met at an evaluation before any divergence (`met_step`), and `diverged`
+    says that the run diverged at some point of the budget, stopping at `steps`. `final_acc` is
+    the full validation accuracy at the end (None: diverged)."""
+
+    # The first evaluation that met the threshold (accuracy; under stable the budget, where the
+    # run succeeded); None: never met, or diverged first.
+    met_step: int | None = None
+    # The mean training loss over the minibatches since the last evaluation (at the end: the
+    # last eval interval's; where diverged, the interval it diverged in, which may be NaN).
+    train_loss: float | None = None
+    val_loss: float | None = None  # the full validation loss at the end (None: diverged)
+    val_acc: float | None = None  # the full validation accuracy at the end (None: diverged)
+    # At each evaluation of the budget (not diverged): its step, the mean training loss of the
+    # interval before it, the validation loss and the validation accuracy.
+    eval_steps: tuple[int, ...] = ()
+    eval_train_loss: tuple[float, ...] = ()
+    eval_val_loss: tuple[float, ...] = ()
+    eval_val_acc: tuple[float, ...] = ()
 
 
 def _trial_fields() -> list[tuple]:

@@ -18,6 +18,7 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
         EstimateConfig,
         FitConfig,
         NetworkConfig,
+        ScanConfig,
         SharpnessConfig,
         defaults,
         help_for,
@@ -32,6 +33,7 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
         render_dry_run,
         render_estimate,
         render_fit,
+        render_scan,
         render_sharpness,
         render_summary,
         task_progress,
@@ -153,6 +155,52 @@ def estimate_cmd(
 
         return search_figure(search_view_of(result))
     _report(result, as_json, plot, draw, render_estimate)
+
+
+@app.command("scan")
+@config_options(EstimateConfig, ScanConfig)
+def scan_cmd(
+    *,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: config, the three rates, "
+                                                         "the per-rate table and every "
+                                                         "(rate, seed) run.")] = False,
+    **values,
+) -> None:
+    """Train every rate of a log grid for the whole budget, all seeds: η_opt, η* and the
+    stability edge of one configuration."""
+    try:
+        cfg, scfg = _config(EstimateConfig, values), _config(ScanConfig, values)
+        from ..base.config import check_scan
+
+        check_scan(cfg)
+        from ..data.lookup import preflight
+
+        preflight(cfg.dataset, cfg.data_dir)  # a refusal comes before torch (seconds) loads
+        from ..engine.scan import scan_grid
+        from ..engine.scanning import scan  # torch loads here: Ctrl-C is handled below
+
+        rates = len(scan_grid(cfg.lr_min, cfg.lr_max, scfg.points_per_octave))
+        with activity(not as_json) as say:
+            told = [-1]
+
+            def on_progress(done: int, members: int) -> None:
+                if done > told[0]:
+                    told[0] = done
+                    say(f"{done} of {members} runs finished" if done else
+                        f"training {rates} rates × {cfg.seeds} seed(s) for {cfg.steps} steps")
+            result = scan(cfg, scfg, on_progress=on_progress)
+        if result.optimum.status == "all_diverged":
+            raise ValueError(f"every run of the grid diverged ({rates} rates from "
+                             f"{cfg.lr_min:g} to {result.grid[-1]:g}, {cfg.seeds} seed(s)): "
+                             "lower --lr-min")
+    except (ValueError, OSError) as e:
+        fail(e)
+    except KeyboardInterrupt:
+        _interrupted()
+    if as_json:
+        _dump(result.to_dict())
+    else:
+        render_scan(result)
 
 
 @app.command("sharpness")

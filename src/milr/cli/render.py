@@ -151,6 +151,57 @@ def _render_c(e: Estimate) -> None:
                       "per-tensor rate scales; c_eff = c only where all are 1)")
 
 
+def _spread(stat: tuple[float, float, float], digits: str = ".3g") -> str:
+    """A scan's (median, min, max) as one cell; a diverged run's +inf loss as 'div'."""
+    def one(v: float) -> str:
+        return "div" if v == float("inf") else f"{v:{digits}}"
+    return f"{one(stat[0])} ({one(stat[1])}–{one(stat[2])})"
+
+
+def render_scan(r) -> None:
+    """A scan (`engine.scan.ScanResult`): the per-rate table, then η_opt, the stability edge,
+    each seed's η* bracket and the two ratios; a missing number is said, never shown as one."""
+    from ..engine.scan import EDGE_STATUSES, OPT_STATUSES
+
+    c = r.config
+    table = Table(title=f"scan of depth {c.depth} × width {c.width} on {c.dataset} "
+                        f"({protocol_line(c)}); medians over {c.seeds} seed(s), a diverged "
+                        "run counted as the worst (div: +inf loss, accuracy 0); met: the "
+                        "threshold met before any divergence")
+    for col in ("lr", "train loss (range)", "val loss (range)", "val acc (range)", "diverged",
+                "met"):
+        table.add_column(col, justify="right")
+    for row in r.rates:
+        table.add_row(f"{row.lr:.4g}", _spread(row.train_loss), _spread(row.val_loss),
+                      _spread(row.val_acc), f"{row.diverged}/{row.seeds}",
+                      f"{row.met}/{row.seeds}")
+    console.print(table)
+    o, objective = r.optimum, r.scan.objective
+    if o.status == "ok":
+        console.print(f"η_opt = [bold]{o.eta_opt:.4g}[/] ({objective}; grid minimum "
+                      f"{o.grid_rate:.4g}{', refined by a parabola' if o.refined else ''}), "
+                      f"95% bootstrap interval [{o.lo:.4g}, {o.hi:.4g}]")
+    else:
+        where = f" (best median at {o.grid_rate:.4g})" if o.grid_rate is not None else ""
+        console.print(f"[yellow]η_opt: {o.status}{where}: {OPT_STATUSES[o.status]}[/]")
+    edges = ", ".join(f"seed {s.seed}: {_g(s.stability_edge)} ({s.stability_status})"
+                      for s in r.seeds)
+    console.print(f"stability edge = [bold]{_g(r.stability_edge)}[/] (no seed diverged up to "
+                  f"it); median over seeds {_g(r.stability_edge_median)}; {edges}")
+    for status in ("above_range", "below_range"):
+        if any(s.stability_status == status for s in r.seeds):
+            console.print(f"[yellow]stability edge {status}: {EDGE_STATUSES[status]}[/]")
+    brackets = ", ".join(f"seed {s.seed}: [{_g(s.lo)}, {_g(s.hi)}] {s.status}"
+                         + (f", {s.nonmonotone} non-monotone" if s.nonmonotone else "")
+                         for s in r.seeds)
+    console.print(f"η* on the grid = [bold]{_g(r.eta_star_median)}[/] (median of the seeds "
+                  f"with a bracket; threshold {c.threshold}); {brackets}")
+    console.print(f"η_opt / η* = {_g(r.eta_opt_over_eta_star)}; η_opt / stability edge "
+                  f"(median) = {_g(r.eta_opt_over_stability_edge)}")
+    console.print(f"{len(r.runs)} training runs, {r.member_steps} member-steps, "
+                  f"{r.wall_time:.1f} s on {r.device}")
+
+
 def render_sharpness(results, cfg, scfg) -> None:
     """λ1 per seed; a value that did not converge is shown as such, never as a number."""
     samples = results[0].samples if results else scfg.samples

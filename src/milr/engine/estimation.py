@@ -44,6 +44,26 @@ def full_eval_by_default(device_type: str) -> bool:
     return device_type == "cuda"
 
 
+def on_device(cfg: EstimateConfig, data: Dataset, device: torch.device,
+              members: int) -> Dataset:
+    """The data on the device, once `members` members of the built-in MLP are known to fit
+    there (a model's memory is not known ahead)."""
+    if cfg.model is None:
+        check_memory(cfg, data.n_inputs, data.classes, members, available_memory(device))
+    return data.to(device)
+
+
+def training_threads(cfg: EstimateConfig, device: torch.device, data: Dataset,
+                     members: int) -> int:
+    """torch's threads for training `members` together: on the CPU no more than their steps can
+    feed (`cpu_threads`: small steps cannot feed several threads); a model keeps torch's count."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and cfg.model is None:
+        step = members * flops_per_member_step(cfg, data.n_inputs, data.classes)
+        threads = cpu_threads(step, threads)
+    return threads
+
+
 def estimate(cfg: EstimateConfig, data: Dataset | None = None,
              on_round: Callable[[int, int, int], None] | None = None,
              trainer: Trainer | None = None, lambda1_samples: int = 0,
@@ -76,21 +96,13 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     builtin = cfg.model is None  # the MLP's cost model: a model's cost is not known ahead
     probes = probes_per_round(cfg, device.type, data.n_inputs, data.classes) if builtin \
         else cfg.probes or 1
-    if builtin:
-        check_memory(cfg, data.n_inputs, data.classes, cfg.seeds * probes,
-                     available_memory(device))
-    data = data.to(device)
+    data = on_device(cfg, data, device, cfg.seeds * probes)
     start = time.perf_counter()
     eval_cost = eval_cost_in_steps(cfg, len(data.x_train), len(data.x_eval))
     # No member is cancelled: the decision path may need the verdict of a rate below a
     # speculative success, and an edge probe's is reported whatever larger ones did.
     trainer = trainer or default_trainer(cfg, data, device, full_eval)
-    threads = torch.get_num_threads()
-    # small steps cannot feed several threads (see cpu_threads); a model keeps torch's count
-    if device.type == "cpu" and builtin:
-        step = cfg.seeds * probes * flops_per_member_step(cfg, data.n_inputs, data.classes)
-        threads = cpu_threads(step, threads)
-    with num_threads(threads):
+    with num_threads(training_threads(cfg, device, data, cfg.seeds * probes)):
         seeds, trials, rounds = search(cfg, trainer, probes, on_round, eval_cost,
                                        pipeline=device.type == "cuda")
         synchronize(device)

@@ -478,11 +478,12 @@ class Ensemble:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096,
-                 need: int | None = None, may_stop: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 need: int | None = None, may_stop: torch.Tensor | None = None,
+                 loss: str | None = None) -> tuple[torch.Tensor, ...]:
         """Correct answers of every member on a shared set x (N, n_in), y (N,) -> (K,) int64,
         how many of the N it evaluated (K,), and whether all its outputs there were finite (K,):
-        an overflowed network's argmax means nothing.
+        an overflowed network's argmax means nothing. With `loss` (a scan's full evaluation,
+        no `need`), a fourth: each member's mean `loss_value` over the N examples (K,).
 
         With `need`, the exact early exit: a member whose `may_stop` is True (its outputs are
         known to be finite on all of x, see `finite_bound`) stops being evaluated after the first
@@ -494,6 +495,7 @@ class Ensemble:
         correct = torch.zeros(k, dtype=torch.long, device=x.device)
         seen = torch.zeros(k, dtype=torch.long, device=x.device)
         finite = torch.ones(k, dtype=torch.bool, device=x.device)
+        total = torch.zeros(k, dtype=self.weights[0].dtype, device=x.device)
         rows = torch.arange(k, device=x.device)  # the members still evaluated
         net = self
         for i, j in eval_chunks(n, chunk):
@@ -501,6 +503,8 @@ class Ensemble:
             finite[rows] &= torch.isfinite(out).all(-1).all(-1)
             correct[rows] += (out.argmax(-1) == y[i:j]).sum(1)
             seen[rows] += len(out[0])
+            if loss is not None:  # every row sees every chunk: no need, no early exit
+                total += loss_value(out, y[i:j].expand(len(out), -1), loss) * (j - i)
             if need is None:
                 continue
             left = n - seen[rows]
@@ -511,7 +515,8 @@ class Ensemble:
                 if len(keep) == 0:
                     break
                 rows, net = rows[keep], net.select(keep)
-        return correct, seen, finite
+        return (correct, seen, finite) if loss is None else (correct, seen, finite,
+                                                             total / max(n, 1))
 
     def finite_bound(self, radius: float) -> torch.Tensor:
         """(K,) bool: True where every value the forward pass computes, on any input of 2-norm

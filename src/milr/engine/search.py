@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from ..base.config import EstimateConfig
-from ..base.results import Outcome, SeedResult, Trial, bracket
+from ..base.results import Outcome, SeedResult, Trial, bracket, sandwiched
 
 # Above this many bracket cells the weighted split is planned on this many and scaled: the
 # dynamic programme is quadratic in the cells, and its split fraction has long settled by then.
@@ -355,8 +355,6 @@ class SeedSearch:
         path = [(lr, self.known[lr].success) for lr in self.path]
         lo, hi = bracket(path)
         star = self._star(lo, hi) if self.status == "ok" else None
-        succ = sorted(lr for lr, s in path if s)
-        sandwiched = sum(1 for lr, s in path if not s and succ and succ[0] < lr < succ[-1])
         above = [self.edge[lr] for lr in self.edge_rates[:self.cfg.edge_probes]]
         below = [self.edge[lr] for lr in self.edge_rates[self.cfg.edge_probes:]]
         edge_trained = sum(above) if above else None
@@ -369,7 +367,7 @@ class SeedSearch:
             also = dict(also_status=a_status, also_lo=a_lo, also_hi=a_hi,
                         also_lr_star=self._star(a_lo, a_hi) if a_status == "ok" else None)
         return SeedResult(self.seed, self.status or "unfinished", star, lo, hi, trials,
-                          sandwiched + (edge_trained or 0) + (failed_below or 0),
+                          sandwiched(path) + (edge_trained or 0) + (failed_below or 0),
                           edge_trained=edge_trained, edge_failed_below=failed_below, **also)
 
 

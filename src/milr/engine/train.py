@@ -18,7 +18,7 @@ import torch
 
 from ..base.config import EstimateConfig
 from ..base.device import matmul_precision
-from ..base.results import Outcome
+from ..base.results import Outcome, ScanRun
 from ..base.seeding import batch_schedule
 from ..data.formats import Dataset
 from .model import Arch, Ensemble, Layout, Optim, Rates, loss_value, zero_output_loss
@@ -68,6 +68,13 @@ class _Member:
     outcome: Outcome | None = None
     # (step, accuracy, loss, validation examples seen) per curve point: see Outcome
     curve: list[tuple[int, float | None, float, int]] = field(default_factory=list)
+    # full_budget: where the threshold was first met, and what each evaluation saw (ScanRun)
+    met_step: int | None = None
+    since: int = 0  # the step of the last evaluation: the mean training loss is taken since
+    train_loss: float | None = None
+    val_loss: float | None = None
+    # (step, mean training loss since the last evaluation, validation loss, accuracy)
+    points: list[tuple[int, float, float, float]] = field(default_factory=list)
 
 
 # Validation examples per forward pass of an evaluation (benchmarks/README.md: the early exit
@@ -105,13 +112,23 @@ class BatchedTrainer:
     stopping step changes, but the accuracy a curve records is then that of the validation
     examples seen, and `Outcome.curve_seen` says how many. `eval_chunk`: validation examples
     per forward pass of an evaluation (the granularity of the early exit).
+
+    `full_budget` (a scan, `milr scan`): every member trains the whole budget whatever its
+    verdicts; only a divergence (the same `verdict`) stops it. Every eval_every steps and at
+    the end, under either criterion, it is evaluated in full (loss and accuracy), and its
+    outcome is a `ScanRun`: what the search's run would have concluded (`met_step`) and the
+    final training loss, validation loss and accuracy, with their curves.
     """
 
     def __init__(self, cfg: EstimateConfig, data: Dataset, device: torch.device | None = None,
                  cancel_dominated: bool = False, graphs: bool | None = None,
                  retire_in_place: bool | None = None, dtype: torch.dtype = torch.float32,
-                 full_eval: bool = False, eval_chunk: int = EVAL_CHUNK):
+                 full_eval: bool = False, eval_chunk: int = EVAL_CHUNK,
+                 full_budget: bool = False):
+        if full_budget and cancel_dominated:
+            raise ValueError("a full-budget run is never cancelled: cancel_dominated must be off")
         self.cfg, self.data, self.cancel, self.dtype = cfg, data, cancel_dominated, dtype
+        self.full_budget = full_budget
         self.eval_chunk = eval_chunk
         self.device = device or data.x_train.device
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
@@ -135,10 +152,12 @@ class BatchedTrainer:
                                                            self.layout.bias_wd, strict=True)
                       for s in pair]
         self.track_max = cfg.criterion == "stable" or cfg.divergence_check == "step"
+        # full_budget evaluates under stable too, in full, where nothing can meet a threshold
+        self.need, self.radius = len(data.x_eval) + 1, math.inf
         if cfg.criterion == "accuracy":
             self.need = needed(len(data.x_eval), cfg.threshold)
             # the largest 2-norm of a validation input (inf: no early exit)
-            self.radius = math.inf if full_eval or not len(data.x_eval) else float(
+            self.radius = math.inf if full_eval or full_budget or not len(data.x_eval) else float(
                 torch.linalg.vector_norm(data.x_eval, dim=1, dtype=torch.float64).max())
         self.next_key = 0
         self.warm = False  # a first step has run eagerly (CUDA graphs need warmed-up libraries)
@@ -158,6 +177,8 @@ class BatchedTrainer:
         self.first_bad = torch.empty(0, dtype=torch.long, device=dev)  # row -> step (0: none)
         # row -> a run of exactly also_steps steps would have failed (stable; see _step)
         self.also_bad = torch.empty(0, dtype=torch.bool, device=dev)
+        # full_budget: row -> the training losses summed since its last evaluation
+        self.loss_sum = torch.empty(0, dtype=torch.float64, device=dev)
         self.lr = torch.empty(0, 1, 1, device=dev, dtype=self.dtype)
         self._rebuilt()
 
@@ -209,6 +230,8 @@ class BatchedTrainer:
         self.first_bad = torch.cat([self.first_bad,
                                     torch.zeros(k, dtype=torch.long, device=dev)])
         self.also_bad = torch.cat([self.also_bad, torch.zeros(k, dtype=torch.bool, device=dev)])
+        self.loss_sum = torch.cat([self.loss_sum, torch.zeros(k, dtype=torch.float64,
+                                                              device=dev)])
         self.lr = torch.cat([self.lr, torch.tensor(lrs, dtype=self.dtype,
                                                    device=dev).view(k, 1, 1)])
         self.members += new
@@ -241,6 +264,8 @@ class BatchedTrainer:
             higher = seen > self.max_loss
             self.max_loss.copy_(torch.where(higher, seen, self.max_loss))
             self.max_step.copy_(torch.where(higher, self.t + 1, self.max_step))
+        if self.full_budget:
+            self.loss_sum += loss
         self.t += 1
         return loss
 
@@ -288,7 +313,7 @@ class BatchedTrainer:
         """The step of m's next verdict: its next evaluation (accuracy), or the end of the
         budget (stable: nothing is evaluated before it)."""
         cfg = self.cfg
-        if cfg.criterion == "stable":
+        if cfg.criterion == "stable" and not self.full_budget:
             return cfg.steps
         return min(cfg.steps, (m.steps_run // cfg.eval_every + 1) * cfg.eval_every)
 
@@ -317,14 +342,26 @@ class BatchedTrainer:
         return out, ok
 
     def _finish(self, m: _Member, loss: float, **verdict) -> None:
-        m.outcome = Outcome(m.lr, m.seed, steps=m.steps_run, final_acc=m.acc, peak_acc=m.peak,
+        record, extra = (ScanRun, self._scan_fields(m, verdict.get("diverged", False))
+                         ) if self.full_budget else (Outcome, {})
+        m.outcome = record(m.lr, m.seed, steps=m.steps_run, final_acc=m.acc, peak_acc=m.peak,
                             final_loss=loss, **{"success": False, "diverged": False, **verdict},
                             curve_steps=tuple(p[0] for p in m.curve),
                             curve_acc=tuple(p[1] for p in m.curve),
                             curve_loss=tuple(p[2] for p in m.curve),
                             curve_seen=tuple(p[3] for p in m.curve), eval_examples=(
                                 len(self.data.x_eval) if self.cfg.criterion == "accuracy"
-                                else None))
+                                else None), **extra)
+
+    @staticmethod
+    def _scan_fields(m: _Member, diverged: bool) -> dict:
+        """A full-budget member's ScanRun fields beyond Outcome's."""
+        ends = not diverged and m.points and m.points[-1][0] == m.steps_run  # evaluated last
+        return dict(met_step=m.met_step, train_loss=m.train_loss,
+                    val_loss=m.points[-1][2] if ends else None,
+                    val_acc=m.points[-1][3] if ends else None,
+                    **{name: tuple(p[i] for p in m.points) for i, name in enumerate(
+                        ("eval_steps", "eval_train_loss", "eval_val_loss", "eval_val_acc"))})
 
     def _point_due(self, m: _Member) -> bool:
         """Under stable (no evaluations): whether this check is m's first at or after its next
@@ -343,22 +380,35 @@ class BatchedTrainer:
         over = (~(loss <= self.limit)).tolist() if any(at_stop) else [False] * n
         # the evidence a verdict needs beyond the losses, for the rows at a stop that need it
         wanted = [e and not (b or o) for e, b, o in zip(at_stop, bad_step, over, strict=True)]
-        acc, met, finite, seen = [None] * n, [None] * n, [None] * n, [0] * n
+        # full_budget: every evaluation of the budget, under either criterion
+        evaluated = [m.outcome is None and self._eval_due(m) and not (b or o) for m, b, o in
+                     zip(self.members, bad_step, over, strict=True)] if self.full_budget \
+            else wanted
+        acc, met, finite, seen, vloss = [None] * n, [None] * n, [None] * n, [0] * n, [None] * n
         after, after_ok = [None] * n, [None] * n
-        if cfg.criterion == "accuracy":
-            acc, met, finite, seen = _evaluate(self.net, self.data, wanted, self.need,
-                                               self.radius, self.eval_chunk)
-        else:
+        if cfg.criterion == "accuracy" or self.full_budget:
+            acc, met, finite, seen, vloss = _evaluate(
+                self.net, self.data, evaluated, self.need, self.radius, self.eval_chunk,
+                cfg.loss if self.full_budget else None)
+        if cfg.criterion == "stable":
             after, after_ok = self._loss_after_budget(wanted)
         loss_l = loss.tolist()
+        sums = self.loss_sum.tolist() if self.full_budget else None
         for r, m in open_:
             seen_here = Check(bad_step[r], at_stop[r], m.steps_run >= cfg.steps, over[r],
                               finite[r], met[r], after_ok[r])
             ends = verdict(cfg.criterion, seen_here)
             self._observe(m, seen_here, ends, acc[r], loss_l[r], seen[r])
+            success = ends == SUCCESS
+            if self.full_budget:
+                ends = self._through_budget(m, ends, evaluated[r], sums[r], vloss[r], acc[r])
+                success = m.met_step is not None
             if ends is not None:
                 self._finish(m, loss_l[r] if after[r] is None else after[r],
-                             success=ends == SUCCESS, diverged=ends == DIVERGED)
+                             success=success, diverged=ends == DIVERGED)
+        if self.full_budget and any(evaluated):  # each evaluation starts a new interval
+            self.loss_sum.index_fill_(0, torch.tensor(
+                [r for r, e in enumerate(evaluated) if e], device=self.device), 0.0)
         finished = [m for _, m in open_ if m.outcome is not None]
         for m in finished:
             if m.outcome.success:
@@ -371,6 +421,25 @@ class BatchedTrainer:
         if finished:  # one transfer, only when someone finished
             self._record_tracked(finished)
         return finished
+
+    def _eval_due(self, m: _Member) -> bool:
+        """full_budget: whether m is evaluated here (every eval_every steps and at the end)."""
+        return m.steps_run >= self.cfg.steps or m.steps_run % self.cfg.eval_every == 0
+
+    def _through_budget(self, m: _Member, ends: str | None, evaluated: bool, since: float,
+                        val_loss: float | None, acc: float | None) -> str | None:
+        """full_budget: what m's verdict here means for a run that trains the whole budget
+        (its first success is noted, `met_step`, and it trains on; a divergence or the end of
+        the budget ends it), and its evaluation's point; `since`: its training losses summed
+        since the last one. Returns how m ends here (None: it trains on)."""
+        if ends == SUCCESS and m.met_step is None:
+            m.met_step = m.steps_run
+        if evaluated or ends == DIVERGED:
+            m.train_loss = since / max(1, m.steps_run - m.since)
+        if evaluated and ends != DIVERGED:  # (its outputs overflowed: no point)
+            m.points.append((m.steps_run, m.train_loss, val_loss, acc))
+            m.since = m.steps_run
+        return ends if ends == DIVERGED or m.steps_run >= self.cfg.steps else None
 
     def _record_tracked(self, finished: list[_Member]) -> None:
         """What the device tracked of the finished members, in one transfer: the first bad step;
@@ -427,6 +496,7 @@ class BatchedTrainer:
             self.limit, self.lr = self.limit[idx], self.lr[idx]
             self.max_loss, self.max_step = self.max_loss[idx], self.max_step[idx]
             self.first_bad, self.also_bad = self.first_bad[idx], self.also_bad[idx]
+            self.loss_sum = self.loss_sum[idx]
             self.members = [self.members[r] for r in keep]
             self._rebuilt()
         elif gone:
@@ -437,12 +507,13 @@ class BatchedTrainer:
 
 
 def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool], need: int,
-              radius: float = math.inf, chunk: int = 4096
-              ) -> tuple[list[float | None], list[bool | None], list[bool | None], list[int]]:
+              radius: float = math.inf, chunk: int = 4096, loss: str | None = None
+              ) -> tuple[list[float | None], list[bool | None], list[bool | None], list[int],
+                         list[float | None]]:
     """Of the wanted rows (None for the others: diverged or finished rows need no evaluation, a
     third of the work on a CPU): the accuracy on the validation examples seen, whether the
     threshold is met (correct >= need), whether the outputs were all
-    finite, and how many examples were seen.
+    finite, how many examples were seen, and with `loss` (radius inf) the validation loss.
 
     A row stops being evaluated once its verdict is certain (`Ensemble.evaluate`) where its
     outputs are proven finite on inputs of 2-norm <= radius (`Ensemble.finite_bound`; radius
@@ -453,20 +524,27 @@ def _evaluate(net: Ensemble, data: Dataset, wanted: list[bool], need: int,
     met: list[bool | None] = [None] * len(wanted)
     finite: list[bool | None] = [None] * len(wanted)
     seen: list[int] = [0] * len(wanted)
+    vloss: list[float | None] = [None] * len(wanted)
     if rows:
         sub = net if len(rows) == len(wanted) else net.select(
             torch.tensor(rows, device=data.x_eval.device))
         if math.isfinite(radius):
             c, s, f = sub.evaluate(data.x_eval, data.y_eval, chunk, need,
                                    sub.finite_bound(radius))
-        else:  # no early exit: neither the bound nor the per-chunk decisions are needed
+        elif loss is None:  # no early exit: neither the bound nor the per-chunk decisions
             c, s, f = sub.evaluate(data.x_eval, data.y_eval, chunk)
-        a = c.to(torch.get_default_dtype()) / s.to(torch.get_default_dtype())
+        else:  # full, with the loss
+            c, s, f, v = sub.evaluate(data.x_eval, data.y_eval, chunk, loss=loss)
+            for r, vr in zip(rows, v.tolist(), strict=True):
+                vloss[r] = vr
+        # a scan's accuracy (with the loss) as the exact fraction in float64
+        dtype = torch.get_default_dtype() if loss is None else torch.float64
+        a = c.to(dtype) / s.to(dtype)
         for r, ar, cr, sr, fr in zip(rows, a.tolist(), c.tolist(), s.tolist(), f.tolist(),
                                      strict=True):
             acc[r], finite[r], seen[r] = ar, fr, sr
             met[r] = cr >= need
-    return acc, met, finite, seen
+    return acc, met, finite, seen, vloss
 
 
 def needed(n: int, threshold: float) -> int:
@@ -488,12 +566,14 @@ def train(
     retire_in_place: bool | None = None,
     full_eval: bool = False,
     eval_chunk: int | None = None,
+    full_budget: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> list[Outcome]:
     """Train one member per (lrs[k], seeds[k]) under cfg's protocol, all together; data must be
-    on `device`. The options are as for `BatchedTrainer`."""
+    on `device`. The options are as for `BatchedTrainer` (full_budget: ScanRun outcomes)."""
     assert len(lrs) == len(seeds) > 0
     trainer = BatchedTrainer(cfg, data, device, cancel_dominated, graphs, retire_in_place,
-                             full_eval=full_eval, eval_chunk=eval_chunk or EVAL_CHUNK)
+                             dtype, full_eval, eval_chunk or EVAL_CHUNK, full_budget)
     keys = trainer.admit(lrs, seeds)
     out: dict[int, Outcome] = {}
     while trainer.pending:
