@@ -197,15 +197,80 @@ def test_sharpness_takes_the_network_as_built(tiny):
     assert len(net.weights) == cfg.depth + 2 and net.arch == Arch(True, "tanh", 1 / 3)
 
 
+def designed_net(design: str, activation: str, s_out: float,
+                 dtype: torch.dtype = torch.float32) -> tuple[Ensemble, float]:
+    """A residual net of 3 blocks, width 4, zero biases, and the radius of its inputs, where a
+    bound that is not the residual one goes wrong. The input layer is 1e18 · I, the output
+    layer s_out everywhere. "skip": blocks of 1e-30, α = 1: the logits come through the skip
+    path (a product of the layers' norms, or a bound without the skip term, is ~1e-88 of
+    them). "alpha": blocks of 1/4 (Frobenius norm 1), α = 1e6: each block multiplies the
+    stream by 1 + α along (1, 1, 1, 1) (a bound without α is ~1e-16 of it). Every weight's
+    norm is finite in float32, so the bound has to follow the stream to refuse a proof."""
+    blocks, alpha, radius = ((1e-30, 1.0, 1e3) if design == "skip" else (0.25, 1e6, 1e-12))
+    ws = [1e18 * torch.eye(4)] + [torch.full((4, 4), blocks)] * 3 + [torch.full((4, 2), s_out)]
+    ws = [w.to(dtype).unsqueeze(0) for w in ws]
+    return (Ensemble(ws, [torch.zeros_like(w[:, :1]) for w in ws],
+                     arch=Arch(True, activation, alpha)), radius)
+
+
+@pytest.mark.parametrize("design", ["skip", "alpha"])
+@pytest.mark.parametrize("activation", ["relu", "linear", "abs"])
+def test_the_finite_bound_follows_the_residual_stream(activation, design):
+    """Logits that overflow float32 at an input of the radius's norm are not proven finite,
+    though every block is tiny ("skip") or of norm 1 ("alpha"); with an output layer of ones
+    the same net is finite, and the bound proves it. (tanh's logits are at most
+    |W_out|_F · √width: with weights of finite norm they cannot overflow, so tanh is checked
+    on the bound's value alone, below.)"""
+    x = torch.full((1, 4), 0.5)  # norm 1, every unit alike
+    for s_out, finite in ((1e18, False), (1.0, True)):
+        net, radius = designed_net(design, activation, s_out)
+        assert bool(torch.isfinite(net.forward(x * radius)).all()) == finite, s_out
+        assert bool(net.finite_bound(radius)[0]) == finite, s_out
+
+
+def largest_logits(net: Ensemble, radius: float, seed: int = 0) -> torch.Tensor:
+    """(K,) the largest 2-norm of a member's logits (float64) found on inputs of 2-norm radius:
+    random directions, ± the top right singular vector of each member's product of weight
+    matrices (blocks as I + α W_l), then 40 steps of projected gradient ascent from all."""
+    gen = torch.Generator().manual_seed(seed)
+    n_in, alpha = net.weights[0].shape[1], net.arch.alpha
+    eye = torch.eye(net.weights[1].shape[1], dtype=torch.float64)
+    starts = [torch.randn(64, n_in, generator=gen, dtype=torch.float64)]
+    for i in range(net.size):
+        prod = net.weights[0][i]
+        for w in net.weights[1:-1]:
+            prod = prod @ (eye + alpha * w[i])
+        v = torch.linalg.svd(prod @ net.weights[-1][i]).U[:, 0]
+        starts += [v[None], -v[None]]
+    x = torch.cat(starts)
+    for step in range(40):
+        x = (x / torch.linalg.vector_norm(x, dim=1, keepdim=True) * radius).requires_grad_()
+        grad, = torch.autograd.grad(net.forward(x).pow(2).sum(), x)
+        x = x.detach() + radius * 0.2 / (1 + step) * torch.nn.functional.normalize(grad, dim=1)
+    x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True) * radius
+    with torch.no_grad():
+        return torch.linalg.vector_norm(net.forward(x), dim=2).max(1).values
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "linear", "abs"])
-def test_the_finite_bound_holds_for_residual_nets(activation):
-    """Where the bound says finite, outputs at inputs of the radius's norm are; wide weights
-    of a residual net near float32's limit are not proven finite."""
+def test_the_norm_bound_bounds_the_logits(activation):
+    """The bound's value is at least the largest logits found by an adversarial search on
+    every net: the two designed ones (where a bound that is not the residual one falls far
+    short) and random ones with random biases, α and scales from 1e-2 to 1e2."""
     torch.manual_seed(0)
-    ws = [torch.randn(3, 4, 8), torch.randn(3, 8, 8), torch.randn(3, 8, 8), torch.randn(3, 8, 2)]
-    arch = Arch(True, activation, 0.5)
-    net = Ensemble(ws, [torch.randn(3, 1, w.shape[-1]) for w in ws], arch=arch)
-    x = torch.nn.functional.normalize(torch.randn(50, 4), dim=1) * 10.0
-    assert net.finite_bound(10.0).all() and torch.isfinite(net.forward(x)).all()
-    big = Ensemble([w * 1e9 for w in ws], net.biases, arch=arch)
-    assert not big.finite_bound(10.0).any()
+    k = 6
+    scale = torch.logspace(-2, 2, k, dtype=torch.float64).view(k, 1, 1)
+    ws = [torch.randn(k, i, o, dtype=torch.float64) * scale
+          for i, o in ((5, 8), (8, 8), (8, 8), (8, 3))]
+    random = Ensemble(ws, [torch.randn(k, 1, w.shape[-1], dtype=torch.float64) for w in ws],
+                      arch=Arch(True, activation, 0.7))
+    skip, skip_radius = designed_net("skip", activation, 1.0, torch.float64)
+    # alpha's inputs 1e-23 of its radius: the stream reaches ~1 only at the last block, so
+    # tanh's logits too grow (1 + α)-fold per block (and a bound without α falls short)
+    alpha, alpha_radius = designed_net("alpha", activation, 1.0, torch.float64)
+    for net, radius in ((skip, skip_radius), (alpha, alpha_radius * 1e-23), (random, 3.0)):
+        bound, ok = net.norm_bound(radius)
+        assert ok.all()
+        found = largest_logits(net, radius)
+        assert (found <= bound).all(), (found, bound)
+        assert (found > 0).all()

@@ -498,7 +498,13 @@ class Ensemble:
 
     def finite_bound(self, radius: float) -> torch.Tensor:
         """(K,) bool: True where every value the forward pass computes, on any input of 2-norm
-        at most `radius`, is proven finite.
+        at most `radius`, is proven finite (`norm_bound`)."""
+        return self.norm_bound(radius)[1]
+
+    def norm_bound(self, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K,) float64 bounds on the 2-norm of each member's logits on any input of 2-norm at
+        most `radius`, and (K,) bool: True where every value the forward pass computes there
+        is proven finite.
 
         Per layer, |each partial sum of a·W_l[:, j]| <= |a|·|W_l|_F (Cauchy-Schwarz) and
         |m·aW + b| <= m·|a|·|W_l|_F + |b|, where a layer's input a = φ(h) has |a| <= |h|: all
@@ -523,7 +529,7 @@ class Ensemble:
             h = 2 * (h + abs(self.arch.alpha) * out) if self.arch.residual and \
                 0 < layer < last else out
             ok &= torch.isfinite(raw) & torch.isfinite(h) & (raw < top) & (h < top) & (out < top)
-        return ok
+        return h, ok
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Accuracy of every member on a shared set x (N, n_in), y (N,) -> (K,)."""
