@@ -27,8 +27,32 @@ def config(**kw) -> EstimateConfig:
     return EstimateConfig(**{**base, **kw})
 
 
+def textbook_table(cfg: EstimateConfig, n_in: int) -> list[tuple[float, float, float, float]]:
+    """docs/protocol.md §2's per-layer table, written out for the textbook: per layer (input,
+    each hidden layer or block, output) the factor on sp's initial draw, the multiplier a, and
+    the rate factors of its weight and its bias."""
+    k2 = nn.init.calculate_gain("relu" if cfg.activation == "abs" else cfg.activation) ** 2
+    g = {"fan-in": 1.0, "he": 2.0}[cfg.output_init]
+    w, s_in, s_out = cfg.width, cfg.input_lr_scale, cfg.output_lr_scale
+    hidden = cfg.depth - (cfg.architecture == "mlp")
+    e = cfg.depth ** cfg.block_lr_depth_exponent
+    if cfg.parametrization == "ntk":  # N(0, 1) stored, a = √(k² / fan_in)
+        return ([(math.sqrt(n_in / k2), math.sqrt(k2 / n_in), s_in, s_in)]
+                + [(math.sqrt(w / k2), math.sqrt(k2 / w), e, e)] * hidden
+                + [(math.sqrt(w / g), math.sqrt(g / w), s_out, s_out)])
+    if cfg.parametrization == "mup":  # the readout: draw × √m, a = 1/m
+        m = w / cfg.base_width
+        if cfg.optimizer in ("adam", "adamw"):  # MuAdam: hidden weights' rate / m
+            return ([(1.0, 1.0, s_in, s_in)] + [(1.0, 1.0, e / m, e)] * hidden
+                    + [(math.sqrt(m), 1 / m, s_out, s_out)])
+        return ([(1.0, 1.0, s_in * m, s_in * m)] + [(1.0, 1.0, e, e * m)] * hidden  # MuSGD
+                + [(math.sqrt(m), 1 / m, s_out * m, s_out)])
+    return [(1.0, 1.0, s_in, s_in)] + [(1.0, 1.0, e, e)] * hidden + [(1.0, 1.0, s_out, s_out)]
+
+
 class Plain(nn.Module):
-    """The network as docs/protocol.md §2 defines it, written without milr's engine."""
+    """The network as docs/protocol.md §2 defines it, written without milr's engine: layer i
+    computes a_i · (h W_iᵀ) + b_i (a_i from `textbook_table`)."""
 
     def __init__(self, cfg: EstimateConfig, n_in: int, classes: int):
         super().__init__()
@@ -38,44 +62,52 @@ class Plain(nn.Module):
         self.hidden = nn.ModuleList(nn.Linear(w, w) for _ in range(cfg.depth - (not residual)))
         self.out = nn.Linear(w, classes)
         self.alpha = ALPHA[cfg.branch_scale](cfg.depth)
+        self.a = [row[1] for row in textbook_table(cfg, n_in)]
+
+    def layer(self, i: int, lin: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+        return self.a[i] * (h @ lin.weight.T) + lin.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.hidden) + 1
         if self.cfg.architecture == "mlp":
-            h = self.phi(self.first(x))
-            for lin in self.hidden:
-                h = self.phi(lin(h))
-            return self.out(h)
-        h = self.first(x)
-        for lin in self.hidden:
-            h = h + self.alpha * lin(self.phi(h))
-        return self.out(self.phi(h))
+            h = self.phi(self.layer(0, self.first, x))
+            for i, lin in enumerate(self.hidden, 1):
+                h = self.phi(self.layer(i, lin, h))
+            return self.layer(last, self.out, h)
+        h = self.layer(0, self.first, x)
+        for i, lin in enumerate(self.hidden, 1):
+            h = h + self.alpha * self.layer(i, lin, self.phi(h))
+        return self.layer(last, self.out, self.phi(h))
 
     def linears(self) -> list[nn.Linear]:
         return [self.first, *self.hidden, self.out]
 
 
 def plain_net(cfg: EstimateConfig, data, seed: int) -> Plain:
-    """At milr's initial weights for `seed` (nn.Linear holds them transposed), zero biases."""
+    """At milr's initial draws for `seed` (nn.Linear holds them transposed) times the table's
+    initial factors, zero biases. The draws are float32 (the engine's dtype), rescaled there
+    as the engine stores them: ntk's N(0, 1) weights are the draw × √(k²/fan_in) × √(fan_in/k²)
+    rounded in float32, not the raw normal draw (rescaled in float64 instead, the losses
+    differ by ~3e-8)."""
     net = Plain(cfg, data.n_inputs, data.classes)
     layers = net.linears()
     ws = init_weights(seed, data.n_inputs, len(layers) - 1, cfg.width, data.classes,
                       cfg.output_init, cfg.activation)
+    table = textbook_table(cfg, data.n_inputs)
     with torch.no_grad():
-        for lin, w in zip(layers, ws, strict=True):
-            lin.weight.copy_(w.T)
+        for lin, w, row in zip(layers, ws, table, strict=True):
+            lin.weight.copy_(w.T * row[0])
             lin.bias.zero_()
     return net.double()
 
 
 def plain_losses(cfg: EstimateConfig, data, lr: float, seed: int) -> torch.Tensor:
-    """The loss before each of the first STEPS steps of torch.optim on the plain network: the
-    input layer at lr · input_lr_scale, the blocks at lr · depth^block_lr_depth_exponent, the
-    output layer at lr · output_lr_scale."""
+    """The loss before each of the first STEPS steps of torch.optim on the plain network, each
+    weight and bias in its own param group at lr × the table's rate factor."""
     net = plain_net(cfg, data, seed)
-    block = cfg.depth ** cfg.block_lr_depth_exponent
-    groups = [{"params": list(net.first.parameters()), "lr": lr * cfg.input_lr_scale},
-              {"params": list(net.hidden.parameters()), "lr": lr * block},
-              {"params": list(net.out.parameters()), "lr": lr * cfg.output_lr_scale}]
+    groups = [{"params": [p], "lr": lr * r}
+              for lin, row in zip(net.linears(), textbook_table(cfg, data.n_inputs), strict=True)
+              for p, r in ((lin.weight, row[2]), (lin.bias, row[3]))]
     opt = torch.optim.SGD(groups, lr=lr) if cfg.optimizer == "sgd" else torch.optim.Adam(
         groups, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
     order = batch_schedule(seed, len(data.x_train), STEPS, cfg.batch_size)
@@ -119,6 +151,25 @@ def test_every_network_follows_its_textbook_at_every_step(architecture, activati
                                                           branch_scale, optimizer, lr, tiny64):
     cfg = config(architecture=architecture, activation=activation, branch_scale=branch_scale,
                  optimizer=optimizer, output_lr_scale=0.5)
+    assert gap(cfg, tiny64, lr) < 1e-10
+
+
+# Each branch scale with its own activation (so that a gain in ntk's multiplier is k² of that
+# activation) and block-rate exponent (depth-μP's e = -1/2 with 1/√L).
+BLOCKS = [("none", "relu", 0.0), ("sqrt-depth", "tanh", -0.5), ("depth", "abs", 0.0)]
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adam", 3e-3)])
+@pytest.mark.parametrize("parametrization, base_width", [("ntk", None), ("mup", 4)])
+@pytest.mark.parametrize("branch_scale, activation, exponent", BLOCKS)
+def test_residual_nets_follow_the_table_under_ntk_and_mup(branch_scale, activation, exponent,
+                                                          parametrization, base_width,
+                                                          optimizer, lr, tiny64):
+    """The engine's residual net under ntk and mup (m = 4) against the textbook whose
+    multipliers, initial factors and per-tensor rates are docs/protocol.md's table."""
+    cfg = config(architecture="residual", branch_scale=branch_scale, activation=activation,
+                 block_lr_depth_exponent=exponent, parametrization=parametrization,
+                 base_width=base_width, optimizer=optimizer, output_lr_scale=0.5)
     assert gap(cfg, tiny64, lr) < 1e-10
 
 
