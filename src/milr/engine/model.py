@@ -425,20 +425,26 @@ class Ensemble:
                   pre: list[torch.Tensor] | None, preacts: list[torch.Tensor] | None = None
                   ) -> torch.Tensor:
         """`forward` of a residual net: h_0 = layer 0 (x), h_l = h_{l-1} + α · layer l
-        (φ(h_{l-1})), logits = output layer (φ(h_L)); the stream h is never changed in place."""
+        (φ(h_{l-1})), logits = output layer (φ(h_L)). A block is one matmul added onto the
+        stream (h + α·m_l · a W_l, then + α·b_l): in h's memory where nothing else holds h (no
+        autograd, φ not the identity, abs' argument not kept), else into a new tensor."""
         last, alpha = len(self.weights) - 1, self.arch.alpha
         if inputs is not None:
             inputs.append(x)
         h = self._affine(0, x)
-        for layer in range(1, last + 1):
+        for layer in range(1, last):
             a = self._activate(h, pre, in_place=False, preacts=preacts)
             if inputs is not None:
                 inputs.append(a)
-            out = self._affine(layer, a)
-            if layer == last:
-                return out
-            h = h + out if alpha == 1.0 else torch.add(h, out, alpha=alpha)
-        raise AssertionError("a residual net has an input and an output layer")
+            w, b, m = self.weights[layer], self.biases[layer], self.multipliers[layer]
+            shared = h.requires_grad or a is h or (pre is not None and pre[-1] is h) \
+                or preacts is not None  # a recorded stream is never changed afterwards
+            h = (torch.baddbmm if shared else torch.Tensor.baddbmm_)(h, a, w, alpha=alpha * m)
+            h.add_(b, alpha=alpha)
+        a = self._activate(h, pre, in_place=True, preacts=preacts)
+        if inputs is not None:
+            inputs.append(a)
+        return self._affine(last, a)
 
     def _affine(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Layer `layer` on h: m · h W + b."""
@@ -466,10 +472,12 @@ class Ensemble:
 
     def _derivative(self, g: torch.Tensor, a: torch.Tensor, z: torch.Tensor | None
                     ) -> torch.Tensor:
-        """g × φ'(z), in g's memory, from a = φ(z) (and z itself for abs)."""
+        """g × φ'(z), in g's memory, from a = φ(z) (and z itself for abs). ReLU's mask is made
+        in g's dtype (1 or 0, NaN gives 0): a bool mask would cost a conversion in the multiply,
+        several times the rest of the pass."""
         act = self.arch.activation
         if act == "relu":
-            return g.mul_(a > 0)
+            return g.mul_(torch.gt(a, 0, out=torch.empty_like(g)))
         if act == "tanh":
             return g.mul_(1 - a * a)
         if act == "abs":
@@ -520,7 +528,13 @@ class Ensemble:
 
     def finite_bound(self, radius: float) -> torch.Tensor:
         """(K,) bool: True where every value the forward pass computes, on any input of 2-norm
-        at most `radius`, is proven finite.
+        at most `radius`, is proven finite (`norm_bound`)."""
+        return self.norm_bound(radius)[1]
+
+    def norm_bound(self, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K,) float64 bounds on the 2-norm of each member's logits on any input of 2-norm at
+        most `radius`, and (K,) bool: True where every value the forward pass computes there
+        is proven finite.
 
         Per layer, |each partial sum of a·W_l[:, j]| <= |a|·|W_l|_F (Cauchy-Schwarz) and
         |m·aW + b| <= m·|a|·|W_l|_F + |b|, where a layer's input a = φ(h) has |a| <= |h|: all
@@ -545,7 +559,7 @@ class Ensemble:
             h = 2 * (h + abs(self.arch.alpha) * out) if self.arch.residual and \
                 0 < layer < last else out
             ok &= torch.isfinite(raw) & torch.isfinite(h) & (raw < top) & (h < top) & (out < top)
-        return ok
+        return h, ok
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Accuracy of every member on a shared set x (N, n_in), y (N,) -> (K,)."""
@@ -590,17 +604,20 @@ class Ensemble:
     def _backward_residual(self, inputs: list[torch.Tensor], pre: list[torch.Tensor] | None,
                            g: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """`_backward` of a residual net: the stream's gradient g_h reaches block l's output
-        as α · g_h and passes the block both straight and through it (g_h + m_l · α g_h W_lᵀ ×
-        φ'(h_{l-1}))."""
+        as α · g_h and passes the block both straight and through it (g_h + α·m_l · g_h W_lᵀ
+        × φ'(h_{l-1})), accumulated in g_h's memory. The block's output gradient (the
+        consumer's to change) and g_h W_lᵀ use two buffers that every block reuses."""
         last, alpha = len(self.weights) - 1, self.arch.alpha
         g_in = torch.bmm(g, self.weights[last].transpose(1, 2))
         yield last, inputs[last], g
-        g_h = self._down(last, g_in, inputs, pre)
+        g_h = self._down(last, g_in, inputs, pre)  # in g_in's memory
+        g_in, g_out = torch.empty_like(g_h), torch.empty_like(g_h)
         for layer in range(last - 1, 0, -1):
-            g_out = g_h.clone() if alpha == 1.0 else g_h * alpha  # the consumer's to change
-            g_in = torch.bmm(g_out, self.weights[layer].transpose(1, 2))
+            torch.bmm(g_h, self.weights[layer].transpose(1, 2), out=g_in)  # before W_l changes
+            torch.mul(g_h, alpha, out=g_out)
             yield layer, inputs[layer], g_out
-            g_h = g_h.add_(self._down(layer, g_in, inputs, pre))
+            self._derivative(g_in, inputs[layer], pre[layer - 1] if pre is not None else None)
+            g_h.add_(g_in, alpha=alpha * self.multipliers[layer])
         yield 0, inputs[0], g_h
 
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[torch.Tensor],
