@@ -780,8 +780,8 @@ def _scans_in(text: str, path: str, notes: list[str]) -> list[ScanView]:
         doc = json.loads(text)
     except ValueError:
         doc = None
-    if isinstance(doc, dict) and LOG_HEADER not in doc:
-        return [_scan_view(doc, path)]
+    if isinstance(doc, dict) and LOG_HEADER not in doc and "depth" not in doc:
+        return [_scan_view(doc, path)]  # a milr scan --json output (a log record has depth)
     cut = text.rfind("\n") + 1
     if text[cut:].strip():
         notes.append(f"{path}: last line has no line end (being written?): left out")
