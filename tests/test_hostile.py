@@ -389,3 +389,63 @@ def test_scan_refusals_are_one_line_and_exit_2(extra, named, run_milr):
     errors = [line for line in said if line.startswith("milr:")]
     assert code == 2 and errors == said[-1:] and named in errors[0], err
     assert out == "" and "Traceback" not in err
+
+
+# --- issue 31, item 4 (milr plot scan): files that are not scans (a search's trials log, a
+# CSV, a log of no scan, a missing file), scans of two objectives, an axis, a setting or an
+# objective that does not exist, a figure path that cannot be written, and a --compare with
+# one group only: each one line naming it, exit 2. Listed here, after CASES, and run below.
+SCAN_HOSTILE = {
+    ("plot scan", "files"): ["SEARCH_LOG", "CSV", "NO_SCAN_LOG", "MIXED_OBJECTIVES",
+                             "/nonexistent/s.json"],
+    ("plot scan", "out"): ["/nonexistent/dir/s.png", "s.txt"],
+    ("plot scan", "by"): ["height"],
+    ("plot scan", "compare"): ["ONE_GROUP"],  # a flag: refused where every scan is sp
+    ("plot scan", "compare_by"): ["colour"],
+    ("plot scan", "objective"): ["val-acc"],
+}
+BAD.update({key: [] for key in SCAN_HOSTILE})  # covered by the test below, not CASES'
+
+
+def scan_hostile_file(value: str, tmp_path) -> str:
+    """A name of SCAN_HOSTILE made into its file; other values as given."""
+    import json
+
+    from test_scan_sweep import synthetic
+
+    header = '{"milr_trials_log": 1, "protocol": {"measure": "scan"}}\n'
+    texts = {"SEARCH_LOG": LOG_LINE, "CSV": LAW_CSV, "NO_SCAN_LOG": header,
+             "MIXED_OBJECTIVES": header + "".join(
+                 json.dumps({"depth": 1, "width": w, "seed": 0, "measure": "scan",
+                             **synthetic(w, objective=o)}) + "\n"
+                 for w, o in ((4, "val-loss"), (8, "train-loss")))}
+    if value not in texts:
+        return value
+    (tmp_path / value).write_text(texts[value])
+    return str(tmp_path / value)
+
+
+@pytest.mark.parametrize("option, value", [(o, v) for (_, o), vs in SCAN_HOSTILE.items()
+                                           for v in vs])
+def test_plot_scan_refusals_are_one_line_and_exit_2(option, value, tmp_path, run_milr):
+    import json
+
+    from test_scan_sweep import synthetic
+
+    scan = tmp_path / "s.json"
+    scan.write_text(json.dumps(synthetic(4)))
+    files, extra = [str(scan)], []
+    if option == "files":
+        files = [scan_hostile_file(value, tmp_path)]
+    elif value == "ONE_GROUP":
+        extra = ["--compare"]
+    else:
+        extra = [f"--{option.replace('_', '-')}", value]
+    out = [] if option == "out" else ["--out", str(tmp_path / "s.png")]
+    code, _, err = run_milr(["plot", "scan", *files, *out, *extra])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    named = {"ONE_GROUP": "nothing to compare", "MIXED_OBJECTIVES": "different objectives",
+             "NO_SCAN_LOG": "holds no scan", "SEARCH_LOG": "search sweep's trials log"}
+    assert named.get(value, value) in lines[0], lines[0]
+    assert not (tmp_path / "s.png").exists()

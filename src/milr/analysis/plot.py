@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..base.results import bracket as results_bracket
 from ..base.results import power, protocol_line, training_words
+from ..engine.scan import OBJECTIVE_FIELDS
 from .fit import PowerLaw
 
 
@@ -241,7 +243,7 @@ def read_trials(path: str) -> tuple[list[dict], list[str], dict | None]:
     header records (None: an older log); a torn last line (no line end: being written) is left
     out with a note. Anything else that is not a trial fails, naming its line and field."""
     from ..base.files import check_regular
-    from ..sweep.store import parse_trials
+    from ..sweep.store import log_measure, parse_trials
 
     try:
         check_regular(path, "trials log")  # a FIFO would block the read forever
@@ -252,6 +254,9 @@ def read_trials(path: str) -> tuple[list[dict], list[str], dict | None]:
     if raw[cut:].strip():
         notes.append(f"{path}: last line has no line end (being written?): left out")
     header, numbered = parse_trials(raw[:cut].decode("utf-8", "replace"), Path(path))
+    if log_measure(header, numbered) == "scan":
+        raise PlotError(f"{path} is a scan sweep's log, not a search's: draw it with milr "
+                        "plot scan")
     for n, rec in numbered:
         _check_trial(rec, path, n)
     if not numbered:
@@ -716,3 +721,236 @@ def _fit_line(ax, t: SweepTable, colour: str, label: str | None = None) -> None:
     x = np.geomspace(min(dw), max(dw), 50)
     ax.plot(x, t.law.c * x ** -t.law.alpha, color=colour, ls="--", lw=1.5, label=label,
             gid=f"fit:{t.label}")
+
+
+# --- scans (milr plot scan): final objective against rate, η_opt, η* and the stability edge ---
+
+# A scan's document (`ScanResult.to_dict()`, `milr scan --json`, a scan sweep's log record)
+# has these keys.
+SCAN_KEYS = ("config", "scan", "grid", "rates", "optimum", "seeds")
+AXES = ("width", "depth")
+# the marks: η_opt (with its interval), the seeds' median η* and the stability edge; hollow
+# where not every seed's edge lies inside the grid (a median of fewer seeds, or a bound)
+MARKS = {"opt": ("*", "η_opt (95% interval)"), "star": ("v", "median η* (accuracy edge)"),
+         "edge": ("D", "stability edge")}
+
+
+@dataclass
+class ScanView:
+    """One scan as `milr plot scan` draws it: its document and where it was read."""
+
+    doc: dict
+    source: str  # file (and line, for a log)
+
+    def setting(self, key: str):
+        """A config or scan setting of the scan (KeyError: neither has it)."""
+        return self.doc["config"][key] if key in self.doc["config"] else self.doc["scan"][key]
+
+    @property
+    def objective(self) -> str:
+        return self.doc["scan"]["objective"]
+
+
+def read_scans(paths: list[str]) -> tuple[list[ScanView], list[str]]:
+    """The scans in `milr scan --json` outputs and scan sweeps' trials logs (in a log, a cell
+    rerun counts once: its last record), and notes; anything else is refused by name."""
+    from ..base.files import check_regular
+
+    scans, notes = [], []
+    for path in paths:
+        try:
+            check_regular(path, "scan file")  # a FIFO would block the read forever
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise PlotError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}; give "
+                            "milr scan --json outputs or a scan sweep's trials log") from None
+        found = _scans_in(text, path, notes)
+        if not found:
+            raise PlotError(f"{path} holds no scan: give milr scan --json outputs or a scan "
+                            "sweep's trials log")
+        scans += found
+    return scans, notes
+
+
+def _scans_in(text: str, path: str, notes: list[str]) -> list[ScanView]:
+    """The scans of one file's text: one JSON document, or a log's records (JSON lines)."""
+    from ..sweep.store import LOG_HEADER, log_measure, parse_trials, trial_key
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and LOG_HEADER not in doc and "depth" not in doc:
+        return [_scan_view(doc, path)]  # a milr scan --json output (a log record has depth)
+    cut = text.rfind("\n") + 1
+    if text[cut:].strip():
+        notes.append(f"{path}: last line has no line end (being written?): left out")
+    try:
+        header, records = parse_trials(text[:cut], Path(path))
+    except ValueError as e:
+        raise PlotError(f"{e} (not a milr scan --json output either)") from None
+    if log_measure(header, records) == "search":
+        raise PlotError(f"{path} is a search sweep's trials log, not a scan's: draw it with "
+                        "milr plot search")
+    last = {trial_key(rec): (n, rec) for n, rec in records}  # a rerun's record counts
+    if len(last) < len(records):
+        notes.append(f"{path}: {len(records) - len(last)} record(s) superseded by a rerun of "
+                     "the same cell: left out")
+    return [_scan_view(rec, f"{path} line {n}") for n, rec in last.values()]
+
+
+def _scan_view(doc: dict, where: str) -> ScanView:
+    """A scan's document checked for what the figure reads, or refused naming where."""
+    missing = [k for k in SCAN_KEYS if k not in doc]
+    if missing:
+        raise PlotError(f"{where} is not a scan (no {', '.join(missing)}): give milr scan "
+                        "--json outputs or a scan sweep's trials log")
+    if not _scan_parts_ok(doc):
+        raise PlotError(f"{where}: its config, scan, optimum or seeds are not a scan's (a "
+                        "milr scan --json output has them)")
+    for k, rate in enumerate(doc["rates"] if isinstance(doc["rates"], list) else [None]):
+        ok = isinstance(rate, dict) and _number(rate.get("lr")) and rate["lr"] > 0 and all(
+            isinstance(rate.get(f), list) and len(rate[f]) == 3
+            and all(v is None or _number(v) for v in rate[f]) for f in OBJECTIVE_FIELDS.values())
+        if not ok:
+            raise PlotError(f"{where}: rates[{k}] is not a scan's rate (lr, and the median, "
+                            "min and max of each objective)")
+    return ScanView(doc, where)
+
+
+def _scan_parts_ok(doc: dict) -> bool:
+    """Whether a scan's document has the settings, optimum and seeds the figure reads."""
+    from ..engine.scan import OPT_STATUSES
+
+    c, o, seeds = doc["config"], doc["optimum"], doc["seeds"]
+    return (isinstance(c, dict) and all(k in c for k in ("depth", "width", "steps", "dataset"))
+            and isinstance(doc["scan"], dict) and doc["scan"].get("objective") in
+            OBJECTIVE_FIELDS and isinstance(o, dict) and o.get("status") in OPT_STATUSES
+            and (o["status"] != "ok" or all(_number(o.get(k)) and o[k] > 0
+                                            for k in ("eta_opt", "lo", "hi")))
+            and isinstance(seeds, list) and all(
+                isinstance(x, dict) and "status" in x and "stability_status" in x
+                for x in seeds))
+
+
+def check_scans(scans: list[ScanView], by: str | None, compare_by: str | None,
+                objective: str | None) -> tuple[str, str]:
+    """Refuse what cannot be drawn as asked (one objective, a known axis, a known key that
+    splits the scans in two or more); returns (by, objective) with defaults filled."""
+    seen: dict[str, list[str]] = {}
+    for s in scans:
+        seen.setdefault(s.objective, []).append(s.source)
+    if len(seen) > 1:
+        shown = "; ".join(f"{o} in {', '.join(src[:2])}" for o, src in seen.items())
+        raise PlotError(f"scans of different objectives ({shown}): their η_opt are different "
+                        "rates; draw each objective apart")
+    if objective is not None and objective not in OBJECTIVE_FIELDS:
+        raise PlotError(f"--objective {objective}: expected one of "
+                        f"{', '.join(OBJECTIVE_FIELDS)}")
+    if by is not None and by not in AXES:
+        raise PlotError(f"--by {by}: expected width or depth")
+    if compare_by is not None:
+        values = {str(_setting(s, compare_by)) for s in scans}
+        if len(values) < 2:
+            raise PlotError(f"--compare-by {compare_by}: every scan has {compare_by} "
+                            f"{values.pop()}: nothing to compare")
+    varies = [a for a in AXES if len({s.setting(a) for s in scans}) > 1]
+    return by or (varies[0] if varies else "width"), objective or next(iter(seen))
+
+
+def _setting(s: ScanView, key: str):
+    try:
+        return s.setting(key)
+    except KeyError:
+        raise PlotError(f"--compare-by {key}: not a setting of the scan in {s.source} (e.g. "
+                        "parametrization, optimizer, depth)") from None
+
+
+def scan_figure(scans: list[ScanView], by: str = "width", objective: str | None = None,
+                compare_by: str | None = None):
+    """Final objective (median over seeds, min–max band) against rate, one curve per `by`
+    value, η_opt with its interval (none where not ok), median η* and stability edge marked;
+    with `compare_by`, one panel per value of that setting, sharing the y axis. Gids:
+    "curve:<panel>:<label>", "opt:…", "optci:…", "star:…", "edge:…"."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    objective = objective or scans[0].objective
+    groups: dict[str, list[ScanView]] = {}
+    for s in scans:
+        groups.setdefault(str(s.setting(compare_by)) if compare_by else "", []).append(s)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups) + 1, 5.5), sharey=True,
+                             squeeze=False)
+    values = sorted({s.setting(by) for s in scans})
+    colours = plt.cm.viridis(np.linspace(0, 0.85, len(values)))
+    other = AXES[1 - AXES.index(by)]
+    for ax, (group, members) in zip(axes[0], groups.items(), strict=True):
+        many = len({s.setting(other) for s in members}) > 1
+        for s in sorted(members, key=lambda s: (s.setting(by), s.setting(other))):
+            label = f"{by} {s.setting(by)}" + (f", {other} {s.setting(other)}" if many else "")
+            _scan_curve(ax, s, objective, colours[values.index(s.setting(by))],
+                        f"{group}:{label}", label)
+        ax.set(xscale="log", xlabel="learning rate (log scale)",
+               title=f"{compare_by} {group}" if compare_by else "")
+        if objective != "val-accuracy":
+            ax.set_yscale("log")
+        ax.grid(which="both", alpha=0.25)
+        ax.legend(loc="best", fontsize=FONT - 2)
+    for ax in axes[0]:  # once every panel is drawn: the shared y axis spans them all
+        _plain_log_ticks(ax.xaxis)
+        if objective != "val-accuracy":
+            _plain_log_ticks(ax.yaxis)
+    axes[0][0].set_ylabel(f"final {objective} (median over seeds; band: min–max)")
+    keys = [Line2D([], [], ls="", marker=m, color="k", label=text) for m, text in MARKS.values()]
+    keys.append(Line2D([], [], ls="", marker="v", color="k", mfc="none",
+                       label="hollow: not every seed's edge inside the grid"))
+    fig.legend(handles=keys, loc="lower center", ncol=4, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    c = scans[0].doc["config"]
+    fig.suptitle(f"{objective} after {c['steps']} steps against rate on {c['dataset']}"
+                 + ("" if objective == scans[0].objective else
+                    f" (η_opt of {scans[0].objective})"))
+    fig.tight_layout()
+    return fig
+
+
+def _rate_values(s: ScanView, objective: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rates, and the (median, min, max) of the objective per rate, NaN where none is
+    finite (a diverged median)."""
+    lrs = np.array([r["lr"] for r in s.doc["rates"]], dtype=float)
+    stats = np.array([[np.nan if v is None else v for v in r[OBJECTIVE_FIELDS[objective]]]
+                      for r in s.doc["rates"]], dtype=float)
+    stats[~np.isfinite(stats)] = np.nan
+    return lrs, stats
+
+
+def _scan_curve(ax, s: ScanView, objective: str, colour, gid: str, label: str) -> None:
+    """One scan's curve and band, and its three marks placed on the curve."""
+    from ..engine.scan import seeds_status
+
+    lrs, stats = _rate_values(s, objective)
+    opt = s.doc["optimum"]
+    flat = "" if opt["status"] == "ok" else f" (η_opt {opt['status']})"
+    ax.plot(lrs, stats[:, 0], "-o", ms=3, color=colour, label=label + flat, gid=f"curve:{gid}")
+    ax.fill_between(lrs, stats[:, 1], stats[:, 2], color=colour, alpha=0.15, lw=0)
+    finite = np.isfinite(stats[:, 0])
+
+    def on_curve(x: float) -> float:
+        return float(np.interp(np.log(x), np.log(lrs[finite]), stats[finite, 0]))
+
+    if not finite.any():
+        return
+    if opt["status"] == "ok":
+        y = on_curve(opt["eta_opt"])
+        ax.plot([opt["lo"], opt["hi"]], [y, y], color=colour, lw=3, alpha=0.6,
+                gid=f"optci:{gid}")
+        ax.plot([opt["eta_opt"]], [y], ls="", marker=MARKS["opt"][0], ms=14, color=colour,
+                mec="k", gid=f"opt:{gid}")
+    seeds = s.doc["seeds"]
+    for name, rate, status in (
+            ("star", s.doc.get("eta_star_median"), seeds_status(x["status"] for x in seeds)),
+            ("edge", s.doc.get("stability_edge"),
+             seeds_status(x["stability_status"] for x in seeds))):
+        if rate is not None:
+            ax.plot([rate], [on_curve(rate)], ls="", marker=MARKS[name][0], ms=9, color=colour,
+                    mec="k", mfc=colour if status == "ok" else "none", gid=f"{name}:{gid}")

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
-from ..base.config import FIXED_FIELDS, FitConfig
+from ..base.config import FIXED_FIELDS, SCAN_FIELDS, FitConfig
 from ..base.expr import compile_filter
 from ..base.files import check_regular
 from ..base.results import STATUSES, Cell, aggregate, ok_values
+from ..engine.scan import STATUS_MEANINGS, STATUS_OF
 from ..sweep.store import CODE_FIELDS, counted_rows, json_lines, row_key
 
 
@@ -267,6 +268,11 @@ def _exclusion(r: dict, column: str) -> str:
         if status in STATUSES:
             return f"{status}: {STATUSES[status]}"
         return f"status {status!r} is not one of {', '.join(STATUSES)}"
+    for name in STATUS_OF.get(column, ()):  # a scan's row: each number has its own status
+        if name in r and r[name] != "ok":
+            meanings = STATUS_MEANINGS[name]
+            return (f"{name} {r[name]}: {meanings[r[name]]}" if r[name] in meanings else
+                    f"{name} {r[name]!r} is not one of {', '.join(meanings)}")
     if column.startswith("lambda1"):
         if r.get(column) in ("", None) and not str(r.get("lambda1_converged") or "").strip():
             return f"{column} not measured (the sweep had no lambda1_samples)"
@@ -299,9 +305,10 @@ def one_protocol(rows: list[dict], source: str = "results") -> None:
     """Refuse rows measured under different protocols (any field a sweep keeps fixed, e.g.
     steps 100 and 400): their η* are different quantities, and a sweep refuses to mix them.
     Superseded rows count too: which protocol's row came last must not choose the fit. So do
-    the source hashes of user code (model_sha256, ...): two versions of a model are two."""
+    the source hashes of user code (model_sha256, ...): two versions of a model are two; and a
+    scan's settings (points_per_octave, objective): η_opt of two objectives are two rates."""
     rows = getattr(rows, "every", None) or rows
-    for name in (*FIXED_FIELDS, *CODE_FIELDS):
+    for name in (*FIXED_FIELDS, *SCAN_FIELDS, *CODE_FIELDS):
         if not rows or name not in rows[0]:
             continue
         seen = getattr(rows, "distinct", {}).get(name)

@@ -502,6 +502,12 @@ class ScanConfig:
         _choice(self, "objective", OBJECTIVES)
 
 
+# What a sweep's grid measures per cell (its `measure` key): the search's η* per seed, or one
+# scan of all its seeds; and the keys a scan grid adds, ScanConfig's.
+MEASURES = ("search", "scan")
+SCAN_FIELDS = tuple(f.name for f in fields(ScanConfig))
+
+
 def check_scan(cfg: EstimateConfig) -> None:
     """Refuse a search-only option set away from its default: a scan would ignore it."""
     for f in fields(cfg):

@@ -56,6 +56,12 @@ def search_bound_tflop(cfg: EstimateConfig) -> float:
         cfg, n_in, classes) / 1e12
 
 
+def scan_bound_tflop(cfg: EstimateConfig, rates: int) -> float:
+    """What a scan of cfg's seeds at `rates` rates costs in TFLOP at most (every member trains
+    the whole budget; a diverged one stops early); NaN for a model of one's own."""
+    return search_bound_tflop(cfg) / RUNS_PER_SEED_BOUND * rates
+
+
 def memory_bytes(cfg: EstimateConfig, n_in: int, classes: int, members: int) -> float:
     """A lower bound on the memory `members` training members need: weights (and the cached
     initial weights of each seed) with the optimizer's state beside them (momentum: one copy,

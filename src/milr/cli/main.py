@@ -26,6 +26,8 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
     from .datacmd import data_app
     from .plotcmd import plot_app
     from .render import (
+        SCAN_COST,
+        SEARCH_COST,
         activity,
         command_app,
         err,
@@ -34,6 +36,7 @@ try:  # torch loads with these (seconds): Ctrl-C meanwhile is one line too, not 
         render_estimate,
         render_fit,
         render_scan,
+        render_scan_summary,
         render_sharpness,
         render_summary,
         task_progress,
@@ -361,7 +364,8 @@ def fit_cmd(
                                  "pi95": prediction[1:]}
         _dump(doc)
         return
-    render_fit(law, notes, relations, prediction, predict, plot)
+    render_fit(law, notes, relations, prediction, predict, plot,
+               "η*" if column == "lr_star" else column)
 
 
 @app.command("sweep")
@@ -380,7 +384,8 @@ def sweep_cmd(
                                                "nothing.")] = False,
     full_eval: FullEval = None,
 ) -> None:
-    """Cover a depth × width grid, resumably: one CSV row per (cell, seed)."""
+    """Cover a depth × width grid, resumably: one CSV row per (cell, seed), or per cell for a
+    grid with measure: scan."""
     from pathlib import Path
 
     try:  # torch loads here
@@ -409,7 +414,8 @@ def sweep_cmd(
         err.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         render_dry_run(len(grid.cells), plan.tasks,
-                       [sw.task_cost_tflop(grid, t) for t in plan.tasks], out, len(plan.rows))
+                       [sw.task_cost_tflop(grid, t) for t in plan.tasks], out, len(plan.rows),
+                       SEARCH_COST if grid.scan is None else SCAN_COST)
         return
     err.print(f"{len(plan.tasks)} task(s) to run for {len(grid.cells)} cell(s); "
               f"{len(plan.rows)} row(s) already in {out}")
@@ -425,7 +431,10 @@ def sweep_cmd(
         raise typer.Exit(143 if isinstance(e, sw.Terminated) else 130) from None
     except (ValueError, OSError) as e:
         fail(e)
-    render_summary(summarise(report.rows), out, report.ran)
+    if grid.scan is not None:
+        render_scan_summary(report.rows, out, report.ran)
+    else:
+        render_summary(summarise(report.rows), out, report.ran)
 
 
 def _click_errors() -> tuple[type[Exception], ...]:

@@ -1,4 +1,5 @@
-"""`milr plot search` and `milr plot sweep`: read results, call milr.plot, say what was written."""
+"""`milr plot search`, `milr plot sweep` and `milr plot scan`: read results, call milr.plot, say
+what was written."""
 
 from __future__ import annotations
 
@@ -68,4 +69,36 @@ def sweep_cmd(
         fail(e)
     notes = [f"{t.label}: no fitted line ({t.why_no_fit})" for t in [main, *others]
              if t.law is None]
+    _written(path, notes)
+
+
+@plot_app.command("scan")
+def scan_cmd(
+    files: Annotated[list[str], typer.Argument(help="milr scan --json outputs and/or a scan "
+                                                    "sweep's trials log(s).")],
+    out: Annotated[str, typer.Option(help="Figure file; the extension chooses PNG, SVG or "
+                                          "PDF.")] = "scan.png",
+    by: Annotated[str | None, typer.Option(help="One curve per width or per depth [default: "
+                                                "the one that varies].")] = None,
+    compare: Annotated[bool, typer.Option(help="One panel per parametrization, side by side "
+                                               "on a shared y axis (SP against μP).")] = False,
+    compare_by: Annotated[str | None, typer.Option(help="One panel per value of this setting "
+                                                        "instead (e.g. optimizer; implies "
+                                                        "--compare).")] = None,
+    objective: Annotated[str | None, typer.Option(help="The curve drawn: val-loss, train-loss "
+                                                       "or val-accuracy [default: the scans' "
+                                                       "own objective].")] = None,
+) -> None:
+    """Final loss (or accuracy) against rate, one curve per width (or depth), each with its
+    η_opt, median η* and stability edge marked; --compare: two parametrisations side by side."""
+    try:
+        from ..analysis import plot
+
+        path = plot.figure_path(out)  # before anything is read
+        scans, notes = plot.read_scans(files)
+        key = compare_by or ("parametrization" if compare else None)
+        by, objective = plot.check_scans(scans, by, key, objective)
+        path = plot.save(plot.scan_figure(scans, by, objective, key), path)
+    except (ValueError, OSError) as e:
+        fail(e)
     _written(path, notes)

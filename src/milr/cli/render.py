@@ -224,9 +224,10 @@ def render_sharpness(results, cfg, scfg) -> None:
                       f"{scfg.tol}: their value is not reported[/]")
 
 
-def render_fit(law, notes, relations, prediction, predict, plot) -> None:
+def render_fit(law, notes, relations, prediction, predict, plot, name: str = "η*") -> None:
+    """A fit (`milr fit`) of the column shown as `name`."""
     p = console.print
-    p(f"[bold]η* = {law.c:.4g} · (depth·width){power(-law.alpha)}[/]   over {len(law.cells)} "
+    p(f"[bold]{name} = {law.c:.4g} · (depth·width){power(-law.alpha)}[/]   over {len(law.cells)} "
       "cells")
     p(f"  α = {law.alpha:.4f} ± {law.alpha_se:.4f} (SE), 95% CI [{law.alpha_ci[0]:.4f}, "
       f"{law.alpha_ci[1]:.4f}];  C 95% CI [{law.c_ci[0]:.4g}, {law.c_ci[1]:.4g}]")
@@ -235,9 +236,9 @@ def render_fit(law, notes, relations, prediction, predict, plot) -> None:
         p(f"  bootstrap ({b['resamples']} resamples of cells): α 95% CI "
           f"[{b['alpha_ci95'][0]:.4f}, {b['alpha_ci95'][1]:.4f}], C 95% CI "
           f"[{b['C_ci95'][0]:.4g}, {b['C_ci95'][1]:.4g}]")
-    p(f"  R² = {law.r2:.4f} (adjusted {law.adj_r2:.4f}), RMSE in log η* = {law.rmse:.4f}")
+    p(f"  R² = {law.r2:.4f} (adjusted {law.adj_r2:.4f}), RMSE in log {name} = {law.rmse:.4f}")
     p(f"  seeds per cell: {seeds_per_cell(law.cells)}")
-    p(f"two exponents: η* = C · d^−a · w^−b with a = {law.a:.4f} [{law.a_ci[0]:.4f}, "
+    p(f"two exponents: {name} = C · d^−a · w^−b with a = {law.a:.4f} [{law.a_ci[0]:.4f}, "
       f"{law.a_ci[1]:.4f}], b = {law.b:.4f} [{law.b_ci[0]:.4f}, {law.b_ci[1]:.4f}]")
     verdict = ("compatible: d·w is a sufficient variable here" if law.compatible else
                "[bold]not compatible[/]: depth and width enter with different exponents")
@@ -245,7 +246,7 @@ def render_fit(law, notes, relations, prediction, predict, plot) -> None:
     p(f"  model comparison: AIC {law.aic:.2f} (d·w) vs {law.two_aic:.2f} (d, w); adjusted R² "
       f"{law.adj_r2:.4f} vs {law.two_adj_r2:.4f}")
     table = Table(title="largest residuals")
-    for col in ("depth", "width", "seeds", "η*", "log(η*/fit)"):
+    for col in ("depth", "width", "seeds", name, f"log({name}/fit)"):
         table.add_column(col, justify="right")
     for c, r in law.worst():
         table.add_row(str(c.depth), str(c.width), f"{c.seeds}/{c.rows or c.seeds}",
@@ -255,7 +256,7 @@ def render_fit(law, notes, relations, prediction, predict, plot) -> None:
         _render_relation(col, rel)
     _render_excluded(notes)
     if prediction:
-        p(f"predicted η*({predict[0]}, {predict[1]}) = {prediction[0]:.4g}, 95% prediction "
+        p(f"predicted {name}({predict[0]}, {predict[1]}) = {prediction[0]:.4g}, 95% prediction "
           f"interval [{prediction[1]:.4g}, {prediction[2]:.4g}]")
     if plot:
         p(f"figure written to {plot}")
@@ -325,8 +326,15 @@ def _render_excluded(notes: list[dict]) -> None:
             console.print(f"[yellow]{escape(reason)}[/]")
 
 
-def render_dry_run(cells: int, tasks: list, costs: list[float], path: str, done: int) -> None:
-    """The tasks a sweep would run, each with its cost bound in TFLOP."""
+SEARCH_COST = ("each seed ~12 full-budget runs; early exits make it far less; ? for a model of "
+               "one's own, whose cost is not known ahead")
+SCAN_COST = "each cell: rates × seeds runs, each the whole budget; a diverged run stops early"
+
+
+def render_dry_run(cells: int, tasks: list, costs: list[float], path: str, done: int,
+                   how: str = SEARCH_COST) -> None:
+    """The tasks a sweep would run, each with its cost bound in TFLOP (`how`: what it
+    assumes)."""
     table = Table(title=f"{cells} cells; {done} row(s) already in {path}")
     for col in ("depth", "width", "seeds to run", "≤ TFLOP"):
         table.add_column(col, justify="right")
@@ -335,8 +343,7 @@ def render_dry_run(cells: int, tasks: list, costs: list[float], path: str, done:
                       _tflop(cost))
     console.print(table)
     console.print(f"{len(tasks)} task(s) to run, at most about {_tflop(sum(costs))} TFLOP "
-                  "(each seed ~12 full-budget runs; early exits make it far less; ? for a "
-                  "model of one's own, whose cost is not known ahead)")
+                  f"({how})")
 
 
 def _tflop(cost: float) -> str:
@@ -354,6 +361,28 @@ def render_summary(summary: list[dict], path: str, ran: int) -> None:
         table.add_row(str(c["depth"]), str(c["width"]), f"{c['ok']}/{c['seeds']}",
                       _g(c["median"]), rng)
     console.print(table)
+
+
+def render_scan_summary(rows: list[dict], path: str, ran: int) -> None:
+    """Per cell of a scan sweep's results file: η_opt with its interval or its status, the
+    median η* and the stability edge, each with its status where not ok."""
+    table = Table(title=f"η_opt per cell ({path}; {ran} new row(s))")
+    for col in ("depth", "width", "seeds", "η_opt [95%]", "η* (median)", "stability edge"):
+        table.add_column(col, justify="right")
+    for r in sorted(rows, key=lambda r: (int(r["depth"]), int(r["width"]))):
+        opt = (f"{float(r['eta_opt']):.4g} [{float(r['eta_opt_lo']):.3g}, "
+               f"{float(r['eta_opt_hi']):.3g}]" if r["eta_opt_status"] == "ok"
+               else r["eta_opt_status"])
+        table.add_row(r["depth"], r["width"], r["seeds"], opt,
+                      _with_status(r["eta_star_median"], r["eta_star_status"]),
+                      _with_status(r["stability_edge"], r["stability_edge_status"]))
+    console.print(table)
+
+
+def _with_status(text: str, status: str) -> str:
+    """A results file's number, with its status beside it where that is not ok."""
+    shown = _g(float(text)) if text else "-"
+    return shown if status == "ok" else f"{shown} ({status})"
 
 
 def _g(v: float | None) -> str:

@@ -37,6 +37,13 @@ EDGE_STATUSES = {
     "above_range": "it never diverged on the grid: the edge is at least the top rate",
     "below_range": "it diverged at the grid's smallest rate: no edge on the grid",
 }
+# A scan's status of an edge over its seeds (`seeds_status`): what a results row records beside
+# stability_edge and eta_star_median, and what `milr fit` keeps (ok only).
+SEEDS_STATUSES = {
+    "ok": "every seed's edge lies inside the grid",
+    "above_range": "a seed's edge lies at or above the grid's top rate (a lower bound only)",
+    "below_range": "a seed's edge lies below the grid's smallest rate",
+}
 
 
 def scan_grid(lr_min: float, lr_max: float, points_per_octave: int) -> list[float]:
@@ -180,6 +187,15 @@ def seed_edges(seed: int, lrs: list[float], diverged, success) -> SeedEdges:
                      math.sqrt(lo * hi) if status == "ok" else None, sandwiched(verdicts))
 
 
+def seeds_status(statuses) -> str:
+    """An edge's status over a scan's seeds (SEEDS_STATUSES): ok only where every seed's is;
+    else below_range where any seed's is, else above_range. Never more than every seed shows."""
+    statuses = list(statuses)
+    if all(s == "ok" for s in statuses):
+        return "ok"
+    return "below_range" if "below_range" in statuses else "above_range"
+
+
 def log_median(values: list[float]) -> float:
     """The median of positive rates in log scale (between two middle ones: their geometric
     mean)."""
@@ -210,6 +226,24 @@ def rate_rows(lrs: list[float], arrays: dict[str, np.ndarray]) -> list[RateRow]:
                        for n, v in stats.items()})
             for i, lr in enumerate(lrs)]
 
+
+# The columns of `ScanResult.row()`, in order: a scan sweep's results file has them.
+ROW_FIELDS = ("eta_opt", "eta_opt_lo", "eta_opt_hi", "eta_opt_status", "eta_opt_grid",
+              "objective", "stability_edge", "stability_edge_median", "stability_edge_status",
+              "eta_star_median", "eta_star_status", "eta_opt_over_eta_star",
+              "eta_opt_over_stability_edge")
+
+# The status columns that decide whether a results row's number counts (`milr fit` keeps a row
+# only where each is ok), and what each status means.
+STATUS_OF = {"eta_opt": ("eta_opt_status",), "eta_opt_lo": ("eta_opt_status",),
+             "eta_opt_hi": ("eta_opt_status",),
+             "stability_edge": ("stability_edge_status",),
+             "stability_edge_median": ("stability_edge_status",),
+             "eta_star_median": ("eta_star_status",),
+             "eta_opt_over_eta_star": ("eta_opt_status", "eta_star_status"),
+             "eta_opt_over_stability_edge": ("eta_opt_status", "stability_edge_status")}
+STATUS_MEANINGS = {"eta_opt_status": OPT_STATUSES, "stability_edge_status": SEEDS_STATUSES,
+                   "eta_star_status": SEEDS_STATUSES}
 
 @dataclass
 class ScanResult:
@@ -243,6 +277,14 @@ class ScanResult:
         return None if None in edges else log_median(edges)
 
     @property
+    def stability_edge_status(self) -> str:
+        return seeds_status(s.stability_status for s in self.seeds)
+
+    @property
+    def eta_star_status(self) -> str:
+        return seeds_status(s.status for s in self.seeds)
+
+    @property
     def eta_star_median(self) -> float | None:
         """The median of the seeds' η* on the grid (those with status ok), as `Estimate.median`."""
         values = [s.lr_star for s in self.seeds if s.status == "ok"]
@@ -263,15 +305,13 @@ class ScanResult:
         return opt / self.stability_edge_median
 
     def row(self) -> dict:
-        """The scan's summary for a results row (beside the config's columns)."""
+        """The scan's summary for a results row (beside the config's columns), in ROW_FIELDS'
+        order: the optimum's fields, then the properties of the same names."""
         o = self.optimum
-        return {"eta_opt": o.eta_opt, "eta_opt_lo": o.lo, "eta_opt_hi": o.hi,
-                "eta_opt_status": o.status, "eta_opt_grid": o.grid_rate,
-                "objective": self.scan.objective, "stability_edge": self.stability_edge,
-                "stability_edge_median": self.stability_edge_median,
-                "eta_star_median": self.eta_star_median,
-                "eta_opt_over_eta_star": self.eta_opt_over_eta_star,
-                "eta_opt_over_stability_edge": self.eta_opt_over_stability_edge}
+        own = {"eta_opt": o.eta_opt, "eta_opt_lo": o.lo, "eta_opt_hi": o.hi,
+               "eta_opt_status": o.status, "eta_opt_grid": o.grid_rate,
+               "objective": self.scan.objective}
+        return {k: own[k] if k in own else getattr(self, k) for k in ROW_FIELDS}
 
     def to_dict(self) -> dict:
         return {"config": self.config.row(), "scan": asdict(self.scan), **self.row(),

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import yaml
 
-from ..base.config import EXECUTION_FIELDS, FIXED_FIELDS, SPEC_FIELDS, EstimateConfig
+from ..base.config import (
+    EXECUTION_FIELDS,
+    FIXED_FIELDS,
+    MEASURES,
+    SCAN_FIELDS,
+    SPEC_FIELDS,
+    EstimateConfig,
+    ScanConfig,
+    check_scan,
+)
 from ..base.expr import compile_filter
 from ..base.spec import is_spec
 
@@ -24,7 +33,8 @@ MAX_CHARS = 20_000  # of a grid file's text
 # Other names of keys: `data` is issue 32's name for `dataset` (one field behind both).
 ALIASES = {"data": "dataset"}
 GRID_KEYS = ("depths", "widths", "where", "exclude", "lambda1_samples", "warm_start", "seeds",
-             "seed", "max_rounds", *FIXED_FIELDS, *EXECUTION_FIELDS, *ALIASES)
+             "seed", "max_rounds", *FIXED_FIELDS, *EXECUTION_FIELDS, *ALIASES, "measure",
+             *SCAN_FIELDS)
 
 
 class GridError(ValueError):
@@ -37,6 +47,11 @@ class Grid:
     params: dict  # every other EstimateConfig field given by the file
     lambda1_samples: int = 0  # > 0: also record λ1 at initialisation on this many examples
     warm_start: bool = False  # start each cell's scan at an η* predicted from the cells done
+    scan: ScanConfig | None = None  # measure: scan (one scan per cell); None: the search
+
+    @property
+    def measure(self) -> str:
+        return "search" if self.scan is None else "scan"
 
     def config(self, depth: int, width: int) -> EstimateConfig:
         return EstimateConfig(depth=depth, width=width, **self.params)
@@ -242,14 +257,47 @@ def parse_grid(text: str, source: str = "grid") -> Grid:
         if key in numeric and key in quoted and _number(value):
             raise GridError(f"{where(key)}: {key} must be a number, got the string {value!r} "
                             "(write it without quotes)")
+    own = {k: v for k, v in doc.items() if k in SCAN_FIELDS}
+    measure = _measure(doc, own, samples, warm, where)
     try:
-        grid = Grid(cells, params, samples, warm)
+        grid = Grid(cells, params, samples, warm,
+                    ScanConfig(**own) if measure == "scan" else None)
         for d, w in cells:
-            grid.config(d, w)
+            _check_cell(grid, grid.config(d, w))
     except (ValueError, TypeError) as e:
-        key = _subject(str(e), params)
+        key = _subject(str(e), {**params, **own})
         raise GridError(f"{where(key) if key else source}: {e}") from None
     return grid
+
+
+def _measure(doc: dict, own: dict, samples: int, warm: bool, where) -> str:
+    """The grid's measure (search unless it says scan), and the keys that belong to the other
+    one refused: a scan's own keys in a search grid, the search's extras in a scan grid."""
+    measure = doc.get("measure", "search")
+    if measure not in MEASURES:
+        raise GridError(f"{where('measure')}: measure must be one of {', '.join(MEASURES)}, "
+                        f"got {measure!r}")
+    if measure == "search" and own:
+        key = next(iter(own))
+        raise GridError(f"{where(key)}: {key} applies to measure: scan, not to this grid's "
+                        "search; add measure: scan or drop it")
+    extras = {"lambda1_samples": samples, "warm_start": warm}
+    if measure == "scan" and any(extras.values()):
+        key = next(k for k, v in extras.items() if v)
+        raise GridError(f"{where(key)}: {key} applies to measure: search; a scan grid does "
+                        "not use it: drop it")
+    return measure
+
+
+def _check_cell(grid: Grid, cfg: EstimateConfig) -> None:
+    """A scan cell refuses the search's options and a grid of rates it cannot scan, as
+    `milr scan` does."""
+    if grid.scan is None:
+        return
+    from ..engine.scan import scan_grid  # numpy only
+
+    check_scan(cfg)
+    scan_grid(cfg.lr_min, cfg.lr_max, grid.scan.points_per_octave)
 
 
 def _number(text: str) -> bool:

@@ -14,11 +14,11 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..base.config import EstimateConfig
-from ..base.cost import search_bound_tflop
+from ..base.cost import scan_bound_tflop, search_bound_tflop
 from ..base.results import aggregate, ok_values
 from .executors import Runner, local_runner
 from .grid import Grid
@@ -32,6 +32,7 @@ from .store import (
     duplicates,
     key_text,
     protocol_of,
+    row_key,
 )
 from .tasks import TaskConfig, sources
 
@@ -46,8 +47,12 @@ class Task:
     count: int
 
 
-def pending_tasks(grid: Grid, done: set[tuple[int, int, int]]) -> list[Task]:
-    """The missing (cell, seed) pairs, grouped into runs of consecutive seeds per cell."""
+def pending_tasks(grid: Grid, done: set[tuple]) -> list[Task]:
+    """The missing (cell, seed) pairs, grouped into runs of consecutive seeds per cell; a scan
+    grid's cells not in `done` (`done_cells`), each one task of all its seeds."""
+    if grid.scan is not None:
+        return [Task(d, w, c.seed, c.seeds) for d, w in grid.cells
+                if (d, w, (c := grid.config(d, w)).seed, c.seeds) not in done]
     tasks = []
     for d, w in grid.cells:
         cfg = grid.config(d, w)
@@ -67,8 +72,29 @@ def task_config(grid: Grid, task: Task) -> EstimateConfig:
 
 
 def task_cost_tflop(grid: Grid, task: Task) -> float:
-    """A rough upper bound on a task's work (the dry run's column)."""
-    return search_bound_tflop(task_config(grid, task))
+    """A rough upper bound on a task's work (the dry run's column): a scan's members (rates ×
+    seeds) for the whole budget, a search's bound per seed."""
+    cfg = task_config(grid, task)
+    if grid.scan is None:
+        return search_bound_tflop(cfg)
+    from ..engine.scan import scan_grid  # numpy only
+
+    return scan_bound_tflop(cfg, len(scan_grid(cfg.lr_min, cfg.lr_max,
+                                               grid.scan.points_per_octave)))
+
+
+def done_cells(rows: list[dict]) -> set[tuple[int, int, int, int]]:
+    """The scans stored: (depth, width, first seed, seeds) of each cell's row that counts; a
+    grid with another seed count scans the cell again (its new row then counts)."""
+    return {(*row_key(r), int(r["seeds"])) for r in counted_rows(rows)}
+
+
+def grid_protocol(grid: Grid) -> dict:
+    """What a sweep's trials log records as its protocol: the fixed fields, and a scan grid's
+    measure and settings (a search log's header has no measure: search, as older ones)."""
+    protocol = protocol_of(grid.config(*grid.cells[0]).row())
+    return protocol if grid.scan is None else {**protocol, "measure": "scan",
+                                               **asdict(grid.scan)}
 
 
 @dataclass
@@ -194,9 +220,8 @@ def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLik
     list what's missing. `lock`: also take the locks and repair torn lines (to run the plan)."""
     check_paths(out, trials_path)
     check_not_locks(out, trials_path)
-    store = ResultStore(out)
-    protocol = protocol_of(grid.config(*grid.cells[0]).row())
-    trials = TrialsLog(trials_path, protocol) if trials_path is not None else None
+    store = ResultStore(out, grid.measure)
+    trials = TrialsLog(trials_path, grid_protocol(grid)) if trials_path is not None else None
     store.rows()  # read only: refuse what is not ours before anything is written
     if trials is not None:
         trials.check()
@@ -208,14 +233,16 @@ def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLik
                     open(path, "ab").close()
         plan.notes = _lock_and_repair(store, trials) if lock else []
         plan.rows = store.rows()
-        store.check_compatible(plan.rows, grid.config(*grid.cells[0]), grid.lambda1_samples)
+        store.check_compatible(plan.rows, grid.config(*grid.cells[0]), grid.lambda1_samples,
+                               grid.scan)
         if trials is not None:  # its trials against the rows they explain
             plan.notes += trials.coverage(plan.rows, store.path)
     except BaseException:
         plan.release()
         raise
     plan.notes += _duplicate_note(store, plan.rows)
-    plan.tasks = pending_tasks(grid, done_keys(plan.rows))
+    plan.tasks = pending_tasks(grid, done_keys(plan.rows) if grid.scan is None
+                               else done_cells(plan.rows))
     return plan
 
 
@@ -280,7 +307,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool | None = 
                 up = 10 ** (1 / cfg.grid_per_decade)
                 cfg = EstimateConfig(**{**cfg.row(), "lr_start": guess * up})
         yield TaskConfig(cfg, grid.config(task.depth, task.width).seeds, grid.lambda1_samples,
-                         full_eval, carried)
+                         full_eval, carried, grid.scan)
 
 
 def _run(grid: Grid, plan: Plan, runner: Runner,

@@ -28,12 +28,14 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
-from ..base.config import FIXED_FIELDS, EstimateConfig
+from ..base.config import FIXED_FIELDS, SCAN_FIELDS, EstimateConfig
 from ..base.files import check_regular, fsync_dir
 from ..base.results import json_safe
 from ..base.spec import SPEC_FIELDS, identities, sha256_column
+from ..engine.scan import ROW_FIELDS
 
 # The source hash of each config field that may name user code (model, ...): a resume or a fit
 # refuses to mix rows of two versions of that code.
@@ -49,6 +51,13 @@ RESULT_FIELDS = ("lr_star", "lo", "hi", "status", "trials", "nonmonotone", "edge
                  *CODE_FIELDS,
                  "device_name", "milr_version", "torch_version", "finished_at")
 COLUMNS = (*EstimateConfig.field_names(), *RESULT_FIELDS)
+# A scan grid's file (measure: scan): one row per cell (seed: its first; seeds: how many), the
+# scan's own settings and `ScanResult.row()`, then how it ran, as a search row records it.
+PROVENANCE = ("cell_wall_time", "device_name", "milr_version", "torch_version", "finished_at")
+SCAN_RESULT_FIELDS = (*(f for f in SCAN_FIELDS if f not in ROW_FIELDS), *ROW_FIELDS, "rates",
+                      "member_steps", *CODE_FIELDS, *PROVENANCE)
+SCAN_COLUMNS = (*EstimateConfig.field_names(), *SCAN_RESULT_FIELDS)
+MEASURE_COLUMNS = {"search": COLUMNS, "scan": SCAN_COLUMNS}
 # Columns that older milr versions did not write, with the value their rows implicitly had
 # (the behaviour of that version; "" for unknown). Only columns in COLUMNS are used.
 LEGACY_VALUES = {
@@ -82,6 +91,11 @@ def json_lines(first_line: str) -> bool:
     return first_line.lstrip("\ufeff \t").startswith(("{", "["))
 
 
+def measure_of(columns) -> str:
+    """The measure (MEASURES) whose results file has these columns (a header or a row)."""
+    return "scan" if "eta_opt_status" in columns else "search"
+
+
 def row_key(row: dict) -> tuple[int, int, int]:
     return int(row["depth"]), int(row["width"]), int(row["seed"])
 
@@ -100,13 +114,13 @@ def done_keys(rows: list[dict]) -> set[tuple[int, int, int]]:
 def duplicates(rows: list[dict]) -> list[tuple[int, int, int]]:
     """Keys with more than one row where an earlier one was final (a rerun of `unfinished` is
     not a duplicate): what two writers without a lock leave behind."""
-    seen: dict[tuple[int, int, int], str] = {}
+    seen: dict[tuple, str] = {}
     dup = []
-    for r in rows:
-        k = row_key(r)
+    for r in rows:  # a scan cell rerun with another seed count is no duplicate either
+        k = row_key(r) if "status" in r else (*row_key(r), int(r["seeds"]))
         if k in seen and seen[k] != "unfinished" and k not in dup:
             dup.append(k)
-        seen[k] = r["status"]
+        seen[k] = r.get("status", "final")
     return dup
 
 
@@ -251,17 +265,19 @@ class FileLock:
 class ResultStore:
     """A CSV of one row per (cell, seed) run, appended durably, readable by pandas as it is."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, measure: str = "search"):
         self.path = Path(path)
         self.lock = FileLock(self.path)
         self.repaired = False
-        self.columns: tuple[str, ...] = COLUMNS  # the file's own, once read
+        self.measure = measure  # what a new file is written for; a resume must match it
+        self.found: str | None = None  # the measure of the file's header, once read
+        self.columns: tuple[str, ...] = MEASURE_COLUMNS[measure]  # the file's own, once read
 
     def _header(self, text: str, torn: bool) -> tuple[str, ...] | None:
         """The file's columns; refuse, by name, a file that is not ours."""
         if not text:
             whole = self.path.read_bytes() if torn else b""
-            if ",".join(COLUMNS).encode().startswith(whole):
+            if any(",".join(c).encode().startswith(whole) for c in MEASURE_COLUMNS.values()):
                 return None  # empty, or our header cut mid-write
             raise StoreError(f"{self.path} is not a milr sweep results file (no header line); "
                              "use another --out")
@@ -269,8 +285,11 @@ class ResultStore:
             raise StoreError(f"{self.path} holds JSON lines (a trials log?), not a milr sweep "
                              "results file (a CSV); use another --out")
         header = tuple(next(csv.reader(io.StringIO(text))))
-        unknown = [c for c in header if c not in COLUMNS]
-        missing = [c for c in COLUMNS if c not in header and c not in LEGACY_VALUES]
+        self.found = measure_of(header)
+        columns = MEASURE_COLUMNS[self.found]
+        legacy = LEGACY_VALUES if self.found == "search" else {}  # scans are newer than those
+        unknown = [c for c in header if c not in columns]
+        missing = [c for c in columns if c not in header and c not in legacy]
         if unknown or missing or len(set(header)) != len(header):
             what = "; ".join(f"{k}: {', '.join(v)}" for k, v in
                              (("missing", missing), ("unknown", unknown)) if v) or "repeated"
@@ -286,7 +305,8 @@ class ResultStore:
         if header is None:
             return []
         self.columns = header
-        fill = {c: LEGACY_VALUES[c] for c in COLUMNS if c not in header}
+        columns = MEASURE_COLUMNS[self.found]
+        fill = {c: LEGACY_VALUES[c] for c in columns if c not in header}
         out = []
         try:
             reader = csv.reader(io.StringIO(text))
@@ -296,7 +316,7 @@ class ResultStore:
                     raise StoreError(f"{self.path} line {n}: {len(rec)} fields, expected "
                                      f"{len(header)}; the file was edited or is corrupt")
                 got = {**fill, **dict(zip(header, rec, strict=True))}
-                out.append({c: got[c] for c in COLUMNS})
+                out.append({c: got[c] for c in columns})
         except csv.Error as e:
             raise StoreError(f"{self.path}: not a readable CSV ({e})") from None
         return out
@@ -309,10 +329,16 @@ class ResultStore:
         return self.repaired
 
     def check_compatible(self, rows: list[dict], cfg: EstimateConfig,
-                         lambda1_samples: int = 0) -> None:
+                         lambda1_samples: int = 0, scan=None) -> None:
         """Refuse to mix rows measured under different fixed parameters or λ1 sample counts
-        than the grid's (`cfg`: the config of any of its cells)."""
-        want = {**cfg.row(), **identities(cfg)}
+        than the grid's (`cfg`: the config of any of its cells), or a search's rows with a
+        scan's (`scan`: the grid's ScanConfig, whose settings are fixed too)."""
+        if self.found is not None and self.found != self.measure:
+            raise StoreError(f"{self.path} holds the rows of a {self.found} sweep but the grid "
+                             f"has measure: {self.measure}; one results file holds one "
+                             "measure: use another --out")
+        want = {**cfg.row(), **identities(cfg), **(asdict(scan) if scan else {})}
+        fixed = (*FIXED_FIELDS, *(SCAN_FIELDS if scan else ()))
         for name in FIXED_FIELDS:
             if name not in self.columns and not _same(LEGACY_VALUES[name], want[name]):
                 raise StoreError(
@@ -320,7 +346,7 @@ class ResultStore:
                     f"{name}={LEGACY_VALUES[name]}) but the grid has {name}={want[name]}; "
                     "use another --out")
         for n, row in enumerate(rows, start=2):
-            for name in FIXED_FIELDS:
+            for name in fixed:
                 if not _same(row[name], want[name]):
                     raise StoreError(
                         f"{self.path} line {n} was written with {name}={row[name] or 'None'} "
@@ -332,7 +358,8 @@ class ResultStore:
                         f"{self.path} line {n} was measured with {name}="
                         f"{row[name] or 'None'} but that code's source now has "
                         f"{want[name] or 'None'}: it changed; use another --out or restore it")
-            self._check_samples(n, row, lambda1_samples)
+            if scan is None:
+                self._check_samples(n, row, lambda1_samples)
 
     def _check_samples(self, n: int, row: dict, samples: int) -> None:
         """λ1 rows must use the grid's sample count (fewer: the data set's size capped it)."""
@@ -349,8 +376,8 @@ class ResultStore:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         if not self.path.exists() or self.path.stat().st_size == 0:
-            self.columns = COLUMNS
-            writer.writerow(COLUMNS)
+            self.columns = MEASURE_COLUMNS[self.measure]
+            writer.writerow(self.columns)
         for row in rows:
             writer.writerow([_text(row[c]) for c in self.columns])
         _append_durably(self.path, buf.getvalue().encode())
@@ -403,6 +430,14 @@ def parse_trials(text: str, path: Path) -> tuple[dict | None, list[tuple[int, di
     return header, records
 
 
+def log_measure(header: dict | None, records: list[tuple[int, dict]]) -> str | None:
+    """The measure of a trials log: its header's (search where it names none), else its
+    records' (a scan's record says so); None: neither tells."""
+    if header is not None:
+        return header.get("measure", "search")
+    return next((rec.get("measure", "search") for _, rec in records), None)
+
+
 def trial_key(rec: dict) -> tuple[int, int, int]:
     return rec["depth"], rec["width"], rec["seed"]
 
@@ -412,7 +447,8 @@ def logged_trials(rows: list[dict]) -> dict[tuple[int, int, int], tuple[int, int
     rerun logs its own), and the line of its last row; rows without a count are left out."""
     out: dict[tuple[int, int, int], tuple[int, int]] = {}
     for n, r in enumerate(rows, start=2):
-        text = str(r.get("trials") or "")
+        # a scan's row stands for one record, its cell's scan
+        text = str(r.get("trials") or "") if measure_of(r) == "search" else "1"
         if not text.isdigit():
             continue
         key = row_key(r)
@@ -442,6 +478,10 @@ class TrialsLog:
         count its trials per (depth, width, seed)."""
         text, _ = _complete_text(self.path, "trials log")
         header, records = parse_trials(text, self.path)
+        have, want = log_measure(header, records), (self.protocol or {}).get("measure", "search")
+        if have is not None and have != want:
+            raise StoreError(f"{self.path} is the trials log of a {have} sweep but the grid has "
+                             f"measure: {want}; one log holds one measure: use another --trials")
         wrong = protocol_conflicts(header or {}, self.protocol or {})
         if wrong:
             raise StoreError(f"{self.path} holds trials of another protocol than this sweep's "

@@ -1,12 +1,13 @@
-"""One task of a sweep: some seeds of one (depth, width) measured, η* and optionally λ1, as the
-rows and trials that the results file and the trials log store."""
+"""One task of a sweep: some seeds of one (depth, width) measured, η* and optionally λ1, or
+(measure: scan) one scan of all its seeds, as the rows and trials (or the scan's whole record)
+that the results file and the trials log store."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 
-from ..base.config import SPEC_FIELDS, EstimateConfig
+from ..base.config import SPEC_FIELDS, EstimateConfig, ScanConfig
 from ..base.spec import carry, receive
 from .store import LAMBDA1_FIELDS
 
@@ -24,6 +25,7 @@ class TaskConfig:
     lambda1_samples: int = 0
     full_eval: bool | None = None  # None: full on CUDA, early exit elsewhere
     sources: tuple[tuple[str, str, bytes], ...] = ()  # base.spec.carry's (path, SHA-256, bytes)
+    scan: ScanConfig | None = None  # measure: scan (the cell's seeds, one scan); None: search
 
 
 def sources(cfg) -> tuple[tuple[str, str, bytes], ...]:
@@ -41,6 +43,8 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
 
     cfg = task.config
     receive(task.sources)
+    if task.scan is not None:
+        return run_scan(task)
     est = estimate(cfg, lambda1_samples=task.lambda1_samples, full_eval=task.full_eval)
     sharp = {p.seed: {"lambda1": p.lambda1, "lambda1_eff": e.lambda1,
                       "lambda1_residual": max(p.residual, e.residual),
@@ -62,3 +66,22 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
             for s in est.seeds]
     trials = [{"depth": cfg.depth, "width": cfg.width, **asdict(t)} for t in est.trials]
     return rows, trials
+
+
+def run_scan(task: TaskConfig) -> tuple[list[dict], list[dict]]:
+    """Scan one cell: its row (the config, the scan's settings and summary, how it ran) and
+    its one log record, the whole `ScanResult.to_dict()` keyed by depth, width and seed."""
+    from ..base.spec import identities
+    from ..engine.scanning import scan
+
+    cfg = task.config
+    code = identities(cfg)  # the source of any user code, before it runs
+    result = scan(cfg, task.scan)
+    row = {**cfg.row(), **asdict(task.scan), **result.row(), "rates": len(result.grid),
+           "member_steps": result.member_steps, **code,
+           "cell_wall_time": round(result.wall_time, 3), "device_name": result.device,
+           "milr_version": result.versions["milr"], "torch_version": result.versions["torch"],
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {"depth": cfg.depth, "width": cfg.width, "seed": cfg.seed, "measure": "scan",
+              **result.to_dict()}
+    return [row], [record]
