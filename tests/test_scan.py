@@ -297,3 +297,32 @@ def test_under_stable_a_scan_is_the_searchs_run_evaluated(tiny, one_thread):
     for s in scanned:
         assert s.met_step == (cfg.steps if s.success else None)
         assert not s.success or (s.eval_steps[-1] == cfg.steps and s.val_acc is not None)
+
+
+@pytest.mark.parametrize("diverges_at, edge, median, status", [
+    # seed -> the first rate it diverged at (None: never on the grid)
+    ({0: 4.0, 1: 8.0, 2: None}, 2.0, 4.0, "ok"),  # the lowest seed's edge and the median known
+    ({0: 4.0, 1: None, 2: None}, 2.0, None, "ok"),  # the median reaches the unbounded seeds
+    ({0: None, 1: None, 2: None}, 8.0, None, "above_range"),  # only a lower bound
+    ({0: 1.0, 1: 8.0, 2: 8.0}, None, None, "below_range"),
+])
+def test_the_scans_stability_edge_is_the_lowest_seeds_and_claims_no_more(
+        diverges_at, edge, median, status):
+    """The scan's stability edge (the smallest seed's) is known once one seed diverged inside the
+    grid, whatever the others did; its median only where known seeds reach the middle."""
+    lrs, seeds = [1.0, 2.0, 4.0, 8.0], [0, 1, 2]
+
+    def diverged(lr, s):
+        return diverges_at[s] is not None and lr >= diverges_at[s]
+
+    runs = [run(lr, s, val_loss=None if diverged(lr, s) else abs(lr - 2.0) + 0.1,
+                diverged=diverged(lr, s)) for lr in lrs for s in seeds]
+    r = analyse(config(), ScanConfig(), runs, lrs, seeds)
+    row = r.row()
+    assert (row["stability_edge"], row["stability_edge_median"],
+            row["stability_edge_status"]) == (edge, median, status)
+    ratio = row["eta_opt_over_stability_edge"]
+    if status == "ok" and row["eta_opt"] is not None:
+        assert ratio == pytest.approx(row["eta_opt"] / edge)
+    else:
+        assert ratio is None

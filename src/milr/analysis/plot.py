@@ -926,7 +926,7 @@ def _rate_values(s: ScanView, objective: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _scan_curve(ax, s: ScanView, objective: str, colour, gid: str, label: str) -> None:
     """One scan's curve and band, and its three marks placed on the curve."""
-    from ..engine.scan import seeds_status
+    from ..engine.scan import lowest_status, seeds_status
 
     lrs, stats = _rate_values(s, objective)
     opt = s.doc["optimum"]
@@ -950,7 +950,7 @@ def _scan_curve(ax, s: ScanView, objective: str, colour, gid: str, label: str) -
     for name, rate, status in (
             ("star", s.doc.get("eta_star_median"), seeds_status(x["status"] for x in seeds)),
             ("edge", s.doc.get("stability_edge"),
-             seeds_status(x["stability_status"] for x in seeds))):
+             lowest_status(x["stability_status"] for x in seeds))):
         if rate is not None:
             ax.plot([rate], [on_curve(rate)], ls="", marker=MARKS[name][0], ms=9, color=colour,
                     mec="k", mfc=colour if status == "ok" else "none", gid=f"{name}:{gid}")

@@ -37,12 +37,18 @@ EDGE_STATUSES = {
     "above_range": "it never diverged on the grid: the edge is at least the top rate",
     "below_range": "it diverged at the grid's smallest rate: no edge on the grid",
 }
-# A scan's status of an edge over its seeds (`seeds_status`): what a results row records beside
-# stability_edge and eta_star_median, and what `milr fit` keeps (ok only).
+# A scan's status of an edge over its seeds: what a results row records beside eta_star_median
+# (`seeds_status`) and stability_edge (`lowest_status`), and what `milr fit` keeps (ok only).
 SEEDS_STATUSES = {
     "ok": "every seed's edge lies inside the grid",
     "above_range": "a seed's edge lies at or above the grid's top rate (a lower bound only)",
     "below_range": "a seed's edge lies below the grid's smallest rate",
+}
+LOWEST_STATUSES = {
+    "ok": "some seed diverged inside the grid and none at its smallest rate: the lowest seed's "
+          "edge is known",
+    "above_range": "no seed diverged on the grid: the edge is at least the top rate",
+    "below_range": "a seed diverged at the grid's smallest rate: no edge on the grid",
 }
 
 
@@ -196,6 +202,15 @@ def seeds_status(statuses) -> str:
     return "below_range" if "below_range" in statuses else "above_range"
 
 
+def lowest_status(statuses) -> str:
+    """The status of the smallest of the seeds' edges (LOWEST_STATUSES): known where a seed's
+    edge is, since an above_range seed's (at least the top rate) cannot be the smallest."""
+    statuses = list(statuses)
+    if "below_range" in statuses:
+        return "below_range"
+    return "ok" if "ok" in statuses else "above_range"
+
+
 def log_median(values: list[float]) -> float:
     """The median of positive rates in log scale (between two middle ones: their geometric
     mean)."""
@@ -242,7 +257,7 @@ STATUS_OF = {"eta_opt": ("eta_opt_status",), "eta_opt_lo": ("eta_opt_status",),
              "eta_star_median": ("eta_star_status",),
              "eta_opt_over_eta_star": ("eta_opt_status", "eta_star_status"),
              "eta_opt_over_stability_edge": ("eta_opt_status", "stability_edge_status")}
-STATUS_MEANINGS = {"eta_opt_status": OPT_STATUSES, "stability_edge_status": SEEDS_STATUSES,
+STATUS_MEANINGS = {"eta_opt_status": OPT_STATUSES, "stability_edge_status": LOWEST_STATUSES,
                    "eta_star_status": SEEDS_STATUSES}
 
 @dataclass
@@ -271,14 +286,19 @@ class ScanResult:
 
     @property
     def stability_edge_median(self) -> float | None:
-        """The median over seeds of their stability edges (None: a seed has none on the grid;
-        an above_range seed counts as the top rate, a lower bound)."""
-        edges = [s.stability_edge for s in self.seeds]
-        return None if None in edges else log_median(edges)
+        """The median over seeds of their stability edges, only where the seeds determine it:
+        None where a seed has none on the grid, or where above_range seeds (whose edges are
+        at least the top rate) reach the middle."""
+        if any(s.stability_edge is None for s in self.seeds):
+            return None
+        edges = [s.stability_edge if s.stability_status == "ok" else math.inf
+                 for s in self.seeds]
+        median = log_median(edges)
+        return median if math.isfinite(median) else None
 
     @property
     def stability_edge_status(self) -> str:
-        return seeds_status(s.stability_status for s in self.seeds)
+        return lowest_status(s.stability_status for s in self.seeds)
 
     @property
     def eta_star_status(self) -> str:
@@ -297,12 +317,11 @@ class ScanResult:
 
     @property
     def eta_opt_over_stability_edge(self) -> float | None:
-        """η_opt over the seeds' median stability edge, only where every seed's is ok (an
-        above_range edge is only a lower bound)."""
+        """η_opt over the scan's stability edge (the lowest seed's), where that edge is known."""
         opt = self.optimum.eta_opt
-        if opt is None or any(s.stability_status != "ok" for s in self.seeds):
+        if opt is None or self.stability_edge_status != "ok":
             return None
-        return opt / self.stability_edge_median
+        return opt / self.stability_edge
 
     def row(self) -> dict:
         """The scan's summary for a results row (beside the config's columns), in ROW_FIELDS'
