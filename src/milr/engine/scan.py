@@ -227,6 +227,7 @@ class ScanResult:
     member_steps: int = 0  # optimizer steps summed over the runs: the work done
     device: str = ""
     versions: dict = field(default_factory=dict)
+    code: dict = field(default_factory=dict)  # as `Estimate.code`: model_sha256, ...
 
     @property
     def stability_edge(self) -> float | None:
@@ -274,7 +275,7 @@ class ScanResult:
                 "eta_opt_over_stability_edge": self.eta_opt_over_stability_edge}
 
     def to_dict(self) -> dict:
-        return {"config": self.config.row(), "scan": asdict(self.scan), **self.row(),
+        return {"config": self.config.row(), **self.code, "scan": asdict(self.scan), **self.row(),
                 "grid": self.grid, "optimum": asdict(self.optimum),
                 "rates": [asdict(r) for r in self.rates],
                 "seeds": [asdict(s) for s in self.seeds],
