@@ -49,17 +49,24 @@ def timed(make_trainer, members: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def cnn(cell: str, common: dict, data: Dataset):
+    """A maker of trainers of examples/cnn.py at `cell` (depth x width)."""
+    depth, width = (int(v) for v in cell.split("x"))
+    return lambda: FuncTrainer(EstimateConfig(depth=depth, width=width, **common,
+                                              model=f"{EXAMPLES / 'cnn.py'}:make"), data)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cell", default="4x256", help="the MLP's depth x width")
-    ap.add_argument("--cnn", default="2x16", help="the CNN's depth x width (blocks x channels)")
+    ap.add_argument("--cnn", default="2x16,1x4",
+                    help="the CNN's cells, depth x width (blocks x channels), comma-separated")
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     data = images()
     depth, width = (int(v) for v in args.cell.split("x"))
-    cnn_depth, cnn_width = (int(v) for v in args.cnn.split("x"))
     common = dict(criterion="stable", steps=args.steps, device="cpu")
     mlp = dict(depth=depth, width=width, **common)
     variants = {
@@ -67,10 +74,8 @@ def main() -> None:
             EstimateConfig(**mlp, input_lr_scale=1.0), data),
         f"--model examples/mlp.py {args.cell}": lambda: FuncTrainer(
             EstimateConfig(**mlp, model=f"{EXAMPLES / 'mlp.py'}:make"), data),
-        f"--model examples/cnn.py {args.cnn}": lambda: FuncTrainer(
-            EstimateConfig(depth=cnn_depth, width=cnn_width, **common,
-                           model=f"{EXAMPLES / 'cnn.py'}:make"), data),
-    }
+    } | {f"--model examples/cnn.py {cell}": cnn(cell, common, data)
+         for cell in args.cnn.split(",")}
     best = {name: float("inf") for name in variants}
     for make in variants.values():  # a warm-up of each, not timed
         timed(make, args.members, args.steps)

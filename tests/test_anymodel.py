@@ -4,6 +4,7 @@ factory's module with torch.optim, and the built-in engine on the same MLP."""
 import copy
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,91 @@ def test_estimate_finds_eta_of_the_cnn_over_its_seeds(images):
     assert [s.status for s in est.seeds] == ["ok", "ok"] and est.median is not None
     assert est.code["model_sha256"] == hashlib.sha256((EXAMPLES / "cnn.py").read_bytes()
                                                       ).hexdigest()
+
+
+# --- milr scan --model: the func engine's full-budget mode (issue 32 follow-up) ---------------
+def test_a_scan_of_the_mlp_example_is_the_built_in_scan(flat):
+    """examples/mlp.py, handed the built-in engine's initial weights, trained the whole budget at
+    3 rates × 2 seeds in float64 (a scan's runs): each run's final training loss, validation
+    loss and accuracy, met step and divergence are the built-in scan's."""
+    kw = dict(criterion="accuracy", threshold=0.8, steps=60, eval_every=20, nonfinite_every=10,
+              batch_size=16, depth=2, width=8)
+    lrs, seeds = [0.25, 2.0, 64.0] * 2, [0, 0, 0, 1, 1, 1]
+    ours = engine_runs(config(f"{EXAMPLES / 'mlp.py'}:make", **kw), flat, lrs, seeds,
+                       trainer=lambda c, d, dtype: FuncTrainer(c, d, dtype=dtype,
+                                                               full_budget=True))
+    builtin = engine_runs(config(None, input_lr_scale=1.0, **kw), flat, lrs, seeds,
+                          trainer=lambda c, d, dtype: BatchedTrainer(c, d, dtype=dtype,
+                                                                     full_budget=True))
+    def final(run) -> list[float]:  # NaN for a number a diverged run does not have
+        return [math.nan if v is None else v for v in (run.train_loss, run.val_loss, run.val_acc)]
+
+    for o, b in zip(ours, builtin, strict=True):
+        assert (o.diverged, o.met_step, o.steps, o.eval_steps) == (
+            b.diverged, b.met_step, b.steps, b.eval_steps), o.lr
+        assert final(o) == pytest.approx(final(b), rel=1e-9, abs=1e-12, nan_ok=True), o.lr
+    assert {o.diverged for o in ours} == {True, False}  # the grid crosses the edge
+    assert any(o.met_step for o in ours) and any(o.val_loss for o in ours)
+
+
+def test_milr_scan_runs_a_cnn_of_ones_own(images):
+    """A scan (`milr.scan`) of the CNN example on 1 × 8 × 8 images trains on the torch.func
+    engine: every run a full-budget ScanRun, η_opt with a documented status, the factory's
+    source hash recorded."""
+    from milr.base.config import ScanConfig
+    from milr.base.results import ScanRun
+    from milr.engine.scan import OPT_STATUSES
+    from milr.engine.scanning import scan
+
+    data = shaped(Dataset(images.name, images.x_train.float(), images.y_train,
+                          images.x_eval.float(), images.y_eval, images.classes), (1, 8, 8))
+    cfg = EstimateConfig(depth=1, width=4, model=f"{EXAMPLES / 'cnn.py'}:make", seeds=2,
+                         steps=20, eval_every=10, batch_size=16, lr_min=0.01, lr_max=10.0,
+                         device="cpu")
+    r = scan(cfg, ScanConfig(points_per_octave=1), data)
+    assert len(r.runs) == 2 * len(r.grid) and all(isinstance(x, ScanRun) for x in r.runs)
+    assert r.optimum.status in OPT_STATUSES and r.optimum.status != "all_diverged"
+    kept = [x for x in r.runs if not x.diverged]
+    assert kept and all(x.eval_steps == (10, 20) and x.val_loss is not None for x in kept)
+    assert r.to_dict()["model_sha256"] == hashlib.sha256(
+        (EXAMPLES / "cnn.py").read_bytes()).hexdigest()
+
+
+def test_members_split_across_calls_train_and_evaluate_as_one_call(images, monkeypatch):
+    """Where a call would output too many bytes (func.CALL_BYTES), the members run in chunks
+    of vmap and an evaluation in fewer images a chunk: in float64 nothing a run records changes
+    (3 CNN members, the loss and accuracy at every evaluation)."""
+    from milr.engine import func
+
+    cfg = config(f"{EXAMPLES / 'cnn.py'}:make", criterion="accuracy", threshold=0.8, steps=24,
+                 eval_every=8, nonfinite_every=8, width=3, batch_size=16)
+    lrs, seeds = [0.2, 0.5, 1.0], [0, 1, 0]
+    whole = engine_runs(cfg, images, lrs, seeds)
+    monkeypatch.setattr(func, "CALL_BYTES", 8000)
+    split = FuncTrainer(cfg, images, dtype=F64)
+    assert (split.program.members_per_call, split.eval_chunk) == (1, 5)
+    chunked = engine_runs(cfg, images, lrs, seeds)
+    for a, b in zip(whole, chunked, strict=True):
+        assert (a.steps, a.success, a.curve_steps, a.curve_acc) == (
+            b.steps, b.success, b.curve_steps, b.curve_acc)
+        assert a.curve_loss == pytest.approx(b.curve_loss, rel=1e-12, abs=1e-15)
+    assert len({acc for o in whole for acc in o.curve_acc}) > 3  # they learn, differently
+
+
+def test_a_models_threads_follow_its_counted_step(flat, images, monkeypatch):
+    """On the CPU a model's threads follow the built-in engine's rule (`device.cpu_threads`) on
+    its step's FLOPs, counted once on the meta device: a convolution's per output position,
+    and examples/mlp.py's what the built-in engine counts for the same MLP."""
+    from milr.engine import estimation
+
+    cfg = config(f"{EXAMPLES / 'cnn.py'}:make", batch_size=8)
+    cnn = FuncTrainer(cfg, images, dtype=F64)
+    forward = 8 * 8 * 4 * 9 * 2 + 4 * 4 * 4 * 2 * 2  # 3 × 3 conv to 4 channels; head 4·4·4 → 2
+    assert cnn.step_flops(3) == 3 * 3 * 8 * forward
+    seen = []
+    monkeypatch.setattr(estimation, "cpu_threads", lambda flops, cap: seen.append(flops) or 1)
+    assert estimation.training_threads(cfg, torch.device("cpu"), images, 3, cnn) == 1
+    assert seen == [cnn.step_flops(3)]
+    mlp = dict(depth=2, width=8)
+    assert FuncTrainer(config(f"{EXAMPLES / 'mlp.py'}:make", **mlp), flat, dtype=F64
+                       ).step_flops(2) == BatchedTrainer(config(None, **mlp), flat).step_flops(2)

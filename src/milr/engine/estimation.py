@@ -28,14 +28,15 @@ from .train import BatchedTrainer
 
 
 def default_trainer(cfg: EstimateConfig, data: Dataset, device: torch.device,
-                    full_eval: bool) -> Trainer:
+                    full_eval: bool, full_budget: bool = False) -> BatchedTrainer:
     """The engine a config trains on: a model of one's own on the torch.func engine
-    (`func.FuncTrainer`, always fully evaluated), the built-in MLPs on the batched one."""
+    (`func.FuncTrainer`, always fully evaluated), the built-in MLPs on the batched one;
+    `full_budget`: a scan's (`train.BatchedTrainer`)."""
     if cfg.model is not None:
         from .func import FuncTrainer
 
-        return FuncTrainer(cfg, data, device)
-    return BatchedTrainer(cfg, data, device, full_eval=full_eval)
+        return FuncTrainer(cfg, data, device, full_budget=full_budget)
+    return BatchedTrainer(cfg, data, device, full_eval=full_eval, full_budget=full_budget)
 
 
 def full_eval_by_default(device_type: str) -> bool:
@@ -54,13 +55,20 @@ def on_device(cfg: EstimateConfig, data: Dataset, device: torch.device,
 
 
 def training_threads(cfg: EstimateConfig, device: torch.device, data: Dataset,
-                     members: int) -> int:
+                     members: int, trainer: Trainer | None = None) -> int:
     """torch's threads for training `members` together: on the CPU no more than their steps can
-    feed (`cpu_threads`: small steps cannot feed several threads); a model keeps torch's count."""
+    feed and other processes leave free (`cpu_threads`: small steps cannot feed several threads,
+    and a thread waiting for a busy core stalls the others), the step's FLOPs as the trainer
+    counts them (a model's measured, `func.footprint`). A trainer of another kind keeps torch's
+    count for a model, whose cost it does not say."""
     threads = torch.get_num_threads()
-    if device.type == "cpu" and cfg.model is None:
-        step = members * flops_per_member_step(cfg, data.n_inputs, data.classes)
-        threads = cpu_threads(step, threads)
+    if device.type != "cpu":
+        return threads
+    if isinstance(trainer, BatchedTrainer):
+        return cpu_threads(trainer.step_flops(members), threads)
+    if cfg.model is None:
+        return cpu_threads(members * flops_per_member_step(cfg, data.n_inputs, data.classes),
+                           threads)
     return threads
 
 
@@ -102,7 +110,7 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     # No member is cancelled: the decision path may need the verdict of a rate below a
     # speculative success, and an edge probe's is reported whatever larger ones did.
     trainer = trainer or default_trainer(cfg, data, device, full_eval)
-    with num_threads(training_threads(cfg, device, data, cfg.seeds * probes)):
+    with num_threads(training_threads(cfg, device, data, cfg.seeds * probes, trainer)):
         seeds, trials, rounds = search(cfg, trainer, probes, on_round, eval_cost,
                                        pipeline=device.type == "cuda")
         synchronize(device)

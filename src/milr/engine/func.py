@@ -33,6 +33,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..base.config import EstimateConfig
 from ..base.seeding import RANDOMNESS, WEIGHTS, member_seed
@@ -42,6 +45,16 @@ from .model import OptimUpdate, Rates, loss_value
 from .train import EVAL_CHUNK, BatchedTrainer
 
 MODEL = "--model"
+
+# The most bytes one operation of a vmap call may output (members × examples × the module's
+# largest intermediate per example). Beyond a few MiB a CPU runs a module's kernels out of cache
+# and on freshly mapped pages: a CNN of 16 channels on 28 × 28 images steps at half speed with 8
+# members in one call (benchmarks/README.md, what --model costs), an MLP's per-example tensors
+# are small enough that all its members still run as one.
+CALL_BYTES = 8 << 20
+# Examples of the meta pass that measures a module (`footprint`): a prime, so that a tensor with
+# a dimension of this size is, but for a rare coincidence, one per example.
+PROBE_EXAMPLES = 11
 
 
 def input_shape(data: Dataset) -> tuple[int, ...]:
@@ -89,20 +102,86 @@ class Factory:
         return copy.deepcopy(self.build(seed)).to(device=device, dtype=dtype)
 
 
+class _Largest(TorchDispatchMode):
+    """Notes the bytes of the largest tensor with a dimension of `size` any operation outputs."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size, self.bytes = size, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.bytes = max([self.bytes] + [t.numel() * t.element_size() for t in tree_leaves(out)
+                                         if isinstance(t, torch.Tensor) and self.size in t.shape])
+        return out
+
+
+def footprint(base: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, int]:
+    """What one example costs a module on the meta device (`base`): the FLOPs of its forward
+    pass and the bytes of its largest intermediate tensor, from one pass in eval mode that
+    computes nothing. A module that cannot run on meta tensors (it reads a value, or makes
+    tensors of its own on a device) counts as linear: 2 FLOPs per parameter, size unknown (0)."""
+    params = list(base.parameters())
+    x = torch.empty((PROBE_EXAMPLES, *in_shape), device="meta", dtype=params[0].dtype)
+    flops, largest = FlopCounterMode(display=False), _Largest(PROBE_EXAMPLES)
+    try:
+        with torch.no_grad(), flops, largest:
+            base.eval()(x)
+    except Exception:  # noqa: BLE001 -- an estimate only: the probe refuses what cannot train
+        return 2.0 * sum(p.numel() for p in params), 0
+    finally:
+        base.train(True)
+    return flops.get_total_flops() / PROBE_EXAMPLES, largest.bytes // PROBE_EXAMPLES
+
+
+def per_call(examples: int, largest: int) -> int | None:
+    """Members per vmap call when each brings `examples` examples of `largest` bytes at most
+    (`CALL_BYTES`); None (all at once) where the size is unknown."""
+    return max(1, CALL_BYTES // (examples * largest)) if largest else None
+
+
 class Program:
     """The functions of one module that every Stack of it runs: a training step's gradients and
-    losses, logits in training mode (per-member batches) and in eval mode (a shared batch)."""
+    losses, logits in training mode (per-member batches of `batch`) and in eval mode (a shared
+    batch of `eval_images`, at most `eval_chunk`).
+
+    The members of one call are split into vmap's chunks of `CALL_BYTES` (`footprint`): on a
+    CPU the module's kernels then run in cache. In float64 no result depends on the split; in
+    float32 a convolution's gradient may differ in its last bits between a member computed alone
+    and one computed with others (as between a stack of one member and one of several)."""
 
     def __init__(self, module: nn.Module, in_shape: tuple[int, ...], loss: str, spec: str,
-                 source: str):
+                 source: str, batch: int = 1, eval_chunk: int = EVAL_CHUNK):
         self.base = copy.deepcopy(module).to("meta")  # structure only: tensors come per call
         self.in_shape, self.loss, self.spec, self.source = in_shape, loss, spec, source
         self.trainable = tuple(n for n, p in module.named_parameters() if p.requires_grad)
-        self.grads = vmap(grad_and_value(self._member_loss, has_aux=True),
-                          randomness="different")
-        self.train_logits = vmap(self._member_logits, randomness="different")
-        self.eval_logits = vmap(self._member_logits, in_dims=(0, 0, None),
-                                randomness="different")
+        self.flops, largest = footprint(self.base, in_shape)
+        self.members_per_call = per_call(batch, largest)
+        self.eval_images = max(1, min(eval_chunk, CALL_BYTES // largest) if largest
+                               else eval_chunk)
+        self.eval_members = per_call(self.eval_images, largest)
+
+    @staticmethod
+    def _batched(fn, members: int, per: int | None, **kw):
+        """fn vmapped over `members` members, `per` to a call (all in one where they fit)."""
+        return vmap(fn, randomness="different", **kw,
+                    chunk_size=per if per is not None and per < members else None)
+
+    def grads(self, params: dict, fixed: dict, x: torch.Tensor, y: torch.Tensor):
+        """Every member's gradients, and its loss and buffers after the step, on its batch."""
+        return self._batched(grad_and_value(self._member_loss, has_aux=True), len(x),
+                             self.members_per_call)(params, fixed, x, y)
+
+    def train_logits(self, params: dict, fixed: dict, x: torch.Tensor):
+        """Every member's logits and buffers in training mode on its own batch x (K, B, ...)."""
+        return self._batched(self._member_logits, len(x), self.members_per_call)(
+            params, fixed, x)
+
+    def eval_logits(self, params: dict, fixed: dict, x: torch.Tensor):
+        """Every member's logits and buffers on one shared batch x (N, ...)."""
+        members = len(next(iter(params.values())))
+        return self._batched(self._member_logits, members, self.eval_members,
+                             in_dims=(0, 0, None))(params, fixed, x)
 
     def _member_logits(self, params: dict, fixed: dict, x: torch.Tensor
                        ) -> tuple[torch.Tensor, dict]:
@@ -215,32 +294,41 @@ class Stack:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = EVAL_CHUNK,
-                 need: int | None = None, may_stop: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 need: int | None = None, may_stop: torch.Tensor | None = None,
+                 loss: str | None = None) -> tuple[torch.Tensor, ...]:
         """Correct answers of every member in eval mode on a shared set x (N, ...), y (N,),
-        how many it evaluated (all N: no early exit), and whether all outputs were finite."""
+        how many it evaluated (all N: no early exit), and whether all outputs were finite; with
+        `loss` (a scan's evaluation) a fourth, each member's mean `loss_value` over the N, as
+        `model.Ensemble.evaluate` gives them."""
         assert need is None, "an arbitrary module has no finiteness bound: no early exit"
         k, dev = self.size, x.device
         correct = torch.zeros(k, dtype=torch.long, device=dev)
         finite = torch.ones(k, dtype=torch.bool, device=dev)
+        total = torch.zeros(k, dtype=next(iter(self.params.values())).dtype, device=dev)
         with self.program.mode(training=False):
             for i in range(0, len(x), chunk):
                 out, _ = self.program.eval_logits(self.params, self.fixed, x[i:i + chunk])
                 finite &= torch.isfinite(out).flatten(1).all(1)
                 correct += (out.argmax(-1) == y[i:i + chunk]).sum(1)
-        return correct, torch.full((k,), len(x), dtype=torch.long, device=dev), finite
+                if loss is not None:
+                    total += loss_value(out, y[i:i + chunk].expand(k, -1), loss) * out.shape[1]
+        seen = torch.full((k,), len(x), dtype=torch.long, device=dev)
+        return (correct, seen, finite) if loss is None else (correct, seen, finite,
+                                                             total / max(len(x), 1))
 
 
 class FuncTrainer(BatchedTrainer):
     """`BatchedTrainer` on a model of one's own (cfg.model): its network a `Stack` of the
     factory's modules, trained at one uniform rate per member, always fully evaluated, never on
-    CUDA graphs. Implements `search.Trainer` as the built-in engine does."""
+    CUDA graphs. Implements `search.Trainer` as the built-in engine does, and with
+    `full_budget` a scan's full-budget mode (`milr scan --model`)."""
 
     FUSED = False  # no layer structure: every optimizer through the per-tensor rule
 
     def __init__(self, cfg: EstimateConfig, data: Dataset, device: torch.device | None = None,
                  cancel_dominated: bool = False, dtype: torch.dtype = torch.float32,
-                 eval_chunk: int = EVAL_CHUNK, factory: Factory | None = None):
+                 eval_chunk: int = EVAL_CHUNK, factory: Factory | None = None,
+                 full_budget: bool = False):
         if cfg.model is None:
             raise ValueError("FuncTrainer trains cfg.model: set model (PATH.py:NAME)")
         self.factory = factory or Factory.of(cfg, data)
@@ -248,12 +336,12 @@ class FuncTrainer(BatchedTrainer):
         self.modules: dict[int, nn.Module] = {}  # seed -> our copy of its module
         first = self._module(cfg.seed)
         self.program = Program(first, input_shape(data), cfg.loss, cfg.model,
-                               self.factory.loaded.path)
+                               self.factory.loaded.path, cfg.batch_size, eval_chunk)
         self.tensors = len(self.program.trainable)
         self._rng: tuple | None = None  # the random state of dropout and the like, between rounds
         super().__init__(cfg, data, device, cancel_dominated, graphs=False,
                          retire_in_place=False, dtype=dtype, full_eval=True,
-                         eval_chunk=eval_chunk)
+                         eval_chunk=self.program.eval_images, full_budget=full_budget)
         self.decay = [cfg.weight_decay] * self.tensors
         self._probe()
 
@@ -268,6 +356,12 @@ class FuncTrainer(BatchedTrainer):
 
     def _rates(self, lr: torch.Tensor) -> Rates:
         return Rates.uniform(self.tensors, lr)
+
+    def step_flops(self, members: int) -> float:
+        """The FLOPs of one vmap call of a step (the module's forward, measured by `footprint`,
+        and a backward of twice that per example), of `members` members or of a chunk's."""
+        chunk = min(members, self.program.members_per_call or members)
+        return chunk * 3.0 * self.batch * self.program.flops
 
     def _probe(self) -> None:
         """Run the module once as training and evaluation will (two examples, no update), so

@@ -276,6 +276,7 @@ class ScanResult:
     member_steps: int = 0  # optimizer steps summed over the runs: the work done
     device: str = ""
     versions: dict = field(default_factory=dict)
+    code: dict = field(default_factory=dict)  # as `Estimate.code`: model_sha256, ...
 
     @property
     def stability_edge(self) -> float | None:
@@ -333,7 +334,7 @@ class ScanResult:
         return {k: own[k] if k in own else getattr(self, k) for k in ROW_FIELDS}
 
     def to_dict(self) -> dict:
-        return {"config": self.config.row(), "scan": asdict(self.scan), **self.row(),
+        return {"config": self.config.row(), **self.code, "scan": asdict(self.scan), **self.row(),
                 "grid": self.grid, "optimum": asdict(self.optimum),
                 "rates": [asdict(r) for r in self.rates],
                 "seeds": [asdict(s) for s in self.seeds],

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 from ..base.config import EstimateConfig, ScanConfig, check_scan
 from ..base.device import device_name, num_threads, resolve_device, synchronize, versions
+from ..base.spec import identities
 from ..data.formats import Dataset
 from ..data.lookup import load
-from .estimation import on_device, training_threads
+from .estimation import default_trainer, on_device, training_threads
 from .scan import ScanResult, analyse, scan_grid
-from .train import BatchedTrainer
 
 
 def scan(cfg: EstimateConfig, scfg: ScanConfig | None = None, data: Dataset | None = None,
@@ -26,11 +26,12 @@ def scan(cfg: EstimateConfig, scfg: ScanConfig | None = None, data: Dataset | No
     lrs = scan_grid(cfg.lr_min, cfg.lr_max, scfg.points_per_octave)
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     device = resolve_device(cfg.device)
+    code = identities(cfg)  # the source of any user code, before it runs
     data = on_device(cfg, data or load(cfg.dataset, cfg.data_dir), device,
                      len(lrs) * len(seeds))
     start = time.perf_counter()
-    trainer = BatchedTrainer(cfg, data, device, full_budget=True)
-    with num_threads(training_threads(cfg, device, data, len(lrs) * len(seeds))):
+    trainer = default_trainer(cfg, data, device, full_eval=True, full_budget=True)
+    with num_threads(training_threads(cfg, device, data, len(lrs) * len(seeds), trainer)):
         trainer.admit([lr for lr in lrs for _ in seeds], seeds * len(lrs))
         runs = []
         if on_progress is not None:  # everything is checked: the training starts
@@ -43,4 +44,5 @@ def scan(cfg: EstimateConfig, scfg: ScanConfig | None = None, data: Dataset | No
         name = device_name(device)
     runs.sort(key=lambda r: (r.lr, r.seed))  # in grid order, whatever order they ended in
     return analyse(cfg, scfg, runs, lrs, seeds, wall_time=time.perf_counter() - start,
-                   member_steps=sum(r.steps for r in runs), device=name, versions=versions())
+                   member_steps=sum(r.steps for r in runs), device=name, versions=versions(),
+                   code=code)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 
 from ..base.config import EstimateConfig
+from ..base.cost import flops_per_member_step
 from ..base.device import matmul_precision
 from ..base.results import Outcome, ScanRun
 from ..base.seeding import batch_schedule
@@ -201,6 +202,10 @@ class BatchedTrainer:
         return Ensemble.create(seeds, self.data.n_inputs, cfg.depth, cfg.width,
                                self.data.classes, self.device, cfg.output_init, self.layout,
                                self.optim.slots, self.dtype, Arch.of(cfg))
+
+    def step_flops(self, members: int) -> float:
+        """The matmul FLOPs of one step of `members` members (`estimation.training_threads`)."""
+        return members * flops_per_member_step(self.cfg, self.data.n_inputs, self.data.classes)
 
     @property
     def pending(self) -> int:
