@@ -278,3 +278,12 @@ def test_plot_scan_reads_a_scan_sweeps_trials_log(swept):
     assert [(s.setting("depth"), s.setting("width")) for s in scans] == [(1, 4), (1, 8)]
     fig = plot.scan_figure(scans, "width")
     assert gids(fig.axes[0], "curve") == ["curve::width 4", "curve::width 8"]
+
+
+def test_a_scan_sweep_says_each_cells_seeds(tmp_path, run_milr):
+    """A scan cell is one row for all its seeds: its progress line names them all."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID.replace("widths: [4, 8]", "widths: [4]"))
+    code, _, err = run_milr(["sweep", str(grid), "--out", str(tmp_path / "r.csv")])
+    assert code in (0, None), err
+    assert "[1/1] depth 1 width 4 seeds 0–1 done" in err, err

@@ -404,6 +404,15 @@ def activity(show: bool = True) -> Iterator[Callable[[str], None]]:
         yield lambda text: sys.stderr.write(f"{text}\n")
 
 
+def _seeds_done(rows: list[dict]) -> str:
+    """The seeds a task's rows hold: one row per seed (a search), or one row for all of a
+    cell's seeds (a scan: its first seed and their number)."""
+    if len(rows) == 1 and "eta_opt" in rows[0]:
+        first, n = int(rows[0]["seed"]), int(rows[0]["seeds"])
+        return f"{first}–{first + n - 1}" if n > 1 else str(first)
+    return ", ".join(str(x["seed"]) for x in rows)
+
+
 def task_progress(total: int):
     """A rich progress bar over tasks (on a terminal), yielding the on_task callback."""
     from contextlib import contextmanager
@@ -416,7 +425,7 @@ def task_progress(total: int):
             def plain(n: int, total: int, rows: list[dict]) -> None:
                 r = rows[0]
                 err.print(f"[{n}/{total}] depth {r['depth']} width {r['width']} "
-                          f"seeds {', '.join(str(x['seed']) for x in rows)} done")
+                          f"seeds {_seeds_done(rows)} done")
             yield plain
             return
         with Progress("[progress.description]{task.description}", BarColumn(),
