@@ -154,8 +154,8 @@ def test_cli_json_and_figure(run_milr, tmp_path):
     code, stdout, err = run_milr(["coord-check", "--widths", "8,16", "--steps", "2",
                                   "--seeds", "1", "--device", "cpu", "--json",
                                   "--out", str(out)])
-    assert code == 0, err
     doc = json.loads(stdout)
+    assert code == (0 if doc["passed"] else 1), err
     assert doc["values"] == [8, 16] and doc["layers"] == ["input", "hidden 1", "output"]
     assert len(doc["size"]) == 3 and len(doc["size"][0]) == 2 and len(doc["size"][0][0]) == 3
     assert doc["lr"] == 0.1 and doc["config"]["optimizer"] == "sgd" and doc["plot"] == str(out)
@@ -166,5 +166,5 @@ def test_cli_json_and_figure(run_milr, tmp_path):
 def test_cli_table_names_the_failing_layers(run_milr):
     code, stdout, _ = run_milr(["coord-check", "--widths", "16,32,64,128", "--seeds", "3",
                                 "--optimizer", "adam", "--device", "cpu"])
-    assert code == 0
+    assert code == 1  # a failed check exits 1, as a failing test does
     assert "FAILED" in stdout and "output grows" in stdout and "input grows" not in stdout

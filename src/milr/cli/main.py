@@ -311,6 +311,8 @@ def coord_check_cmd(
     from .coordview import render_coord_check
 
     _report(check, as_json, out, draw, render_coord_check)
+    if check.passed is False:  # a failed check exits 1, as a failing test does (bad input: 2)
+        raise typer.Exit(1)
 
 
 @app.command("fit")
