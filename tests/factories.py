@@ -1,6 +1,9 @@
 """Model factories of the tests (`--model factories:NAME`; this directory is on sys.path under
 pytest): hostile ones, one with dropout, one with LayerNorm, one whose module a test keeps."""
 
+import math
+import threading
+
 import torch
 from torch import nn
 
@@ -56,3 +59,35 @@ def kept(depth, width, in_shape, classes):
                            nn.Linear(width, classes))
     KEPT.append(module)
     return module
+
+
+class _Raising(nn.Linear):
+    """A linear layer whose forward raises what a user's module might (not a torch error)."""
+
+    def forward(self, x):
+        raise KeyError("no such feature")
+
+
+def forward_raises_keyerror(depth, width, in_shape, classes):
+    return nn.Sequential(nn.Flatten(), _Raising(math.prod(in_shape), classes))
+
+
+class _Dict(nn.Linear):
+    def forward(self, x):
+        return {"logits": super().forward(x)}
+
+
+def returns_dict(depth, width, in_shape, classes):
+    return nn.Sequential(nn.Flatten(), _Dict(math.prod(in_shape), classes))
+
+
+class _Locked(nn.Linear):
+    """A module holding what deepcopy cannot copy."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.lock = threading.Lock()
+
+
+def holds_lock(depth, width, in_shape, classes):
+    return nn.Sequential(nn.Flatten(), _Locked(math.prod(in_shape), classes))

@@ -185,7 +185,11 @@ BAD |= {
 HOSTILE_GRIDS["MISSING_MODEL_GRID"] = b"depths: [1]\nwidths: [4]\nmodel: missing.py:make\n"
 _FACTORIES = ["factories:raises", "factories:not_a_module", "factories:no_parameters",
               "no_such_module_xyz:make", "missing.py:make", "factories.py", "factories:nothing"]
-BAD[("estimate", "model")] = [*_FACTORIES, "factories:uses_item", "factories:wrong_outputs"]
+BAD[("estimate", "model")] = [*_FACTORIES, "factories:uses_item", "factories:wrong_outputs",
+                              # a forward raising a non-torch error, a dict for logits, a module
+                              # deepcopy cannot copy (the review's tracebacks)
+                              "factories:forward_raises_keyerror", "factories:returns_dict",
+                              "factories:holds_lock"]
 BAD[("sharpness", "model")] = _FACTORIES
 BAD[("sweep", "grid_file")] = [*BAD[("sweep", "grid_file")], "MISSING_MODEL_GRID"]
 

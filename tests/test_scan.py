@@ -326,3 +326,24 @@ def test_the_scans_stability_edge_is_the_lowest_seeds_and_claims_no_more(
         assert ratio == pytest.approx(row["eta_opt"] / edge)
     else:
         assert ratio is None
+
+
+def test_a_plateau_at_the_minimum_is_flat_not_a_midpoint():
+    """Accuracies tie: a minimum level with its neighbour has no vertex, whatever the plateau's
+    width (a parabola through it would always put η_opt halfway between the two)."""
+    lrs = [2.0 ** i for i in range(8)]
+    acc = np.array([0.5, 0.7, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6])
+    cost = np.repeat((1 - acc)[:, None], 3, axis=1)
+    o = optimum(lrs, cost, np.zeros_like(cost, dtype=bool))
+    assert o.status == "flat" and o.eta_opt is None
+
+
+def test_eta_opt_over_eta_star_only_where_every_seeds_eta_star_is_known():
+    """A median η* that leaves out a seed whose η* lies above the grid is biased low: no ratio."""
+    lrs, seeds = [1.0, 2.0, 4.0, 8.0], [0, 1, 2]
+    runs = [run(lr, s, val_loss=abs(lr - 2.0) + 0.1 + 0.01 * s,
+                success=lr <= (8.0 if s == 2 else 2.0)) for lr in lrs for s in seeds]
+    r = analyse(config(), ScanConfig(), runs, lrs, seeds)
+    row = r.row()
+    assert row["eta_star_status"] == "above_range" and row["eta_star_median"] is not None
+    assert row["eta_opt_status"] == "ok" and row["eta_opt_over_eta_star"] is None

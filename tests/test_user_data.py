@@ -221,3 +221,13 @@ def test_ray_tasks_carry_the_file_where_it_is_not(tmp_path):
         ray.shutdown()
     assert not (tmp_path / "g" / "d.py").exists()
     assert table(res.rows) == table(ref.rows) == table(ResultStore(tmp_path / "b.csv").rows())
+
+
+def test_a_path_with_brackets_is_printed_as_it_is(tmp_path, run_milr):
+    """Paths are text, not rich markup: `[/]` once crashed the table after training, `[old]`
+    vanished from it."""
+    target = write(tmp_path / "[old]" / "[/]" / "d.py")
+    quick = [a for a in QUICK if a != "--json"]
+    code, out, err = run_milr(["estimate", "--data", target, *quick])
+    assert code in (0, None) and "Traceback" not in err, err
+    assert "[old]/[/]/d.py" in " ".join(out.split()).replace(" ", ""), out

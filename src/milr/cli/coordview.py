@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from .render import console
@@ -15,7 +16,7 @@ def render_coord_check(check) -> None:
     the last step, and the change from initialisation at the last step, at each width (or
     depth), with their log-log slopes and the layer's status; then the verdict."""
     last = check.config.steps
-    table = Table(title=check.describe())
+    table = Table(title=escape(check.describe()))
     table.add_column("layer", no_wrap=True)
     table.add_column(f"{check.axis}:", no_wrap=True)
     for v in check.values:

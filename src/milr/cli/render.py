@@ -17,8 +17,8 @@ from rich.table import Table
 
 from ..base.results import STATUSES, Estimate, power, protocol_line, stability_edge
 
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def command_app(help: str) -> typer.Typer:  # noqa: A002 - typer's word
@@ -61,8 +61,8 @@ def _band(n: int | None) -> str:
 
 def render_estimate(e: Estimate) -> None:
     c = e.config
-    table = Table(title=f"η* of depth {c.depth} × width {c.width} on {c.dataset} "
-                        f"({protocol_line(c)})")
+    table = Table(title=f"η* of depth {c.depth} × width {c.width} on {escape(c.dataset)} "
+                        f"({escape(protocol_line(c))})")
     cols = ["seed", "status", "η*", "bracket [lo, hi]", "trials", "non-monotone"]
     if c.edge_probes:
         cols.append(f"trained above hi (of {c.edge_probes})")
@@ -164,8 +164,8 @@ def render_scan(r) -> None:
     from ..engine.scan import EDGE_STATUSES, OPT_STATUSES
 
     c = r.config
-    table = Table(title=f"scan of depth {c.depth} × width {c.width} on {c.dataset} "
-                        f"({protocol_line(c)}); medians over {c.seeds} seed(s), a diverged "
+    table = Table(title=f"scan of depth {c.depth} × width {c.width} on {escape(c.dataset)} "
+                        f"({escape(protocol_line(c))}); medians over {c.seeds} seed(s), a diverged "
                         "run counted as the worst (div: +inf loss, accuracy 0); met: the "
                         "threshold met before any divergence")
     for col in ("lr", "train loss (range)", "val loss (range)", "val acc (range)", "diverged",
@@ -186,18 +186,22 @@ def render_scan(r) -> None:
         console.print(f"[yellow]η_opt: {o.status}{where}: {OPT_STATUSES[o.status]}[/]")
     edges = ", ".join(f"seed {s.seed}: {_g(s.stability_edge)} ({s.stability_status})"
                       for s in r.seeds)
-    console.print(f"stability edge = [bold]{_g(r.stability_edge)}[/] (no seed diverged up to "
-                  f"it); median over seeds {_g(r.stability_edge_median)}; {edges}")
+    bound = {"ok": "=", "above_range": "≥"}.get(r.stability_edge_status)
+    edge = (f"stability edge {bound} [bold]{_g(r.stability_edge)}[/] (no seed diverged up to it)"
+            if bound else f"stability edge: {r.stability_edge_status}")
+    console.print(f"{edge}; median over seeds {_g(r.stability_edge_median)}; {edges}")
     for status in ("above_range", "below_range"):
         if any(s.stability_status == status for s in r.seeds):
             console.print(f"[yellow]stability edge {status}: {EDGE_STATUSES[status]}[/]")
     brackets = ", ".join(f"seed {s.seed}: [{_g(s.lo)}, {_g(s.hi)}] {s.status}"
                          + (f", {s.nonmonotone} non-monotone" if s.nonmonotone else "")
                          for s in r.seeds)
-    console.print(f"η* on the grid = [bold]{_g(r.eta_star_median)}[/] (median of the seeds "
-                  f"with a bracket; threshold {c.threshold}); {brackets}")
+    star = f"[bold]{_g(r.eta_star_median)}[/]" if r.eta_star_status == "ok" else \
+        f"{_g(r.eta_star_median)} ({r.eta_star_status}: not every seed's η* is inside the grid)"
+    console.print(f"η* on the grid = {star} (median of the seeds with a bracket; threshold "
+                  f"{c.threshold}); {brackets}")
     console.print(f"η_opt / η* = {_g(r.eta_opt_over_eta_star)}; η_opt / stability edge "
-                  f"(median) = {_g(r.eta_opt_over_stability_edge)}")
+                  f"(the lowest seed's) = {_g(r.eta_opt_over_stability_edge)}")
     console.print(f"{len(r.runs)} training runs, {r.member_steps} member-steps, "
                   f"{r.wall_time:.1f} s on {r.device}")
 
@@ -206,7 +210,7 @@ def render_sharpness(results, cfg, scfg) -> None:
     """λ1 per seed; a value that did not converge is shown as such, never as a number."""
     samples = results[0].samples if results else scfg.samples
     table = Table(title=f"λ1 at initialisation, depth {cfg.depth} × width {cfg.width} on "
-                        f"{cfg.dataset} ({samples} samples"
+                        f"{escape(cfg.dataset)} ({samples} samples"
                         f"{', preconditioned' if scfg.preconditioned else ''})")
     for col in ("seed", "λ1", "2/λ1", "residual", "HVPs", "method"):
         table.add_column(col, justify="right")
@@ -335,7 +339,7 @@ def render_dry_run(cells: int, tasks: list, costs: list[float], path: str, done:
                    how: str = SEARCH_COST) -> None:
     """The tasks a sweep would run, each with its cost bound in TFLOP (`how`: what it
     assumes)."""
-    table = Table(title=f"{cells} cells; {done} row(s) already in {path}")
+    table = Table(title=f"{cells} cells; {done} row(s) already in {escape(str(path))}")
     for col in ("depth", "width", "seeds to run", "≤ TFLOP"):
         table.add_column(col, justify="right")
     for t, cost in zip(tasks, costs, strict=True):
@@ -353,7 +357,7 @@ def _tflop(cost: float) -> str:
 
 def render_summary(summary: list[dict], path: str, ran: int) -> None:
     """Per cell of a results file (`table.summarise`): seeds with an η*, median and range."""
-    table = Table(title=f"η* per cell ({path}; {ran} new row(s))")
+    table = Table(title=f"η* per cell ({escape(str(path))}; {ran} new row(s))")
     for col in ("depth", "width", "seeds ok", "median η*", "range"):
         table.add_column(col, justify="right")
     for c in summary:
@@ -366,7 +370,7 @@ def render_summary(summary: list[dict], path: str, ran: int) -> None:
 def render_scan_summary(rows: list[dict], path: str, ran: int) -> None:
     """Per cell of a scan sweep's results file: η_opt with its interval or its status, the
     median η* and the stability edge, each with its status where not ok."""
-    table = Table(title=f"η_opt per cell ({path}; {ran} new row(s))")
+    table = Table(title=f"η_opt per cell ({escape(str(path))}; {ran} new row(s))")
     for col in ("depth", "width", "seeds", "η_opt [95%]", "η* (median)", "stability edge"):
         table.add_column(col, justify="right")
     for r in sorted(rows, key=lambda r: (int(r["depth"]), int(r["width"]))):

@@ -99,7 +99,13 @@ class Factory:
     def private(self, seed: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """A copy of seed's module of our own on `device`, its floating tensors in `dtype`:
         the user's object is never moved, cast or trained."""
-        return copy.deepcopy(self.build(seed)).to(device=device, dtype=dtype)
+        module = self.build(seed)
+        try:
+            return copy.deepcopy(module).to(device=device, dtype=dtype)
+        except Exception as e:  # a module holding what cannot be copied (a lock, a file, ...)
+            raise ValueError(f"{MODEL} {self.spec!r}: its module cannot be copied "
+                             f"({type(e).__name__}: {e}); milr trains copies and never the "
+                             "module the factory returned") from None
 
 
 class _Largest(TorchDispatchMode):
@@ -195,6 +201,9 @@ class Program:
                      ) -> tuple[torch.Tensor, dict]:
         """One member's training loss (`model.loss_value`), with its buffers after the step."""
         logits, fixed = self._member_logits(params, fixed, x)
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"the module returns a {type(logits).__name__}, not a tensor of "
+                            "logits")
         return loss_value(logits[None], y[None], self.loss)[0], fixed
 
     @contextmanager
@@ -204,8 +213,7 @@ class Program:
         self.base.train(training)
         try:
             yield
-        except (RuntimeError, TypeError, ValueError, IndexError, AttributeError,
-                NotImplementedError, AssertionError) as e:
+        except Exception as e:  # the user's module: whatever it raises is one line
             raise self.refusal(e) from None
         finally:
             self.base.train(True)

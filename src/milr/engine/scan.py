@@ -103,13 +103,15 @@ def refine(x: np.ndarray, curve: np.ndarray) -> tuple[int, float | None]:
     """The grid index of the curve's minimum (the smallest rate among ties) and the refined
     log-rate of the minimum: the parabola's vertex through it and its two neighbours; the grid
     point itself where a neighbour is infinite (diverged: nothing to fit); None where the
-    minimum lies at an end or the three points are not convex."""
+    minimum lies at an end, ties a neighbour (a plateau) or the three points are not convex."""
     k = int(np.argmin(curve))
     if k in (0, len(curve) - 1):
         return k, None
     y = tuple(float(v) for v in curve[k - 1:k + 2])
     if math.isfinite(y[1]) and not all(map(math.isfinite, y)):
         return k, float(x[k])
+    if y[1] in (y[0], y[2]):  # level with a neighbour: a plateau of unknown extent, no vertex
+        return k, None
     return k, parabola_vertex(tuple(float(v) for v in x[k - 1:k + 2]), y)
 
 
@@ -250,7 +252,8 @@ ROW_FIELDS = ("eta_opt", "eta_opt_lo", "eta_opt_hi", "eta_opt_status", "eta_opt_
 
 # The status columns that decide whether a results row's number counts (`milr fit` keeps a row
 # only where each is ok), and what each status means.
-STATUS_OF = {"eta_opt": ("eta_opt_status",), "eta_opt_lo": ("eta_opt_status",),
+STATUS_OF = {"eta_opt": ("eta_opt_status",), "eta_opt_grid": ("eta_opt_status",),
+             "eta_opt_lo": ("eta_opt_status",),
              "eta_opt_hi": ("eta_opt_status",),
              "stability_edge": ("stability_edge_status",),
              "stability_edge_median": ("stability_edge_status",),
@@ -314,7 +317,9 @@ class ScanResult:
     @property
     def eta_opt_over_eta_star(self) -> float | None:
         opt, star = self.optimum.eta_opt, self.eta_star_median
-        return opt / star if opt is not None and star is not None else None
+        if opt is None or star is None or self.eta_star_status != "ok":
+            return None  # a median that leaves out seeds above or below the grid is biased
+        return opt / star
 
     @property
     def eta_opt_over_stability_edge(self) -> float | None:
