@@ -95,8 +95,7 @@ def load(spec: str, what: str) -> Loaded:
     `what` names the option in messages (e.g. "--model")."""
     where, name = split(spec, what)
     if where.endswith(".py"):
-        named = Path(where).expanduser().resolve()
-        source = Path(_CARRIED.get(str(named), named))  # a carried copy where it is not here
+        named, source = _named(where), _readable(where)  # the spec's file; where it is read
         module = _module_from_file(source, what, spec)
     else:
         module = _module_from_name(where, what, spec)
@@ -131,14 +130,27 @@ _COPIES: list[str] = []  # this process's directory of copies, once made
 def carry(value) -> tuple[str, str, bytes] | None:
     """(path, SHA-256, bytes) of the file a `PATH.py:NAME` value names, to travel with a task;
     None for any other value (a package.module spec must be installed where the task runs)."""
-    if not is_spec(value) or not str(value).rpartition(":")[0].endswith(".py"):
+    where = str(value).rpartition(":")[0]
+    if not is_spec(value) or not where.endswith(".py"):
         return None
-    path = Path(str(value).rpartition(":")[0]).expanduser().resolve()
+    path = _named(where)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ValueError(f"{value!r}: cannot read {str(path)!r}: {e.strerror or e}") from None
     return str(path), hashlib.sha256(data).hexdigest(), data
+
+
+def _named(where: str) -> Path:
+    """The file a spec's PATH.py names, absolute: the key its carried copy is kept under."""
+    return Path(where).expanduser().resolve()
+
+
+def _readable(where: str) -> Path:
+    """Where this process reads a spec's PATH.py: a carried copy where the sweep's file is not
+    here with its hash (`receive`), else the file itself."""
+    named = _named(where)
+    return Path(_CARRIED.get(str(named), named))
 
 
 def receive(carried) -> None:
@@ -173,8 +185,7 @@ def source_path(spec: str, what: str) -> Path:
     parent packages are imported to find it)."""
     where, _ = split(spec, what)
     if where.endswith(".py"):
-        named = Path(where).expanduser().resolve()
-        path = Path(_CARRIED.get(str(named), named))  # a carried copy where it is not here
+        path = _readable(where)
     else:
         try:
             found = importlib.util.find_spec(where)
