@@ -192,6 +192,10 @@ def _number(v) -> bool:
     return type(v) in (int, float)
 
 
+def _positive(v) -> bool:
+    return _number(v) and v > 0
+
+
 def _count(v) -> bool:
     return type(v) is int and v >= 0
 
@@ -809,7 +813,7 @@ def _scan_view(doc: dict, where: str) -> ScanView:
         raise PlotError(f"{where}: its config, scan, optimum or seeds are not a scan's (a "
                         "milr scan --json output has them)")
     for k, rate in enumerate(doc["rates"] if isinstance(doc["rates"], list) else [None]):
-        ok = isinstance(rate, dict) and _number(rate.get("lr")) and rate["lr"] > 0 and all(
+        ok = isinstance(rate, dict) and _positive(rate.get("lr")) and all(
             isinstance(rate.get(f), list) and len(rate[f]) == 3
             and all(v is None or _number(v) for v in rate[f]) for f in OBJECTIVE_FIELDS.values())
         if not ok:
@@ -826,8 +830,9 @@ def _scan_parts_ok(doc: dict) -> bool:
     return (isinstance(c, dict) and all(k in c for k in ("depth", "width", "steps", "dataset"))
             and isinstance(doc["scan"], dict) and doc["scan"].get("objective") in
             OBJECTIVE_FIELDS and isinstance(o, dict) and o.get("status") in OPT_STATUSES
-            and (o["status"] != "ok" or all(_number(o.get(k)) and o[k] > 0
-                                            for k in ("eta_opt", "lo", "hi")))
+            and (o["status"] != "ok" or _positive(o.get("eta_opt")) and (
+                all(_positive(o.get(k)) for k in ("lo", "hi"))  # too few seeds: no interval
+                or o.get("lo") is None and o.get("hi") is None))
             and isinstance(seeds, list) and all(
                 isinstance(x, dict) and "status" in x and "stability_status" in x
                 for x in seeds))
@@ -942,8 +947,9 @@ def _scan_curve(ax, s: ScanView, objective: str, colour, gid: str, label: str) -
         return
     if opt["status"] == "ok":
         y = on_curve(opt["eta_opt"])
-        ax.plot([opt["lo"], opt["hi"]], [y, y], color=colour, lw=3, alpha=0.6,
-                gid=f"optci:{gid}")
+        if opt["lo"] is not None:  # None: too few seeds to resample
+            ax.plot([opt["lo"], opt["hi"]], [y, y], color=colour, lw=3, alpha=0.6,
+                    gid=f"optci:{gid}")
         ax.plot([opt["eta_opt"]], [y], ls="", marker=MARKS["opt"][0], ms=14, color=colour,
                 mec="k", gid=f"opt:{gid}")
     seeds = s.doc["seeds"]

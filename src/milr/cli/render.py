@@ -180,7 +180,7 @@ def render_scan(r) -> None:
     if o.status == "ok":
         console.print(f"η_opt = [bold]{o.eta_opt:.4g}[/] ({objective}; grid minimum "
                       f"{o.grid_rate:.4g}{', refined by a parabola' if o.refined else ''}), "
-                      f"95% bootstrap interval [{o.lo:.4g}, {o.hi:.4g}]")
+                      f"{_interval(o.lo, o.hi, len(r.seeds), 4)}")
     else:
         where = f" (best median at {o.grid_rate:.4g})" if o.grid_rate is not None else ""
         console.print(f"[yellow]η_opt: {o.status}{where}: {OPT_STATUSES[o.status]}[/]")
@@ -371,16 +371,25 @@ def render_scan_summary(rows: list[dict], path: str, ran: int) -> None:
     """Per cell of a scan sweep's results file: η_opt with its interval or its status, the
     median η* and the stability edge, each with its status where not ok."""
     table = Table(title=f"η_opt per cell ({escape(str(path))}; {ran} new row(s))")
-    for col in ("depth", "width", "seeds", "η_opt [95%]", "η* (median)", "stability edge"):
+    for col in ("depth", "width", "seeds", "η_opt (its interval)", "η* (median)",
+                "stability edge"):
         table.add_column(col, justify="right")
     for r in sorted(rows, key=lambda r: (int(r["depth"]), int(r["width"]))):
-        opt = (f"{float(r['eta_opt']):.4g} [{float(r['eta_opt_lo']):.3g}, "
-               f"{float(r['eta_opt_hi']):.3g}]" if r["eta_opt_status"] == "ok"
-               else r["eta_opt_status"])
+        lo, hi = (float(r[k]) if r[k] else None for k in ("eta_opt_lo", "eta_opt_hi"))
+        opt = (f"{float(r['eta_opt']):.4g} ({_interval(lo, hi, int(r['seeds']))})"
+               if r["eta_opt_status"] == "ok" else r["eta_opt_status"])
         table.add_row(r["depth"], r["width"], r["seeds"], opt,
                       _with_status(r["eta_star_median"], r["eta_star_status"]),
                       _with_status(r["stability_edge"], r["stability_edge_status"]))
     console.print(table)
+
+
+def _interval(lo: float | None, hi: float | None, seeds: int, digits: int = 3) -> str:
+    """η_opt's bootstrap interval, or that it has none: too few seeds to resample (one seed's
+    would be a point, never shown as an interval)."""
+    if lo is None or hi is None:
+        return f"no interval: {seeds} seed{'s' * (seeds != 1)}"
+    return f"95% bootstrap interval [{lo:.{digits}g}, {hi:.{digits}g}]"
 
 
 def _with_status(text: str, status: str) -> str:

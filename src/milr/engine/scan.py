@@ -21,11 +21,15 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 COVERAGE = 0.95
 MIN_RATES = 3  # a parabola needs the optimum and two neighbours
+# The fewest seeds whose resamples can spread: one seed resampled is that seed every time, so its
+# "interval" would be a point posing as one; below this η_opt has no interval (lo, hi None).
+MIN_INTERVAL_SEEDS = 2
 MAX_RATES = 1000  # far beyond any useful grid: a typo in points_per_octave fails at once
 
 # What η_opt's status can be. Only "ok" carries a number.
 OPT_STATUSES = {
-    "ok": "an interior minimum, refined by a parabola in log-rate, with its bootstrap interval",
+    "ok": "an interior minimum, refined by a parabola in log-rate, with its bootstrap interval "
+          f"(none with fewer than {MIN_INTERVAL_SEEDS} seeds)",
     "flat": "no interior minimum resolved: the best median lies at an end of the grid, the "
             "three points around it are level, or resampling the seeds puts the minimum at an "
             "end of the grid (the 95% interval reaches it)",
@@ -136,8 +140,8 @@ class Optimum:
 
     status: str
     eta_opt: float | None  # the refined rate of the lowest median cost
-    lo: float | None  # its bootstrap percentile interval (COVERAGE), under status ok
-    hi: float | None
+    lo: float | None  # its bootstrap percentile interval (COVERAGE), under status ok with at
+    hi: float | None  # least MIN_INTERVAL_SEEDS seeds (fewer: None, no spread to resample)
     grid_rate: float | None  # the grid rate of the lowest median cost (also when flat)
     refined: bool  # a parabola moved it off the grid (False: a diverged neighbour, or not ok)
 
@@ -145,7 +149,8 @@ class Optimum:
 def optimum(lrs: list[float], cost: np.ndarray, diverged: np.ndarray,
             resamples: int = BOOTSTRAP_RESAMPLES) -> Optimum:
     """η_opt from the cost matrix [rate, seed] (`costs`): the median curve's refined minimum,
-    flat where OPT_STATUSES says, all_diverged where every run diverged."""
+    flat where OPT_STATUSES says, all_diverged where every run diverged; its interval only
+    from MIN_INTERVAL_SEEDS seeds on."""
     if np.asarray(diverged, dtype=bool).all():
         return Optimum("all_diverged", None, None, None, None, False)
     x = np.log(np.asarray(lrs, dtype=float))
@@ -153,13 +158,15 @@ def optimum(lrs: list[float], cost: np.ndarray, diverged: np.ndarray,
     k, vertex = refine(x, curve)
     if vertex is None:
         return Optimum("flat", None, None, None, lrs[k], False)
-    tail = (1 - COVERAGE) / 2
-    lo, hi = np.quantile(bootstrap_vertices(x, cost, resamples), [tail, 1 - tail],
-                         method="inverted_cdf")
-    if lo <= x[0] or hi >= x[-1]:
-        return Optimum("flat", None, None, None, lrs[k], False)
-    return Optimum("ok", math.exp(vertex), math.exp(lo), math.exp(hi), lrs[k],
-                   bool(vertex != x[k]))
+    lo = hi = None
+    if cost.shape[1] >= MIN_INTERVAL_SEEDS:
+        tail = (1 - COVERAGE) / 2
+        lo, hi = np.quantile(bootstrap_vertices(x, cost, resamples), [tail, 1 - tail],
+                             method="inverted_cdf")
+        if lo <= x[0] or hi >= x[-1]:
+            return Optimum("flat", None, None, None, lrs[k], False)
+        lo, hi = math.exp(lo), math.exp(hi)
+    return Optimum("ok", math.exp(vertex), lo, hi, lrs[k], bool(vertex != x[k]))
 
 
 @dataclass(frozen=True)

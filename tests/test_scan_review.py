@@ -1,0 +1,85 @@
+"""The scan's answers to a hostile review: η_opt's interval only where the seeds can spread it,
+`milr plot scan` refusing to mix protocols (and reading a file once), an all-diverged grid's
+table kept before its refusal, and a scan sweep's resume reusing any stored row of the grid's
+seed count, as a search's resume reuses stored seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from milr.base.config import EstimateConfig, ScanConfig
+from milr.base.results import ScanRun, json_safe
+from milr.engine.scan import analyse, optimum
+
+LRS = [0.01 * 2 ** (i / 2) for i in range(13)]
+
+
+def bowl(center: float, seeds: int) -> np.ndarray:
+    """A cost [rate, seed] quadratic in log-rate with its minimum at `center`; seeds shifted."""
+    x = np.log(LRS)[:, None]
+    return (x - math.log(center)) ** 2 + np.linspace(0, 0.3, seeds)[None, :]
+
+
+# --- 1. η_opt's interval needs seeds to resample ---------------------------------------------
+
+def test_one_seed_gives_eta_opt_without_an_interval():
+    """With one seed every resample is that seed: no interval, never [x, x]; two seeds give
+    one (their η_opt differ, so it has width)."""
+    from milr.engine.scan import MIN_INTERVAL_SEEDS
+
+    assert MIN_INTERVAL_SEEDS == 2
+    one = optimum(LRS, bowl(0.1, 1), np.zeros((len(LRS), 1), dtype=bool))
+    assert one.status == "ok" and one.eta_opt == pytest.approx(0.1)
+    assert (one.lo, one.hi) == (None, None)
+    two_cost = np.hstack([bowl(0.08, 1), bowl(0.12, 1)])
+    two = optimum(LRS, two_cost, np.zeros((len(LRS), 2), dtype=bool))
+    assert two.status == "ok" and two.lo < two.hi
+
+
+def one_seed_result(seeds: int = 1):
+    """A scan of `seeds` seeds (made-up runs) whose η_opt is ok: loss a bowl around 0.1."""
+    cfg = EstimateConfig(depth=1, width=8, dataset="gaussians", seeds=seeds)
+    runs = [ScanRun(lr, s, success=lr <= 0.2, diverged=lr >= 0.5, steps=100, final_acc=0.9,
+                    peak_acc=0.9, final_loss=0.1, train_loss=0.2,
+                    val_loss=None if lr >= 0.5 else 0.3 + math.log(lr / 0.1) ** 2 + 0.01 * s,
+                    val_acc=0.9)
+            for lr in LRS for s in range(seeds)]
+    return analyse(cfg, ScanConfig(), runs, LRS, list(range(seeds)))
+
+
+def test_one_seeds_row_json_and_table_say_no_interval(capsys, monkeypatch):
+    from rich.console import Console
+
+    from milr.cli import render
+    from milr.cli.render import render_scan, render_scan_summary
+
+    monkeypatch.setattr(render, "console", Console(width=300))  # a table cell, unwrapped
+
+    r = one_seed_result()
+    row, doc = r.row(), json_safe(r.to_dict())
+    assert row["eta_opt_status"] == "ok" and row["eta_opt"] == pytest.approx(0.1)
+    assert (row["eta_opt_lo"], row["eta_opt_hi"]) == (None, None)
+    assert (doc["optimum"]["lo"], doc["optimum"]["hi"]) == (None, None)
+    render_scan(r)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no interval: 1 seed" in out and "95%" not in out
+    stored = {k: "" if v is None else str(v) for k, v in {**r.config.row(), **row}.items()}
+    render_scan_summary([stored], "r.csv", 1)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no interval: 1 seed" in out
+
+
+def test_plot_scan_draws_one_seeds_eta_opt_without_an_interval(tmp_path):
+    pytest.importorskip("matplotlib")
+    from milr.analysis import plot
+
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(json_safe(one_seed_result().to_dict())))
+    scans, _ = plot.read_scans([str(path)])
+    fig = plot.scan_figure(scans, "width")
+    gids = {line.get_gid() for line in fig.axes[0].lines}
+    assert "opt::width 8" in gids and "optci::width 8" not in gids
