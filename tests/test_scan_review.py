@@ -3,7 +3,6 @@
 table kept before its refusal, and a scan sweep's resume reusing any stored row of the grid's
 seed count, as a search's resume reuses stored seeds."""
 
-from __future__ import annotations
 
 import json
 import math
@@ -14,6 +13,9 @@ import pytest
 from milr.base.config import EstimateConfig, ScanConfig
 from milr.base.results import ScanRun, json_safe
 from milr.engine.scan import analyse, optimum
+from milr.sweep import run as sw
+from milr.sweep.grid import parse_grid
+from milr.sweep.store import ResultStore
 
 LRS = [0.01 * 2 ** (i / 2) for i in range(13)]
 
@@ -83,3 +85,36 @@ def test_plot_scan_draws_one_seeds_eta_opt_without_an_interval(tmp_path):
     fig = plot.scan_figure(scans, "width")
     gids = {line.get_gid() for line in fig.axes[0].lines}
     assert "opt::width 8" in gids and "optci::width 8" not in gids
+
+
+# --- 3. an all-diverged grid: the table first, then the refusal --------------------------------
+
+ALL_DIVERGED = ["--depth", "1", "--width", "8", "--seeds", "2", "--steps", "60", "--eval-every",
+                "20", "--device", "cpu", "--lr-min", "1000", "--lr-max", "8000",
+                "--points-per-octave", "1"]
+
+
+def test_an_all_diverged_scan_prints_its_table_then_refuses(run_milr):
+    code, out, err = run_milr(["scan", *ALL_DIVERGED])
+    (refusal,) = [line for line in err.splitlines() if line.startswith("milr: error")]
+    assert code == 2 and "every run of the grid diverged" in refusal, err
+    assert err.rstrip().endswith(refusal)  # after the progress lines, the last
+    assert out.count("2/2") >= 4 and "all_diverged" in out, out  # every rate: 2 of 2 diverged
+
+
+def test_an_all_diverged_scans_json_is_written_then_refused(run_milr):
+    code, out, err = run_milr(["scan", *ALL_DIVERGED, "--json"])
+    lines = [line for line in err.splitlines() if line.strip()]  # --json: no progress lines
+    assert code == 2 and len(lines) == 1 and "every run of the grid diverged" in lines[0], err
+    doc = json.loads(out)
+    assert doc["eta_opt_status"] == "all_diverged" and doc["eta_opt"] is None
+    assert len(doc["runs"]) == 8 and all(r["diverged"] for r in doc["runs"])
+
+
+def test_an_all_diverged_sweep_cell_is_stored_with_its_status(tmp_path):
+    grid = ("measure: scan\ndepths: [1]\nwidths: [8]\nseeds: 2\ndataset: gaussians\n"
+            "steps: 60\neval_every: 20\ndevice: cpu\nlr_min: 1000\nlr_max: 8000\n"
+            "points_per_octave: 1\n")
+    report = sw.run_sweep(parse_grid(grid), tmp_path / "r.csv")
+    (row,) = ResultStore(tmp_path / "r.csv", "scan").rows()
+    assert report.ran == 1 and row["eta_opt_status"] == "all_diverged" and row["eta_opt"] == ""

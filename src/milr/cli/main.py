@@ -192,10 +192,6 @@ def scan_cmd(
                     say(f"{done} of {members} runs finished" if done else
                         f"training {rates} rates × {cfg.seeds} seed(s) for {cfg.steps} steps")
             result = scan(cfg, scfg, on_progress=on_progress)
-        if result.optimum.status == "all_diverged":
-            raise ValueError(f"every run of the grid diverged ({rates} rates from "
-                             f"{cfg.lr_min:g} to {result.grid[-1]:g}, {cfg.seeds} seed(s)): "
-                             "lower --lr-min")
     except (ValueError, OSError) as e:
         fail(e)
     except KeyboardInterrupt:
@@ -204,6 +200,9 @@ def scan_cmd(
         _dump(result.to_dict())
     else:
         render_scan(result)
+    if result.optimum.status == "all_diverged":  # refused after its table: nothing is lost
+        fail(f"every run of the grid diverged ({rates} rates from {cfg.lr_min:g} to "
+             f"{result.grid[-1]:g}, {cfg.seeds} seed(s)): lower --lr-min")
 
 
 @app.command("sharpness")
