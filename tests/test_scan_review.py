@@ -4,6 +4,7 @@ table kept before its refusal, and a scan sweep's resume reusing any stored row 
 seed count, as a search's resume reuses stored seeds."""
 
 
+import dataclasses
 import json
 import math
 
@@ -15,7 +16,7 @@ from milr.base.results import ScanRun, json_safe
 from milr.engine.scan import analyse, optimum
 from milr.sweep import run as sw
 from milr.sweep.grid import parse_grid
-from milr.sweep.store import ResultStore
+from milr.sweep.store import COLUMNS, SCAN_COLUMNS, ResultStore
 
 LRS = [0.01 * 2 ** (i / 2) for i in range(13)]
 
@@ -118,3 +119,47 @@ def test_an_all_diverged_sweep_cell_is_stored_with_its_status(tmp_path):
     report = sw.run_sweep(parse_grid(grid), tmp_path / "r.csv")
     (row,) = ResultStore(tmp_path / "r.csv", "scan").rows()
     assert report.ran == 1 and row["eta_opt_status"] == "all_diverged" and row["eta_opt"] == ""
+
+
+# --- 4. a resume reuses a stored row of the grid's seed count ----------------------------------
+
+SCAN_GRID = ("measure: scan\ndepths: [1]\nwidths: [4, 8]\nseeds: 2\ndataset: gaussians\n"
+             "steps: 60\neval_every: 20\nlr_min: 0.05\nlr_max: 800\npoints_per_octave: 1\n"
+             "device: cpu\n")
+SEARCH_GRID = "depths: [1]\nwidths: [4, 8]\nseeds: 2\ndataset: gaussians\nsteps: 60\n"
+
+
+def fake_runner(calls: list):
+    """A runner that trains nothing: one made-up row per task (a scan's per cell, a search's per
+    seed), recording (width, seeds) of each task."""
+    def run(configs):
+        for t in configs:
+            cfg = t.config
+            calls.append((cfg.width, cfg.seeds))
+            if t.scan is not None:
+                yield [dict.fromkeys(SCAN_COLUMNS, "") | cfg.row() | dataclasses.asdict(t.scan)
+                       | {"seeds": t.cell_seeds, "eta_opt_status": "flat",
+                          "stability_edge_status": "ok", "eta_star_status": "ok"}], []
+            else:
+                yield [dict.fromkeys(COLUMNS, "") | cfg.row()
+                       | {"seeds": t.cell_seeds, "seed": s, "status": "ok", "lr_star": 0.5}
+                       for s in range(cfg.seed, cfg.seed + cfg.seeds)], []
+    return run
+
+
+@pytest.mark.parametrize("grid", [SCAN_GRID, SEARCH_GRID], ids=["scan", "search"])
+def test_seeds_2_3_2_reuses_what_is_stored(grid, tmp_path):
+    """Seeds 2, then 3, then 2 again: the third run measures nothing, for a scan as for a
+    search, and the file keeps each row once (the scan's 3-seed rows are not overwritten)."""
+    out, calls = tmp_path / "r.csv", []
+    runner = fake_runner(calls)
+    three = grid.replace("seeds: 2", "seeds: 3")
+    for text in (grid, three):
+        sw.run_sweep(parse_grid(text), out, runner)
+    before, measured = out.read_bytes(), list(calls)
+    report = sw.run_sweep(parse_grid(grid), out, runner)
+    assert report.ran == 0 and calls == measured and out.read_bytes() == before
+    if grid is SCAN_GRID:
+        assert measured == [(4, 2), (8, 2), (4, 3), (8, 3)]
+        assert [r["seeds"] for r in ResultStore(out, "scan").rows()] == ["2", "2", "3", "3"]
+        assert not sw.plan_sweep(parse_grid(grid), out).notes  # no duplicates reported

@@ -84,9 +84,10 @@ def task_cost_tflop(grid: Grid, task: Task) -> float:
 
 
 def done_cells(rows: list[dict]) -> set[tuple[int, int, int, int]]:
-    """The scans stored: (depth, width, first seed, seeds) of each cell's row that counts; a
-    grid with another seed count scans the cell again (its new row then counts)."""
-    return {(*row_key(r), int(r["seeds"])) for r in counted_rows(rows)}
+    """The scans stored: (depth, width, first seed, seeds) of every row, superseded or not. A
+    grid scans a cell again only where no row has its seed count (the new row then counts);
+    one stored with that count is reused, as a search reuses every seed it has stored."""
+    return {(*row_key(r), int(r["seeds"])) for r in rows}
 
 
 def grid_protocol(grid: Grid) -> dict:
