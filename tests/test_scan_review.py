@@ -3,10 +3,12 @@
 table kept before its refusal, and a scan sweep's resume reusing any stored row of the grid's
 seed count, as a search's resume reuses stored seeds."""
 
+from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -86,6 +88,78 @@ def test_plot_scan_draws_one_seeds_eta_opt_without_an_interval(tmp_path):
     fig = plot.scan_figure(scans, "width")
     gids = {line.get_gid() for line in fig.axes[0].lines}
     assert "opt::width 8" in gids and "optci::width 8" not in gids
+
+
+# --- 2. milr plot scan mixes no protocols, reads a file once -----------------------------------
+
+def scan_doc(width: int, **kw) -> dict:
+    """A scan's document from made-up runs under the config `kw` changes."""
+    from test_scan_sweep import synthetic
+
+    doc = synthetic(width)
+    if kw:
+        cfg = EstimateConfig(**{**doc["config"], **kw})
+        doc["config"] = json_safe(cfg.row())
+    return doc
+
+
+def write(tmp_path, name: str, doc: dict) -> str:
+    (tmp_path / name).write_text(json.dumps(doc))
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("kw, named", [
+    ({"steps": 400}, "steps=1000"), ({"threshold": 0.7}, "threshold=0.7"),
+    ({"optimizer": "adam"}, "optimizer=sgd"), ({"dataset": "fashion-mnist"}, "dataset="),
+])
+def test_plot_scan_refuses_scans_of_different_protocols(kw, named, tmp_path, run_milr):
+    """Two scans that differ in a field a sweep keeps fixed are different quantities: one line
+    naming the field, its values and files, exit 2, no figure."""
+    files = [write(tmp_path, "a.json", scan_doc(4)), write(tmp_path, "b.json", scan_doc(8, **kw))]
+    out = tmp_path / "f.png"
+    code, _, err = run_milr(["plot", "scan", *files, "--out", str(out)])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    field = next(iter(kw))
+    assert "different protocols" in lines[0] and named in lines[0] and "b.json" in lines[0]
+    assert f"--compare-by {field}" in lines[0] and not out.exists()
+
+
+def test_plot_scan_lets_the_compared_setting_differ_and_what_follows_from_it(tmp_path):
+    """--compare-by optimizer: sgd and adam panels, whose β, ε and default rate range differ
+    with the optimizer; --compare: sp and μP, whose base_width differs; anything else not."""
+    pytest.importorskip("matplotlib")
+    from milr.analysis import plot
+
+    sgd = scan_doc(4)
+    adam = scan_doc(4, optimizer="adam", lr_min=None, lr_max=None)
+    assert adam["config"]["beta1"] == 0.9 and adam["config"]["lr_min"] != sgd["config"]["lr_min"]
+    scans, _ = plot.read_scans([write(tmp_path, "s.json", sgd), write(tmp_path, "a.json", adam)])
+    assert plot.check_scans(scans, None, "optimizer", None) == ("width", "val-loss")
+    with pytest.raises(plot.PlotError, match="optimizer=sgd"):
+        plot.check_scans(scans, None, None, None)
+    mup = scan_doc(4, parametrization="mup", base_width=4)
+    scans, _ = plot.read_scans([write(tmp_path, "m.json", mup), write(tmp_path, "p.json", sgd)])
+    plot.check_scans(scans, None, "parametrization", None)
+    with pytest.raises(plot.PlotError, match="parametrization=mup"):
+        plot.check_scans(scans, None, None, None)
+    slow = scan_doc(8, steps=400, parametrization="mup", base_width=4)
+    scans, _ = plot.read_scans([write(tmp_path, "q.json", slow), write(tmp_path, "p.json", sgd)])
+    with pytest.raises(plot.PlotError, match="steps=400"):
+        plot.check_scans(scans, None, "parametrization", None)
+
+
+def test_plot_scan_reads_a_file_given_twice_once(tmp_path, run_milr):
+    """The same file under two names (itself, a symlink) is one scan, drawn once, and said."""
+    pytest.importorskip("matplotlib")
+    from milr.analysis import plot
+
+    path = write(tmp_path, "a.json", scan_doc(4))
+    os.symlink(path, tmp_path / "link.json")
+    scans, notes = plot.read_scans([path, str(tmp_path / "link.json"), path])
+    assert len(scans) == 1 and len(notes) == 2 and all("read once" in n for n in notes), notes
+    code, said, err = run_milr(["plot", "scan", path, path, "--out", str(tmp_path / "f.png")])
+    assert code in (0, None) and "read once" in err, err
 
 
 # --- 3. an all-diverged grid: the table first, then the refusal --------------------------------

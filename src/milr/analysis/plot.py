@@ -754,16 +754,31 @@ class ScanView:
     def objective(self) -> str:
         return self.doc["scan"]["objective"]
 
+    def protocol(self) -> dict[str, str]:
+        """Its config, scan settings and code hashes as a results row writes them (text)."""
+        from ..sweep.store import CODE_FIELDS
+
+        values = {**self.doc["config"], **self.doc["scan"],
+                  **{k: self.doc[k] for k in CODE_FIELDS if k in self.doc}}
+        return {k: "" if v is None else str(v) for k, v in values.items()}
+
 
 def read_scans(paths: list[str]) -> tuple[list[ScanView], list[str]]:
     """The scans in `milr scan --json` outputs and scan sweeps' trials logs (in a log, a cell
-    rerun counts once: its last record), and notes; anything else is refused by name."""
+    rerun counts once: its last record), and notes; anything else is refused by name. A file
+    given twice (under any name: a glob's overlap, a link) is read once, and said."""
     from ..base.files import check_regular
 
-    scans, notes = [], []
+    scans, notes, read = [], [], {}
     for path in paths:
         try:
             check_regular(path, "scan file")  # a FIFO would block the read forever
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in read:
+                notes.append(f"{path}: the same file as {read[st.st_dev, st.st_ino]}, given "
+                             "before: read once")
+                continue
+            read[st.st_dev, st.st_ino] = path
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise PlotError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}; give "
@@ -859,8 +874,31 @@ def check_scans(scans: list[ScanView], by: str | None, compare_by: str | None,
         if len(values) < 2:
             raise PlotError(f"--compare-by {compare_by}: every scan has {compare_by} "
                             f"{values.pop()}: nothing to compare")
+    _one_protocol(scans, compare_by)
     varies = [a for a in AXES if len({s.setting(a) for s in scans}) > 1]
     return by or (varies[0] if varies else "width"), objective or next(iter(seen))
+
+
+def _one_protocol(scans: list[ScanView], compare_by: str | None) -> None:
+    """Refuse scans of different protocols as `milr fit` refuses rows (`table.protocol_split`,
+    over the settings every scan records), but on the compared setting and those tied to it
+    (TIED_FIELDS); depth and width are free, as in a sweep."""
+    from ..base.config import TIED_FIELDS
+    from .table import protocol_split
+
+    settings = [s.protocol() for s in scans]
+    known = set.intersection(*(set(p) for p in settings))
+    exempt = (compare_by, *TIED_FIELDS.get(compare_by, ())) if compare_by else ()
+    split = protocol_split([{k: v for k, v in p.items() if k in known} for p in settings],
+                           exempt)
+    if split is None:
+        return
+    name, where, text = split
+    shown = " and ".join(f"{name}={text[v]} ({', '.join(scans[i].source for i in idx[:2])}"
+                         f"{' ...' if len(idx) > 2 else ''})"
+                         for v, idx in list(where.items())[:4])
+    raise PlotError(f"scans of different protocols: {shown}: not one quantity; draw one {name} "
+                    f"per figure, or side by side with --compare-by {name}")
 
 
 def _setting(s: ScanView, key: str):

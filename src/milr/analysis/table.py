@@ -301,29 +301,47 @@ def cells_from_rows(rows: list[dict], column: str = "lr_star", source: str = "re
     return aggregate(values, rows, how), excluded
 
 
-def one_protocol(rows: list[dict], source: str = "results") -> None:
-    """Refuse rows measured under different protocols (any field a sweep keeps fixed, e.g.
-    steps 100 and 400): their η* are different quantities, and a sweep refuses to mix them.
-    Superseded rows count too: which protocol's row came last must not choose the fit. So do
-    the source hashes of user code (model_sha256, ...): two versions of a model are two; and a
-    scan's settings (points_per_octave, objective): η_opt of two objectives are two rates."""
-    rows = getattr(rows, "every", None) or rows
-    for name in (*FIXED_FIELDS, *SCAN_FIELDS, *CODE_FIELDS):
-        if not rows or name not in rows[0]:
+# The fields that rows must share to measure one quantity: any a sweep keeps fixed, a scan's
+# settings (η_opt of two objectives are two rates) and the source hashes of user code (two
+# versions of a model are two). `milr fit` and `milr plot scan` refuse rows that differ in one.
+PROTOCOL_FIELDS = (*FIXED_FIELDS, *SCAN_FIELDS, *CODE_FIELDS)
+
+
+def protocol_split(rows: list, exempt=(), distinct: dict | None = None):
+    """The first of PROTOCOL_FIELDS (not `exempt`, and in rows[0]) on which rows differ: (its
+    name, the indices of the rows of each setting, each setting as first written); None where
+    they all agree. `distinct`: values already seen per column (one value: no split there)."""
+    for name in PROTOCOL_FIELDS:
+        if name in exempt or not rows or name not in rows[0]:
             continue
-        seen = getattr(rows, "distinct", {}).get(name)
+        seen = (distinct or {}).get(name)
         if seen is not None and len({_setting(v) for v in seen}) <= 1:
-            continue  # one setting among all the values read: none among the rows kept
-        lines: dict[object, list[int]] = {}
-        text: dict[object, str] = {}  # each setting as first written
-        for n, r in enumerate(rows, start=2):
-            lines.setdefault(_setting(r[name]), []).append(getattr(r, "line", 0) or n)
+            continue  # one setting among all the values read: none among the rows
+        where: dict[object, list[int]] = {}
+        text: dict[object, str] = {}
+        for i, r in enumerate(rows):
+            where.setdefault(_setting(r[name]), []).append(i)
             text.setdefault(_setting(r[name]), r[name] or "None")
-        if len(lines) > 1:
-            shown = " and ".join(f"{name}={text[v]} (line{'s' * (len(ls) > 1)} {_spans(ls)})"
-                                 for v, ls in list(lines.items())[:4])
-            raise FitError(f"{source}: rows measured under different protocols: {shown}; fit "
-                           f"one {name} at a time (keep its rows in a file of their own)")
+        if len(where) > 1:
+            return name, where, text
+    return None
+
+
+def one_protocol(rows: list[dict], source: str = "results") -> None:
+    """Refuse rows measured under different protocols (`protocol_split`, e.g. steps 100 and
+    400): their η* are different quantities, and a sweep refuses to mix them. Superseded rows
+    count too: which protocol's row came last must not choose the fit."""
+    distinct = getattr(rows, "distinct", {})
+    rows = getattr(rows, "every", None) or rows
+    split = protocol_split(rows, distinct=distinct)
+    if split is None:
+        return
+    name, where, text = split
+    lines = {v: [getattr(rows[i], "line", 0) or i + 2 for i in idx] for v, idx in where.items()}
+    shown = " and ".join(f"{name}={text[v]} (line{'s' * (len(ls) > 1)} {_spans(ls)})"
+                         for v, ls in list(lines.items())[:4])
+    raise FitError(f"{source}: rows measured under different protocols: {shown}; fit "
+                   f"one {name} at a time (keep its rows in a file of their own)")
 
 
 def _setting(text):

@@ -44,6 +44,11 @@ OPTIMIZER_PARAMS = {"momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9}
                     "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
                     "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}
 PARAMETRIZATIONS = ("sp", "ntk", "mup")
+# The fields whose values follow from another's (its defaults, or what it requires): where that
+# one differs on purpose (`milr plot scan --compare-by`), these may differ with it.
+TIED_FIELDS = {"optimizer": (*dict.fromkeys(p for ps in OPTIMIZER_PARAMS.values() for p in ps),
+                             "lr_min", "lr_max"),
+               "parametrization": ("base_width",)}
 ARCHITECTURES = ("mlp", "residual")
 ACTIVATIONS = ("relu", "tanh", "linear", "abs")
 # The residual branches' forward multiplier α as a function of the number of blocks L.
