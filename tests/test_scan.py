@@ -347,3 +347,14 @@ def test_eta_opt_over_eta_star_only_where_every_seeds_eta_star_is_known():
     row = r.row()
     assert row["eta_star_status"] == "above_range" and row["eta_star_median"] is not None
     assert row["eta_opt_status"] == "ok" and row["eta_opt_over_eta_star"] is None
+
+
+def test_a_minimum_beside_a_diverged_rate_has_an_interval_reaching_it():
+    """Where the rate above the lowest median diverged, nothing places the optimum between the
+    two: η_opt is the grid rate, and its interval reaches the diverged rate rather than stopping
+    at the grid rate as if the optimum were known to lie below it."""
+    cost = bowl(LRS[8])
+    cost[9:] = math.inf  # every rate above the minimum diverged
+    o = optimum(LRS, cost, np.isinf(cost))
+    assert (o.status, o.eta_opt, o.refined) == ("ok", pytest.approx(LRS[8]), False)
+    assert (o.lo, o.hi) == (pytest.approx(LRS[8]), pytest.approx(LRS[9]))

@@ -165,8 +165,20 @@ def optimum(lrs: list[float], cost: np.ndarray, diverged: np.ndarray,
                              method="inverted_cdf")
         if lo <= x[0] or hi >= x[-1]:
             return Optimum("flat", None, None, None, lrs[k], False)
+        lo, hi = beside_divergence(x, curve, k, lo, hi)
         lo, hi = math.exp(lo), math.exp(hi)
     return Optimum("ok", math.exp(vertex), lo, hi, lrs[k], bool(vertex != x[k]))
+
+
+def beside_divergence(x: np.ndarray, curve: np.ndarray, k: int, lo: float, hi: float
+                      ) -> tuple[float, float]:
+    """The interval (log-rates) of a minimum beside a rate whose median diverged, reaching to
+    that rate: no parabola places the optimum between them, so it may lie anywhere up to it."""
+    if not math.isfinite(curve[k + 1]):
+        hi = max(hi, float(x[k + 1]))
+    if not math.isfinite(curve[k - 1]):
+        lo = min(lo, float(x[k - 1]))
+    return lo, hi
 
 
 @dataclass(frozen=True)
