@@ -98,7 +98,8 @@ def cell_table(rows: list[dict]) -> list[str]:
              "η_opt/edge |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (int(r["depth"]), int(r["width"]))):
         opt = value(r, "eta_opt")
-        interval = f" [{float(r['eta_opt_lo']):.3g}, {float(r['eta_opt_hi']):.3g}]" if opt else ""
+        interval = (f" [{float(r['eta_opt_lo']):.3g}, {float(r['eta_opt_hi']):.3g}]"
+                    if opt and r["eta_opt_lo"] else "")
         edge = value(r, "stability_edge")
         bound = float(r["stability_edge"]) if r["stability_edge"] else None
         edge_text = g(edge) if edge is not None else f"{r['stability_edge_status']} ({g(bound)})"
@@ -118,6 +119,48 @@ def spread(values: list[float]) -> str:
             f"std of log {sd:.2f} ({len(values)} cells)")
 
 
+def first_failures(label: str) -> dict[int, list[int]]:
+    """Per depth, [seeds whose first failure above their η* bracket diverged, seeds with an ok
+    bracket], from the trials logs: whether the accuracy edge is also the stability edge."""
+    out: dict[int, list[int]] = {}
+    for name in RUNS[label]:
+        path = HERE / f"{name}.trials.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            cell = json.loads(line)
+            for seed in cell.get("seeds", []):
+                if seed["status"] != "ok":
+                    continue
+                count = out.setdefault(cell["depth"], [0, 0])
+                count[0] += any(r["diverged"] for r in cell["runs"]
+                                if r["seed"] == seed["seed"] and r["lr"] == seed["hi"])
+                count[1] += 1
+    return out
+
+
+def by_depth(rows: list[dict]) -> list[str]:
+    """Where depth varies: each ratio's median per depth, the accuracy edge's first failure per
+    depth, and the laws refitted without depth 1 (a one-hidden-layer net's edges differ)."""
+    depths = sorted({int(r["depth"]) for r in rows})
+    if len(depths) < 2:
+        return []
+    lines = ["", "| depth | η_opt/η* (median, range) | η_opt/edge (median, range) |",
+             "|---|---|---|"]
+    for d in depths:
+        cells = [r for r in rows if int(r["depth"]) == d]
+        parts = []
+        for bottom in ("eta_star_median", "stability_edge"):
+            rs = [x for r in cells if (x := ratio(r, "eta_opt", bottom)) is not None]
+            parts.append(f"{statistics.median(rs):.3g} ({min(rs):.3g}–{max(rs):.3g})"
+                         if rs else "–")
+        lines.append(f"| {d} | {parts[0]} | {parts[1]} |")
+    deep = [r for r in rows if int(r["depth"]) >= 2]
+    lines += ["", "Without depth 1:"]
+    lines += [f"- {NAMES[c]}: {law_text(exponents(deep, c))}" for c in RATES]
+    return lines
+
+
 def main() -> None:
     lines = ["# Transfer: summary (written by analyse.py; numbers change while grids run)", ""]
     fits, all_ratios = {}, {"eta_star_median": [], "stability_edge": []}
@@ -133,6 +176,11 @@ def main() -> None:
             rs = [x for r in rows if (x := ratio(r, "eta_opt", bottom)) is not None]
             all_ratios[bottom] += rs
             lines.append(f"- η_opt / {NAMES[bottom]}: {spread(rs)}")
+        failures = first_failures(label)
+        lines.append("- seeds whose first failure above η* diverged (the accuracy edge is the "
+                     "stability edge on the grid), by depth: " + ", ".join(
+                         f"{d}: {n} of {m}" for d, (n, m) in sorted(failures.items())))
+        lines += by_depth(rows)
         lines.append("")
     lines += ["## Every cell", ""]
     lines += [f"- η_opt / {NAMES[b]}: {spread(v)}" for b, v in all_ratios.items()]
