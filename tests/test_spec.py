@@ -8,6 +8,7 @@ from milr.base import spec
 
 
 def _write(tmp_path, text, name="f.py"):
+    tmp_path.mkdir(exist_ok=True)
     p = tmp_path / name
     p.write_text(text)
     return p
@@ -64,3 +65,11 @@ def test_is_spec_tells_a_function_from_a_name_or_a_file():
     assert all(spec.is_spec(v) for v in ("d.py:make", "/a/b.py:f", "pkg.mod:make_data"))
     assert not any(spec.is_spec(v) for v in ("gaussians", "x.npz", "d.py:", ":make",
                                              "C:\\data\\x.npz", "d.py:1x", None, 3))
+
+
+def test_one_content_at_two_paths_is_two_modules(tmp_path):
+    """A function that reads a file beside its own (`__file__`) reads its own directory's, even
+    where an identical file elsewhere was loaded first."""
+    text = "from pathlib import Path\n\n\ndef where():\n    return Path(__file__).parent\n"
+    a, b = _write(tmp_path, text, "a.py"), _write(tmp_path / "b", text, "a.py")
+    assert [spec.load(f"{p}:where", "--model").obj() for p in (a, b)] == [a.parent, b.parent]

@@ -55,11 +55,13 @@ def source_sha256(path: str | Path) -> str:
 
 
 def _module_from_file(path: Path, what: str, spec: str):
-    """Import a .py file under a name of its own (its content's hash), once per content."""
+    """Import a .py file under a name of its own (a hash of its path and content), once per
+    path and content: an edited file is a new module, and an identical file elsewhere another
+    (its `__file__` its own)."""
     if not path.is_file():
         raise ValueError(f"{what} {spec!r}: no such file {str(path)!r}")
-    digest = source_sha256(path)
-    module_name = f"_milr_user_{digest[:16]}"
+    key = hashlib.sha256(f"{path.resolve()}\0{source_sha256(path)}".encode()).hexdigest()
+    module_name = f"_milr_user_{key[:16]}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
@@ -201,7 +203,8 @@ def source_path(spec: str, what: str) -> Path:
 
 def identities(config) -> dict[str, str | None]:
     """The source hash of every spec among a config's SPEC_FIELDS (None where the field is
-    absent or names no code): what a result row and --json record beside the config."""
+    absent or names no code); a result records `data.lookup.identities`, where a dataset's is
+    that of its source and the arrays it returns."""
     out: dict[str, str | None] = {}
     for name in SPEC_FIELDS:
         value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
