@@ -91,3 +91,31 @@ class _Locked(nn.Linear):
 
 def holds_lock(depth, width, in_shape, classes):
     return nn.Sequential(nn.Flatten(), _Locked(math.prod(in_shape), classes))
+
+
+_CACHED: list[nn.Module] = []
+
+
+def cached(depth, width, in_shape, classes):
+    """One module built once and returned at every call: every seed would get its weights."""
+    if not _CACHED:
+        _CACHED.append(nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), classes)))
+    return _CACHED[0]
+
+
+def constant(depth, width, in_shape, classes):
+    """A new module at every call, but weights that ignore torch's random state."""
+    module = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), classes))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.fill_(0.01)
+    return module
+
+
+def constant_head(depth, width, in_shape, classes):
+    """Constant weights in one layer only: the members still differ."""
+    module = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), width), nn.ReLU(),
+                           nn.Linear(width, classes))
+    with torch.no_grad():
+        module[3].weight.fill_(0.01)
+    return module

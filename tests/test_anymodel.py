@@ -416,3 +416,38 @@ def test_a_models_threads_follow_its_counted_step(flat, images, monkeypatch):
     mlp = dict(depth=2, width=8)
     assert FuncTrainer(config(f"{EXAMPLES / 'mlp.py'}:make", **mlp), flat, dtype=F64
                        ).step_flops(2) == BatchedTrainer(config(None, **mlp), flat).step_flops(2)
+
+
+# --- seeds that are not seeds: one cached module, or weights that ignore torch's RNG ----------
+
+@pytest.mark.parametrize("name, words", [
+    ("cached", "returned the same module object for seeds 0 and 1"),
+    ("constant", "built identical initial parameters for seeds 0 and 1"),
+])
+def test_a_factory_whose_seeds_share_their_weights_is_refused(flat, name, words):
+    """All seeds would train one network: refused in one line before any training, since a
+    spread over seeds would claim more than the trials show."""
+    with pytest.raises(ValueError) as e:
+        FuncTrainer(config(f"factories:{name}", seeds=2), flat, dtype=F64)
+    assert words in str(e.value) and f"factories:{name}" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_pair_of_equal_seeds_is_found_among_many(flat, monkeypatch):
+    """Seeds 0 and 2 alike, 1 other: found whichever pair it is, not only against the first."""
+    real = Factory.build
+
+    def alike(self, seed):
+        return real(self, 0 if seed == 2 else seed)
+
+    monkeypatch.setattr(Factory, "build", alike)
+    with pytest.raises(ValueError, match="identical initial parameters for seeds 0 and 2"):
+        FuncTrainer(config("factories:layernorm", seeds=3), flat, dtype=F64)
+
+
+def test_one_seed_or_partly_constant_weights_pass(flat):
+    """One seed has nothing to be compared with (docs/protocol.md §2a); weights constant in one
+    layer but drawn in another differ between seeds."""
+    assert len(FuncTrainer(config("factories:constant", seeds=1), flat, dtype=F64).modules) == 1
+    assert len(FuncTrainer(config("factories:constant_head", seeds=3), flat,
+                           dtype=F64).modules) == 3

@@ -454,3 +454,76 @@ def test_plot_scan_refusals_are_one_line_and_exit_2(option, value, tmp_path, run
              "NO_SCAN_LOG": "holds no scan", "SEARCH_LOG": "search sweep's trials log"}
     assert named.get(value, value) in lines[0], lines[0]
     assert not (tmp_path / "s.png").exists()
+
+
+# --- issue 32 review (h-modelfix): user code whose identity would lie. A factory whose seeds share
+# their weights (one module it keeps, or constants: `--seeds 2`, since one seed has nothing to
+# compare); a PATH.py file importing a module beside it (model or data; not on sys.path); a data
+# function whose arrays changed under the same source since a sweep's rows were written (the
+# resume). Each: exit 2, one line naming the spec (or the column that changed).
+SIBLING_MODEL = ("from {m} import make_layer\n\n\ndef make(depth, width, in_shape, classes):\n"
+                 "    return make_layer(in_shape, classes)\n")
+SIBLING_DATA = "from {m} import arrays\n\n\ndef make():\n    return arrays()\n"
+READS_ARRAYS = ("from pathlib import Path\n\nimport numpy as np\n\n\ndef make():\n"
+                "    z = np.load(Path(__file__).with_name('arrays.npz'))\n"
+                "    return z['x'][:300], z['y'][:300], z['x'][300:], z['y'][300:]\n")
+MODELFIX_CASES = {  # case -> (command and options after the quick ones, what the line says)
+    "cached": (["estimate", "--model", "factories:cached", "--seeds", "2"],
+               "returned the same module object for seeds 0 and 1"),
+    "constant": (["estimate", "--model", "factories:constant", "--seeds", "2"],
+                 "identical initial parameters for seeds 0 and 1"),
+    "scan_cached": (["scan", "--model", "factories:cached", "--seeds", "2"],
+                    "returned the same module object"),
+    "sibling_model": (["estimate", "--model", "SIBLING_MODEL"], "must be self-contained"),
+    "sibling_data": (["estimate", "--data", "SIBLING_DATA", "--threshold", "0.6"],
+                     "must be self-contained"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODELFIX_CASES))
+def test_user_code_whose_identity_would_lie_is_one_line(case, tmp_path, run_milr):
+    extra, words = MODELFIX_CASES[case]
+    module = f"beside_{case}_{tmp_path.name[-12:].strip('_')}"  # not imported by another case
+    for i, value in enumerate(extra):
+        if value in ("SIBLING_MODEL", "SIBLING_DATA"):
+            (tmp_path / f"{module}.py").write_text(
+                "import math\n\nimport numpy as np\nfrom torch import nn\n\n\n"
+                "def make_layer(in_shape, classes):\n"
+                "    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), classes))"
+                "\n\n\ndef arrays():\n    x, y = np.ones((40, 3)), np.arange(40) % 2\n"
+                "    return x, y, x, y\n")
+            (tmp_path / "user.py").write_text(globals()[value].format(m=module))
+            extra = [*extra[:i], f"{tmp_path / 'user.py'}:make", *extra[i + 1:]]
+    command = extra[0]
+    code, _, err = run_milr([*base_args(command, tmp_path), *extra[1:]])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    spec = next(v for v in extra if ":" in v)
+    assert words in lines[0] and spec in lines[0], lines[0]
+
+
+def test_a_resume_on_other_data_from_the_same_source_is_one_line(tmp_path, run_milr,
+                                                                 monkeypatch):
+    import numpy as np
+
+    from milr.data import lookup
+
+    def save(shift):
+        y = np.arange(400) % 2
+        x = np.random.default_rng(0).standard_normal((400, 3)) + y[:, None]
+        np.savez(tmp_path / "arrays.npz", x=x + shift, y=y)
+
+    save(0.0)
+    (tmp_path / "d.py").write_text(READS_ARRAYS)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID + "threshold: 0.6\ndata: d.py:make\n")
+    out = str(tmp_path / "r.csv")
+    monkeypatch.setattr(lookup, "_CACHE", {})
+    code, _, err = run_milr(["sweep", str(grid), "--out", out])
+    assert code in (0, None), err
+    save(1.0)  # the same source, other arrays
+    monkeypatch.setattr(lookup, "_CACHE", {})  # a resume is a new process
+    code, _, err = run_milr(["sweep", str(grid), "--out", out, "--dry-run"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "was measured with dataset_sha256=" in lines[0] and "it changed" in lines[0], lines[0]

@@ -231,3 +231,116 @@ def test_a_path_with_brackets_is_printed_as_it_is(tmp_path, run_milr):
     code, out, err = run_milr(["estimate", "--data", target, *quick])
     assert code in (0, None) and "Traceback" not in err, err
     assert "[old]/[/]/d.py" in " ".join(out.split()).replace(" ", ""), out
+
+
+# --- the data's identity: the arrays returned, not only the function's source ------------------
+
+# The same source whatever it reads: the arrays come from a file beside it, or are drawn unseeded.
+READS_NPZ = """\
+from pathlib import Path
+
+import numpy as np
+
+
+def make():
+    z = np.load(Path(__file__).with_name("arrays.npz"))
+    return z["x"][:300], z["y"][:300], z["x"][300:], z["y"][300:]
+"""
+READS_NPY = """\
+from pathlib import Path
+
+import numpy as np
+
+
+def make():
+    here = Path(__file__).parent
+    x, y = np.asfortranarray(np.load(here / "x.npy")), np.load(here / "y.npy")
+    return x[:300], y[:300], x[300:], y[300:]
+"""
+UNSEEDED = DATA_PY.replace("default_rng(0)", "default_rng()")
+
+
+def save_arrays(where: Path, shift: float) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    np.savez(where / "arrays.npz", x=rng.standard_normal((400, 6)) + y[:, None] + shift, y=y)
+
+
+def test_the_recorded_identity_changes_with_the_data_a_function_reads(tmp_path, run_milr):
+    """One source, two data sets: `dataset_sha256` tells them apart (it hashed the source only,
+    so a resume or a fit would have mixed them)."""
+    target = write(tmp_path / "d.py", READS_NPZ)
+    got = []
+    for shift in (0.0, 0.5):
+        save_arrays(tmp_path, shift)
+        lookup._CACHE.clear()  # as a new process would
+        code, out, err = run_milr(["estimate", *QUICK, "--data", target])
+        assert code == 0, err
+        got.append(json.loads(out)["dataset_sha256"])
+    assert got[0] != got[1] and None not in got
+
+
+def test_the_identity_is_source_and_arrays_in_one_byte_order(tmp_path):
+    """dataset_sha256 as docs/protocol.md §8 defines it: SHA-256 over the source's hash, then per
+    array its name, little-endian dtype, shape and C-order bytes: the same values give the same
+    hash whatever byte order or memory layout the function returned them in."""
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    x = rng.standard_normal((400, 2, 3)) + y[:, None, None]
+    parts = (x[:300], y[:300], x[300:], y[300:])
+    np.save(tmp_path / "x.npy", x.astype(">f8"))  # big-endian, read back Fortran-ordered
+    np.save(tmp_path / "y.npy", y)
+    write(tmp_path / "n.py", READS_NPY)
+    cfg = EstimateConfig(depth=1, width=4, dataset=f"{tmp_path / 'n.py'}:make",
+                         threshold=0.9)
+    source = hashlib.sha256((tmp_path / "n.py").read_bytes()).hexdigest()
+    want = hashlib.sha256(source.encode())
+    for key, a in zip(("x_train", "y_train", "x_eval", "y_eval"), parts, strict=True):
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        want.update(f"\n{key} {a.dtype.str} {list(a.shape)}\n".encode() + a.tobytes())
+    assert lookup.identities(cfg)["dataset_sha256"] == want.hexdigest()
+    assert lookup.identities(EstimateConfig(depth=1, width=4)) == {"model_sha256": None,
+                                                                   "dataset_sha256": None}
+
+
+def test_a_resume_refuses_rows_of_other_data_from_the_same_source(tmp_path):
+    from milr.sweep.store import COLUMNS, StoreError
+
+    target = write(tmp_path / "d.py", READS_NPZ)
+    save_arrays(tmp_path, 0.0)
+    cfg = EstimateConfig(depth=1, width=4, dataset=target, threshold=0.9)
+    row = {c: "" for c in COLUMNS} | {k: "" if v is None else str(v)
+                                      for k, v in {**cfg.row(), **lookup.identities(cfg)}.items()}
+    store = ResultStore(tmp_path / "r.csv")
+    store.check_compatible([row], cfg)  # the same data: accepted
+    save_arrays(tmp_path, 0.5)
+    lookup._CACHE.clear()  # a resume is a new process
+    with pytest.raises(StoreError, match="dataset_sha256=.* changed"):
+        store.check_compatible([row], cfg)
+
+
+def fresh_workers(tasks):
+    """Tasks run here, each as in a new worker process: the data loaded again."""
+    from milr.sweep.tasks import run_task
+
+    for task in tasks:
+        lookup._CACHE.clear()
+        yield run_task(task)
+
+
+def test_a_worker_whose_data_differ_from_the_sweeps_refuses(tmp_path):
+    """An unseeded function gives each worker other data: the task refuses before it trains,
+    rather than rows of two data sets under one name in one file."""
+    grid = tmp_path / "grid.yaml"
+    write(tmp_path / "d.py", UNSEEDED)
+    grid.write_text("depths: [1]\nwidths: [4]\nseeds: 1\nsteps: 20\neval_every: 10\n"
+                    "device: cpu\nthreshold: 0.9\ndata: d.py:make\n")
+    with pytest.raises(ValueError, match=r"dataset '.*d.py:make' returned other data here than "
+                                         r"when the sweep began .*seed its randomness"):
+        sw.run_sweep(load_grid(grid), tmp_path / "r.csv", fresh_workers)
+    assert ResultStore(tmp_path / "r.csv").rows() == []
+    write(tmp_path / "d.py")  # seeded: every worker agrees
+    lookup._CACHE.clear()
+    assert len(sw.run_sweep(load_grid(grid), tmp_path / "r.csv", fresh_workers).rows) == 1

@@ -185,8 +185,8 @@ class Estimate:
     lambda1: dict[int, float | None] | None = None
     # per seed, (λ1, preconditioned λ1) as `sharpness.Sharpness` records, when asked for
     sharpness: list[tuple] = field(default_factory=list)
-    # the SHA-256 of the source of each config field naming user code (`spec.identities`:
-    # model_sha256, ...; None where it names none)
+    # the SHA-256 of the source of each config field naming user code, a dataset's of its
+    # source and arrays (`lookup.identities`: model_sha256, ...; None where it names none)
     code: dict = field(default_factory=dict)
 
     @property

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -28,6 +29,7 @@ class Loaded:
     name: str  # NAME, as the spec gives it
     path: str  # the source file, absolute (the spec's own, where a carried copy was read)
     sha256: str  # of the source file's bytes
+    beside: tuple[Path, ...] = ()  # a PATH.py's directories, whose modules it may not import
 
 
 def is_spec(value) -> bool:
@@ -54,27 +56,84 @@ def source_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _module_from_file(path: Path, what: str, spec: str):
-    """Import a .py file under a name of its own (its content's hash), once per content."""
+# Why a PATH.py file may not import the modules beside it, and what to do instead.
+ONE_FILE = ("a PATH.py:NAME file must be self-contained, since milr hashes and carries that one "
+            "file and not the modules beside it: put that code in the file, or install it as a "
+            "package and name it package.module:NAME")
+
+
+def _imported_from(directories: tuple[Path, ...], names) -> str | None:
+    """The first top-level module among `names` (dotted names too) that was imported from one
+    of `directories`, if any: a module or package lying beside a PATH.py file."""
+    for top in dict.fromkeys(str(n).partition(".")[0] for n in names):
+        module = sys.modules.get(top)
+        file = getattr(module, "__file__", None)
+        places = [Path(p).parent for p in getattr(module, "__path__", None) or []] or (
+            [Path(file).parent] if file else [])
+        if any(p.resolve() in directories for p in places):
+            return top
+    return None
+
+
+def _origin(value) -> str | None:
+    """The module a value of a namespace comes from (a module's own name), if it says."""
+    try:
+        name = value.__name__ if isinstance(value, ModuleType) else value.__module__
+    except Exception:  # an object without one, or whose attributes raise
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _beside(who: str, top: str) -> ValueError:
+    return ValueError(f"{who} imports {top!r}, a module beside it: {ONE_FILE}")
+
+
+def _sibling_import(who: str, directories: tuple[Path, ...], names) -> ValueError | None:
+    """The refusal (`ONE_FILE`) of a PATH.py file that imported one of `names` from beside it."""
+    top = _imported_from(directories, names) if directories else None
+    return None if top is None else _beside(who, top)
+
+
+def _user_error(e: BaseException, who: str, directories: tuple[Path, ...]) -> ValueError:
+    """What a user's code raised as one line; a module beside its file that it could not
+    import (not on sys.path), as the one-file rule."""
+    if isinstance(e, KeyboardInterrupt):
+        raise e
+    top = str(getattr(e, "name", None) or "").partition(".")[0]
+    if isinstance(e, ModuleNotFoundError) and top and any(
+            (d / f"{top}.py").is_file() or (d / top).is_dir() for d in directories):
+        return _beside(who, top)
+    return ValueError(f"{who} raised {type(e).__name__}: {e}")
+
+
+def _module_from_file(path: Path, what: str, spec: str, directories: tuple[Path, ...]):
+    """Import a .py file under a name of its own (a hash of its path and content), once per
+    path and content: an edited file is a new module, and an identical file elsewhere another
+    (its `__file__` its own). It may not import a module from `directories` (`ONE_FILE`)."""
     if not path.is_file():
         raise ValueError(f"{what} {spec!r}: no such file {str(path)!r}")
-    digest = source_sha256(path)
-    module_name = f"_milr_user_{digest[:16]}"
+    key = hashlib.sha256(f"{path.resolve()}\0{source_sha256(path)}".encode()).hexdigest()
+    module_name = f"_milr_user_{key[:16]}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:
         raise ValueError(f"{what} {spec!r}: {str(path)!r} cannot be imported as Python")
     module = importlib.util.module_from_spec(loader_spec)
+    before = set(sys.modules)
     sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
     except BaseException as e:  # the user's code: any failure is one line, never a traceback
         del sys.modules[module_name]
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        raise ValueError(f"{what} {spec!r}: importing it raised "
-                         f"{type(e).__name__}: {e}") from None
+        raise _user_error(e, f"{what} {spec!r}: importing it", directories) from None
+    # what it imported now, and the modules its names come from (imported before or now)
+    used = (set(sys.modules) - before) | {_origin(v) for v in vars(module).values()}
+    refusal = _sibling_import(f"{what} {spec!r}: it", directories,
+                              sorted(n for n in used - {module_name, None}))
+    if refusal is not None:
+        del sys.modules[module_name]
+        raise refusal
     return module
 
 
@@ -94,9 +153,11 @@ def load(spec: str, what: str) -> Loaded:
 
     `what` names the option in messages (e.g. "--model")."""
     where, name = split(spec, what)
+    beside: tuple[Path, ...] = ()
     if where.endswith(".py"):
         named, source = _named(where), _readable(where)  # the spec's file; where it is read
-        module = _module_from_file(source, what, spec)
+        beside = tuple(dict.fromkeys((named.parent, source.resolve().parent)))
+        module = _module_from_file(source, what, spec, beside)
     else:
         module = _module_from_name(where, what, spec)
         file = getattr(module, "__file__", None)
@@ -108,17 +169,22 @@ def load(spec: str, what: str) -> Loaded:
         raise ValueError(f"{what} {spec!r}: {where!r} defines no {name!r}")
     if not callable(obj):
         raise ValueError(f"{what} {spec!r}: {name!r} is a {type(obj).__name__}, not a function")
-    return Loaded(obj, name, str(named), source_sha256(source))
+    return Loaded(obj, name, str(named), source_sha256(source), beside)
 
 
 def call(loaded: Loaded, what: str, *args, **kwargs) -> Any:
-    """Call a loaded function; whatever it raises becomes one line naming it."""
+    """Call a loaded function; whatever it raises becomes one line naming it, and a module
+    beside a PATH.py file that the call imports is refused (`ONE_FILE`)."""
+    before = set(sys.modules)
     try:
-        return loaded.obj(*args, **kwargs)
+        out = loaded.obj(*args, **kwargs)
     except BaseException as e:
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        raise ValueError(f"{what} {loaded.name!r} raised {type(e).__name__}: {e}") from None
+        raise _user_error(e, f"{what} {loaded.name!r}", loaded.beside) from None
+    refusal = _sibling_import(f"{what} {loaded.name!r}", loaded.beside,
+                              sorted(set(sys.modules) - before))
+    if refusal is not None:
+        raise refusal
+    return out
 
 
 # --- a spec's file carried to another machine (a sweep's Ray tasks) ---------------------------
@@ -201,7 +267,8 @@ def source_path(spec: str, what: str) -> Path:
 
 def identities(config) -> dict[str, str | None]:
     """The source hash of every spec among a config's SPEC_FIELDS (None where the field is
-    absent or names no code): what a result row and --json record beside the config."""
+    absent or names no code); a result records `data.lookup.identities`, where a dataset's is
+    that of its source and the arrays it returns."""
     out: dict[str, str | None] = {}
     for name in SPEC_FIELDS:
         value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)

@@ -9,6 +9,7 @@ The synthetic Gaussian set needs no files at all.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import struct
 import tokenize
@@ -54,6 +55,7 @@ class Dataset:
     y_eval: torch.Tensor  # (M,)
     classes: int
     in_shape: tuple[int, ...] | None = None  # None: (n0,), the inputs as they are
+    sha256: str | None = None  # a function's data: `arrays_sha256`; None for any other set
 
     def __post_init__(self) -> None:
         shape = (self.n_inputs,) if self.in_shape is None else tuple(map(int, self.in_shape))
@@ -444,8 +446,22 @@ def from_function(loaded, spec: str) -> Dataset:
         raise DataError(f"dataset {spec!r} returned {got}; expected a tuple (x_train, y_train, "
                         "x_eval, y_eval) of tensors or numpy arrays")
     where = {k: f"dataset {spec!r} [{k}]" for k in KEYS}
-    arrays = (_numpy(v, where[k]) for v, k in zip(out, KEYS, strict=True))
-    return standardised(spec, *arrays, where=where)
+    arrays = [_numpy(v, where[k]) for v, k in zip(out, KEYS, strict=True)]
+    data = standardised(spec, *arrays, where=where)  # refuses what is not four numeric arrays
+    return replace(data, sha256=arrays_sha256(loaded.sha256, arrays))
+
+
+def arrays_sha256(source_sha256: str, arrays) -> str:
+    """The identity of the data a function returned, computed once as they are loaded: SHA-256
+    over its source's hash and, per array in KEYS' order, its name, dtype, shape and bytes, all
+    little-endian in C order, so that the same values hash alike in any process on any machine
+    and a function that reads a file or draws unseeded numbers cannot pass other data as its."""
+    digest = hashlib.sha256(source_sha256.encode())
+    for key, a in zip(KEYS, arrays, strict=True):
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        digest.update(f"\n{key} {a.dtype.str} {list(a.shape)}\n".encode())
+        digest.update(a.data)
+    return digest.hexdigest()
 
 
 def _numpy(value, what: str) -> np.ndarray:

@@ -222,6 +222,17 @@ def load_mnist1d(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     return standardised(name, **arrays, classes=10)
 
 
+def identities(cfg, data: Dataset | None = None) -> dict[str, str | None]:
+    """What a result records of the user code behind it (`spec.identities`), the data set's
+    that of the arrays its function returned (`Dataset.sha256`, source and arrays) where
+    cfg.dataset names one: of `data` (the data used), else of cfg.dataset loaded (cached)."""
+    code = specs.identities(cfg)
+    if specs.is_spec(cfg.dataset):
+        data = data or load(cfg.dataset, cfg.data_dir)
+        code[specs.sha256_column("dataset")] = data.sha256
+    return code
+
+
 _CACHE: dict[tuple, Dataset] = {}
 
 

@@ -19,9 +19,8 @@ from ..base.device import (
     versions,
 )
 from ..base.results import Estimate
-from ..base.spec import identities
 from ..data.formats import Dataset
-from ..data.lookup import load
+from ..data.lookup import identities, load
 from .search import Trainer, midpoint_used, search
 from .sharpness import plain_and_preconditioned
 from .train import BatchedTrainer
@@ -99,8 +98,8 @@ def estimate(cfg: EstimateConfig, data: Dataset | None = None,
     device = resolve_device(cfg.device)
     if full_eval is None:
         full_eval = full_eval_by_default(device.type) and trainer is None
-    code = identities(cfg)  # the source of any user code, before it runs
     data = data or load(cfg.dataset, cfg.data_dir)
+    code = identities(cfg, data)  # the user code and data behind it, before the code runs
     builtin = cfg.model is None  # the MLP's cost model: a model's cost is not known ahead
     probes = probes_per_round(cfg, device.type, data.n_inputs, data.classes) if builtin \
         else cfg.probes or 1

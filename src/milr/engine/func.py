@@ -3,7 +3,8 @@
 `--model PATH.py:NAME` names a function NAME(depth, width, in_shape, classes) -> nn.Module
 (`Factory`). Each seed's module is built once, under torch.manual_seed of the seed's weight
 stream (`seeding.member_seed(seed, WEIGHTS)`), so its own initialisation is used; a private copy
-is moved to the device and never the user's object. The members' tensors are stacked
+is moved to the device and never the user's object. Seeds whose modules are one object or have
+equal parameters are refused (`Distinct`). The members' tensors are stacked
 (`torch.func.stack_module_state`) and one step of all of them is `vmap(grad_and_value)` over
 `functional_call` (`Program`), the loss being the built-in engine's `loss_value`.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import traceback
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,13 +101,50 @@ class Factory:
     def private(self, seed: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """A copy of seed's module of our own on `device`, its floating tensors in `dtype`:
         the user's object is never moved, cast or trained."""
-        module = self.build(seed)
+        return self.own(self.build(seed), device, dtype)
+
+    def own(self, module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        """A copy of a module the factory returned, on `device` in `dtype`."""
         try:
             return copy.deepcopy(module).to(device=device, dtype=dtype)
         except Exception as e:  # a module holding what cannot be copied (a lock, a file, ...)
             raise ValueError(f"{MODEL} {self.spec!r}: its module cannot be copied "
                              f"({type(e).__name__}: {e}); milr trains copies and never the "
                              "module the factory returned") from None
+
+
+class Distinct:
+    """The members' initial modules told apart, seed by seed: a factory that returns one module
+    it keeps, or weights that ignore torch's random state (constants, a generator of its own),
+    would make every seed the same network, and a spread over seeds claim what no trial shows.
+    One seed has nothing to be compared with."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.returned: dict[int, weakref.ref] = {}  # seed -> the factory's object, while alive
+        self.prints: dict[tuple, list[tuple[int, nn.Module]]] = {}  # parameter sums -> modules
+
+    def check(self, seed: int, returned: nn.Module, module: nn.Module) -> None:
+        """Refuse seed's module (the factory's object, and our copy) where an earlier seed's
+        was the same object or had every parameter equal to it."""
+        for other, ref in self.returned.items():
+            if ref() is returned:
+                raise ValueError(
+                    f"{MODEL} {self.spec!r} returned the same module object for seeds {other} "
+                    f"and {seed} (one it keeps?): every seed would train the same network; "
+                    "build a new module at every call")
+        params = [p.detach() for p in module.parameters()]
+        key = tuple(float(p.sum()) for p in params)
+        for other, seen in self.prints.get(key, []):
+            if all(torch.equal(a, b.detach())
+                   for a, b in zip(params, seen.parameters(), strict=True)):
+                raise ValueError(
+                    f"{MODEL} {self.spec!r} built identical initial parameters for seeds "
+                    f"{other} and {seed}: its weights ignore torch's random state (constants, or "
+                    "a generator of its own), so the seeds would be one network; draw them from "
+                    "torch's default generator, which milr seeds per seed")
+        self.returned[seed] = weakref.ref(returned)
+        self.prints.setdefault(key, []).append((seed, module))
 
 
 class _Largest(TorchDispatchMode):
@@ -342,7 +381,9 @@ class FuncTrainer(BatchedTrainer):
         self.factory = factory or Factory.of(cfg, data)
         self.device, self.dtype = device or data.x_train.device, dtype
         self.modules: dict[int, nn.Module] = {}  # seed -> our copy of its module
-        first = self._module(cfg.seed)
+        self.distinct = Distinct(cfg.model)
+        # every seed's now: one that repeats another's weights is refused before any training
+        first = [self._module(s) for s in range(cfg.seed, cfg.seed + cfg.seeds)][0]
         self.program = Program(first, input_shape(data), cfg.loss, cfg.model,
                                self.factory.loaded.path, cfg.batch_size, eval_chunk)
         self.tensors = len(self.program.trainable)
@@ -354,9 +395,13 @@ class FuncTrainer(BatchedTrainer):
         self._probe()
 
     def _module(self, seed: int) -> nn.Module:
-        """Seed's module, built once (our own copy, on the device)."""
+        """Seed's module, built once (our own copy, on the device), told apart from every
+        other seed's (`Distinct`)."""
         if seed not in self.modules:
-            self.modules[seed] = self.factory.private(seed, self.device, self.dtype)
+            returned = self.factory.build(seed)
+            module = self.factory.own(returned, self.device, self.dtype)
+            self.distinct.check(seed, returned, module)
+            self.modules[seed] = module
         return self.modules[seed]
 
     def _members(self, seeds: list[int]) -> Stack:

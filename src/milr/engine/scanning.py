@@ -8,9 +8,8 @@ from collections.abc import Callable
 
 from ..base.config import EstimateConfig, ScanConfig, check_scan
 from ..base.device import device_name, num_threads, resolve_device, synchronize, versions
-from ..base.spec import identities
 from ..data.formats import Dataset
-from ..data.lookup import load
+from ..data.lookup import identities, load
 from .estimation import default_trainer, on_device, training_threads
 from .scan import ScanResult, analyse, scan_grid
 
@@ -26,9 +25,9 @@ def scan(cfg: EstimateConfig, scfg: ScanConfig | None = None, data: Dataset | No
     lrs = scan_grid(cfg.lr_min, cfg.lr_max, scfg.points_per_octave)
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     device = resolve_device(cfg.device)
-    code = identities(cfg)  # the source of any user code, before it runs
-    data = on_device(cfg, data or load(cfg.dataset, cfg.data_dir), device,
-                     len(lrs) * len(seeds))
+    data = data or load(cfg.dataset, cfg.data_dir)
+    code = identities(cfg, data)  # the user code and data behind it, before the code runs
+    data = on_device(cfg, data, device, len(lrs) * len(seeds))
     start = time.perf_counter()
     trainer = default_trainer(cfg, data, device, full_eval=True, full_budget=True)
     with num_threads(training_threads(cfg, device, data, len(lrs) * len(seeds), trainer)):

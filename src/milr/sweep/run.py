@@ -20,6 +20,7 @@ from pathlib import Path
 from ..base.config import EstimateConfig
 from ..base.cost import scan_bound_tflop, search_bound_tflop
 from ..base.results import aggregate, ok_values
+from ..data.lookup import identities
 from .executors import Runner, local_runner
 from .grid import Grid
 from .store import (
@@ -297,7 +298,9 @@ def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool | None = 
              ) -> Iterator[TaskConfig]:
     """Each task's config, made when the executor asks for it (every executor asks for the next
     one only when it can start it): a warm-started one then sees every row stored so far."""
-    carried = sources(grid.config(*grid.cells[0])) if plan.tasks else ()
+    first = grid.config(*grid.cells[0])
+    carried = sources(first) if plan.tasks else ()
+    code = identities(first) if plan.tasks else None  # what every task must reproduce
     for task in plan.tasks:
         cfg = task_config(grid, task)
         if grid.warm_start:
@@ -308,7 +311,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool | None = 
                 up = 10 ** (1 / cfg.grid_per_decade)
                 cfg = EstimateConfig(**{**cfg.row(), "lr_start": guess * up})
         yield TaskConfig(cfg, grid.config(task.depth, task.width).seeds, grid.lambda1_samples,
-                         full_eval, carried, grid.scan)
+                         full_eval, carried, grid.scan, code)
 
 
 def _run(grid: Grid, plan: Plan, runner: Runner,

@@ -34,7 +34,8 @@ from pathlib import Path
 from ..base.config import FIXED_FIELDS, SCAN_FIELDS, EstimateConfig
 from ..base.files import check_regular, fsync_dir
 from ..base.results import json_safe
-from ..base.spec import SPEC_FIELDS, identities, sha256_column
+from ..base.spec import SPEC_FIELDS, sha256_column
+from ..data.lookup import identities
 from ..engine.scan import ROW_FIELDS
 
 # The source hash of each config field that may name user code (model, ...): a resume or a fit
@@ -337,7 +338,10 @@ class ResultStore:
             raise StoreError(f"{self.path} holds the rows of a {self.found} sweep but the grid "
                              f"has measure: {self.measure}; one results file holds one "
                              "measure: use another --out")
-        want = {**cfg.row(), **identities(cfg), **(asdict(scan) if scan else {})}
+        # the code's and data's identities only where rows need them: a dataset function is
+        # called for them (`lookup.identities`)
+        want = {**cfg.row(), **(identities(cfg) if rows else {}),
+                **(asdict(scan) if scan else {})}
         fixed = (*FIXED_FIELDS, *(SCAN_FIELDS if scan else ()))
         for name in FIXED_FIELDS:
             if name not in self.columns and not _same(LEGACY_VALUES[name], want[name]):
@@ -356,8 +360,9 @@ class ResultStore:
                 if not _same(row[name], want[name]):
                     raise StoreError(
                         f"{self.path} line {n} was measured with {name}="
-                        f"{row[name] or 'None'} but that code's source now has "
-                        f"{want[name] or 'None'}: it changed; use another --out or restore it")
+                        f"{row[name] or 'None'} but it is now {want[name] or 'None'} (the "
+                        "code's SHA-256, a dataset's of its code and the data it returns): it "
+                        "changed; use another --out or restore it")
             if scan is None:
                 self._check_samples(n, row, lambda1_samples)
 
