@@ -793,7 +793,14 @@ def read_scans(paths: list[str]) -> tuple[list[ScanView], list[str]]:
 
 def _scans_in(text: str, path: str, notes: list[str]) -> list[ScanView]:
     """The scans of one file's text: one JSON document, or a log's records (JSON lines)."""
-    from ..sweep.store import LOG_HEADER, log_measure, parse_trials, trial_key
+    from ..sweep.store import (
+        LOG_HEADER,
+        counted_rows,
+        log_measure,
+        parse_trials,
+        scan_seeds,
+        trial_key,
+    )
 
     try:
         doc = json.loads(text)
@@ -811,11 +818,11 @@ def _scans_in(text: str, path: str, notes: list[str]) -> list[ScanView]:
     if log_measure(header, records) == "search":
         raise PlotError(f"{path} is a search sweep's trials log, not a scan's: draw it with "
                         "milr plot search")
-    last = {trial_key(rec): (n, rec) for n, rec in records}  # a rerun's record counts
-    if len(last) < len(records):
-        notes.append(f"{path}: {len(records) - len(last)} record(s) superseded by a rerun of "
-                     "the same cell: left out")
-    return [_scan_view(rec, f"{path} line {n}") for n, rec in last.values()]
+    counted = counted_rows(records, lambda nr: trial_key(nr[1]), lambda nr: scan_seeds(nr[1]))
+    if len(counted) < len(records):
+        notes.append(f"{path}: {len(records) - len(counted)} record(s) superseded by another "
+                     "scan of the same cell (the one of most seeds counts): left out")
+    return [_scan_view(rec, f"{path} line {n}") for n, rec in counted]
 
 
 def _scan_view(doc: dict, where: str) -> ScanView:
@@ -879,16 +886,36 @@ def check_scans(scans: list[ScanView], by: str | None, compare_by: str | None,
     return by or (varies[0] if varies else "width"), objective or next(iter(seen))
 
 
+def drawable(scans: list[ScanView], objective: str) -> tuple[list[ScanView], list[str]]:
+    """The scans with a finite median `objective` at some rate, and a note naming each other
+    one (every rate's median diverged: no curve, nothing a log axis can hold), left out;
+    refused in one line where none is left."""
+    kept, notes = [], []
+    for s in scans:
+        if np.isfinite(_rate_values(s, objective)[1][:, 0]).any():
+            kept.append(s)
+        else:
+            notes.append(f"{s.source}: depth {s.setting('depth')} × width {s.setting('width')} "
+                         f"has no finite {objective} at any rate (η_opt "
+                         f"{s.doc['optimum']['status']}): left out of the figure")
+    if not kept:
+        shown = ", ".join(s.source for s in scans[:3]) + (" ..." if len(scans) > 3 else "")
+        raise PlotError(f"nothing to draw: no scan has a finite {objective} at any rate (every "
+                        f"rate's median diverged in {shown}); lower lr_min and scan again")
+    return kept, notes
+
+
 def _one_protocol(scans: list[ScanView], compare_by: str | None) -> None:
     """Refuse scans of different protocols as `milr fit` refuses rows (`table.protocol_split`,
     over the settings every scan records), but on the compared setting and those tied to it
-    (TIED_FIELDS); depth and width are free, as in a sweep."""
-    from ..base.config import TIED_FIELDS
+    (TIED_FIELDS); depth, width and the rate grid are free, as a sweep's cells and rescans."""
+    from ..base.config import SCAN_GRID_FIELDS, TIED_FIELDS
     from .table import protocol_split
 
     settings = [s.protocol() for s in scans]
     known = set.intersection(*(set(p) for p in settings))
-    exempt = (compare_by, *TIED_FIELDS.get(compare_by, ())) if compare_by else ()
+    exempt = (*SCAN_GRID_FIELDS, *((compare_by, *TIED_FIELDS.get(compare_by, ()))
+                                   if compare_by else ()))
     split = protocol_split([{k: v for k, v in p.items() if k in known} for p in settings],
                            exempt)
     if split is None:
@@ -897,8 +924,23 @@ def _one_protocol(scans: list[ScanView], compare_by: str | None) -> None:
     shown = " and ".join(f"{name}={text[v]} ({', '.join(scans[i].source for i in idx[:2])}"
                          f"{' ...' if len(idx) > 2 else ''})"
                          for v, idx in list(where.items())[:4])
-    raise PlotError(f"scans of different protocols: {shown}: not one quantity; draw one {name} "
-                    f"per figure, or side by side with --compare-by {name}")
+    setting, splits = _compared_setting(scans, name)
+    raise PlotError(f"scans of different protocols: {shown}: not one quantity; draw one "
+                    f"{setting} per figure" + (f", or side by side with --compare-by {setting}"
+                                               if splits else ""))
+
+
+def _compared_setting(scans: list[ScanView], name: str) -> tuple[str, bool]:
+    """The setting the scans differ in where they differ in column `name` (a code hash's:
+    its spec) and whether `--compare-by` it would split them (a spec written alike over other
+    code would not)."""
+    from .table import SPEC_HASHES
+
+    setting = next((f for f, column in SPEC_HASHES.items() if column == name), name)
+    try:
+        return setting, len({str(s.setting(setting)) for s in scans}) > 1
+    except KeyError:
+        return setting, False
 
 
 def _setting(s: ScanView, key: str):

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
-from ..base.config import FIXED_FIELDS, SCAN_FIELDS, FitConfig
+from ..base.config import FIXED_FIELDS, SCAN_FIELDS, SCAN_GRID_FIELDS, FitConfig
 from ..base.expr import compile_filter
 from ..base.files import check_regular
 from ..base.results import STATUSES, Cell, aggregate, ok_values
+from ..base.spec import SPEC_FIELDS, sha256_column
 from ..engine.scan import STATUS_MEANINGS, STATUS_OF
-from ..sweep.store import CODE_FIELDS, counted_rows, json_lines, row_key
+from ..sweep.store import CODE_FIELDS, counted_rows, is_scan_row, json_lines, row_key
 
 
 class FitError(ValueError):
@@ -38,6 +39,9 @@ class Row(Mapping):
 
     def __iter__(self):
         return iter(self._index)
+
+    def __contains__(self, key) -> bool:  # without Mapping's raise and catch, once per row
+        return key in self._index
 
     def __len__(self) -> int:
         return len(self._index)
@@ -310,7 +314,8 @@ PROTOCOL_FIELDS = (*FIXED_FIELDS, *SCAN_FIELDS, *CODE_FIELDS)
 def protocol_split(rows: list, exempt=(), distinct: dict | None = None):
     """The first of PROTOCOL_FIELDS (not `exempt`, and in rows[0]) on which rows differ: (its
     name, the indices of the rows of each setting, each setting as first written); None where
-    they all agree. `distinct`: values already seen per column (one value: no split there)."""
+    they all agree (a spec by its code: `_compared`). `distinct`: values already seen per
+    column (one value: no split there)."""
     for name in PROTOCOL_FIELDS:
         if name in exempt or not rows or name not in rows[0]:
             continue
@@ -320,8 +325,9 @@ def protocol_split(rows: list, exempt=(), distinct: dict | None = None):
         where: dict[object, list[int]] = {}
         text: dict[object, str] = {}
         for i, r in enumerate(rows):
-            where.setdefault(_setting(r[name]), []).append(i)
-            text.setdefault(_setting(r[name]), r[name] or "None")
+            value = _compared(r, name)
+            where.setdefault(value, []).append(i)
+            text.setdefault(value, r[name] or "None")
         if len(where) > 1:
             return name, where, text
     return None
@@ -329,11 +335,13 @@ def protocol_split(rows: list, exempt=(), distinct: dict | None = None):
 
 def one_protocol(rows: list[dict], source: str = "results") -> None:
     """Refuse rows measured under different protocols (`protocol_split`, e.g. steps 100 and
-    400): their η* are different quantities, and a sweep refuses to mix them. Superseded rows
-    count too: which protocol's row came last must not choose the fit."""
+    400): their η* are different quantities, and a sweep refuses to mix them; a scan's grid
+    may differ (SCAN_GRID_FIELDS). Superseded rows count too: which protocol's row came last
+    must not choose the fit."""
     distinct = getattr(rows, "distinct", {})
     rows = getattr(rows, "every", None) or rows
-    split = protocol_split(rows, distinct=distinct)
+    grid = SCAN_GRID_FIELDS if rows and is_scan_row(rows[0]) else ()
+    split = protocol_split(rows, grid, distinct)
     if split is None:
         return
     name, where, text = split
@@ -342,6 +350,20 @@ def one_protocol(rows: list[dict], source: str = "results") -> None:
                          for v, ls in list(lines.items())[:4])
     raise FitError(f"{source}: rows measured under different protocols: {shown}; fit "
                    f"one {name} at a time (keep its rows in a file of their own)")
+
+
+# spec field -> the column of its code's hash
+SPEC_HASHES = {name: sha256_column(name) for name in SPEC_FIELDS}
+
+
+def _compared(row, name: str):
+    """A row's value of `name` as rows are compared on it: a setting; a spec, where the row
+    holds its code's hash (compared in its own column), by its function's name alone, so that
+    one file under two paths (a sweep records the path resolved, `milr scan` the one typed) is
+    one protocol."""
+    if name in SPEC_HASHES and row.get(SPEC_HASHES[name]):
+        return "code", str(row[name]).rpartition(":")[2]
+    return _setting(row[name])
 
 
 def _setting(text):

@@ -10,7 +10,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from types import SimpleNamespace
 
-from .spec import SPEC_FIELDS, is_spec  # noqa: F401 - SPEC_FIELDS re-exported
+from .spec import SPEC_FIELDS, is_spec, sha256_column  # noqa: F401 - SPEC_FIELDS re-exported
 
 # Data sets known by name (milr.data loads them); any other `dataset` must be a .npz path or
 # a user's function, PATH.py:NAME or package.module:NAME (README: Data).
@@ -44,11 +44,6 @@ OPTIMIZER_PARAMS = {"momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9}
                     "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
                     "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}
 PARAMETRIZATIONS = ("sp", "ntk", "mup")
-# The fields whose values follow from another's (its defaults, or what it requires): where that
-# one differs on purpose (`milr plot scan --compare-by`), these may differ with it.
-TIED_FIELDS = {"optimizer": (*dict.fromkeys(p for ps in OPTIMIZER_PARAMS.values() for p in ps),
-                             "lr_min", "lr_max"),
-               "parametrization": ("base_width",)}
 ARCHITECTURES = ("mlp", "residual")
 ACTIVATIONS = ("relu", "tanh", "linear", "abs")
 # The residual branches' forward multiplier α as a function of the number of blocks L.
@@ -388,6 +383,15 @@ MLP_ONLY = {"output_init": "fan-in", "parametrization": "sp", "output_lr_scale":
             "architecture": "mlp", "activation": "relu", "branch_scale": "none",
             "block_lr_depth_exponent": 0.0}
 INPUT_LR_SCALE = 0.1  # the built-in MLP's default (the paper's condition (ii))
+# The fields whose values follow from another's (its defaults, or what it requires): where that
+# one differs on purpose (`milr plot scan --compare-by`), these may differ with it. A dataset
+# brings its code's hash and its default threshold; a model its hash and the MLP's own options
+# (their defaults, input_lr_scale 1 rather than 0.1, against an MLP set otherwise).
+TIED_FIELDS = {"optimizer": (*dict.fromkeys(p for ps in OPTIMIZER_PARAMS.values() for p in ps),
+                             "lr_min", "lr_max"),
+               "parametrization": ("base_width",),
+               "dataset": (sha256_column("dataset"), "data_dir", "threshold"),
+               "model": (sha256_column("model"), "input_lr_scale", *MLP_ONLY, "base_width")}
 
 
 def _check_model(cfg) -> None:
@@ -511,6 +515,9 @@ class ScanConfig:
 # scan of all its seeds; and the keys a scan grid adds, ScanConfig's.
 MEASURES = ("search", "scan")
 SCAN_FIELDS = tuple(f.name for f in fields(ScanConfig))
+# A scan's grid: where it looks for η_opt, not what it measures (an `ok` η_opt lies inside any
+# grid that resolves it), so `milr plot scan` and `milr fit` take scans of different grids.
+SCAN_GRID_FIELDS = ("lr_min", "lr_max", "points_per_octave")
 
 
 def check_scan(cfg: EstimateConfig) -> None:

@@ -98,6 +98,8 @@ def scan_cmd(
         scans, notes = plot.read_scans(files)
         key = compare_by or ("parametrization" if compare else None)
         by, objective = plot.check_scans(scans, by, key, objective)
+        scans, left_out = plot.drawable(scans, objective)
+        notes += left_out
         path = plot.save(plot.scan_figure(scans, by, objective, key), path)
     except (ValueError, OSError) as e:
         fail(e)

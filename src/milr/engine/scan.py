@@ -32,7 +32,8 @@ OPT_STATUSES = {
           f"(none with fewer than {MIN_INTERVAL_SEEDS} seeds)",
     "flat": "no interior minimum resolved: the best median lies at an end of the grid, the "
             "three points around it are level, or resampling the seeds puts the minimum at an "
-            "end of the grid (the 95% interval reaches it)",
+            "end of the grid (the 95% interval, before any widening to a diverged neighbour, "
+            "reaches it)",
     "all_diverged": "every run of the grid diverged",
 }
 # A seed's stability edge: ok, or where the grid does not bracket its first divergence.

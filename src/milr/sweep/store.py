@@ -9,7 +9,8 @@ Rules that keep it safe:
   exists) is held for the whole run, so a symlink or hard link to the file cannot write it at the
   same time. Only its holder repairs a half-written last line.
 - Rows are only appended. A seed may have several rows (an `unfinished` seed is rerun on resume);
-  the last row of a (depth, width, seed) is the one that counts (`counted_rows`).
+  the last row of a (depth, width, seed) is the one that counts, of a scan's cell the last of
+  most seeds (`counted_rows`).
 - Files of an older milr lack some columns (`LEGACY_VALUES`); they are read with the value that
   version implied, and new rows are appended in the file's own columns (the file is never
   rewritten). Such a file can only be resumed with those settings at their old values.
@@ -101,10 +102,35 @@ def row_key(row: dict) -> tuple[int, int, int]:
     return int(row["depth"]), int(row["width"]), int(row["seed"])
 
 
-def counted_rows(rows: list[dict], key: Callable[[dict], tuple] = row_key) -> list[dict]:
-    """The row that counts per (depth, width, seed), by `key`: the last one (a rerun appends,
-    never edits), in the order the seeds first appear."""
-    return list({key(r): r for r in rows}.values())
+def is_scan_row(row) -> bool:
+    """Whether a results row (or log record) is a scan's, not a search's."""
+    return "eta_opt_status" in row
+
+
+def scan_seeds(row) -> int:
+    """How many seeds a scan's row (or log record) holds, its rank among its cell's rows
+    (`counted_rows`); 0 for a search's row, one seed each."""
+    if not is_scan_row(row):
+        return 0
+    n = row["seeds"]  # a results row's count, a log record's list of seeds
+    try:
+        return len(n) if isinstance(n, list) else int(n)
+    except (TypeError, ValueError):
+        return 0
+
+
+def counted_rows(rows: list, key: Callable[[dict], tuple] = row_key,
+                 rank: Callable[[dict], int] = scan_seeds) -> list:
+    """The row that counts per (depth, width, seed), by `key`, in the order the seeds first
+    appear: the one of highest `rank`, the last among equals (a rerun appends, never edits).
+    A search's rows rank equal, so its last counts; a scan's rank by seeds: a cell scanned
+    with 3 seeds, then 2, then 3 again (which scans nothing) counts its 3-seed row."""
+    best: dict = {}
+    for r in rows:
+        k = key(r)
+        if k not in best or rank(r) >= rank(best[k]):
+            best[k] = r
+    return list(best.values())
 
 
 def done_keys(rows: list[dict]) -> set[tuple[int, int, int]]:
