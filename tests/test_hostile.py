@@ -502,6 +502,8 @@ def test_user_code_whose_identity_would_lie_is_one_line(case, tmp_path, run_milr
 
 def test_a_resume_on_other_data_from_the_same_source_is_one_line(tmp_path, run_milr,
                                                                  monkeypatch):
+    from pathlib import Path
+
     import numpy as np
 
     from milr.data import lookup
@@ -520,11 +522,64 @@ def test_a_resume_on_other_data_from_the_same_source_is_one_line(tmp_path, run_m
     code, _, err = run_milr(["sweep", str(grid), "--out", out])
     assert code in (0, None), err
     save(1.0)  # the same source, other arrays
+    grid.write_text(GRID.replace("widths: [4]", "widths: [4, 5]") + "threshold: 0.6\n"
+                    "data: d.py:make\n")  # a cell still to run
+    before = Path(out).read_bytes()
     monkeypatch.setattr(lookup, "_CACHE", {})  # a resume is a new process
-    code, _, err = run_milr(["sweep", str(grid), "--out", out, "--dry-run"])
+    code, _, err = run_milr(["sweep", str(grid), "--out", out])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "was measured with dataset_sha256=" in lines[0] and "it changed" in lines[0], lines[0]
+    assert Path(out).read_bytes() == before
+
+
+def test_a_dry_run_calls_no_data_function(tmp_path, run_milr, monkeypatch):
+    """A dry run trains nothing and loads nothing: its resume check leaves the data's hash to
+    the run, and one note says so."""
+    from milr.data import lookup
+
+    calls = tmp_path / "calls"
+    (tmp_path / "d.py").write_text(
+        "from pathlib import Path\n\nimport numpy as np\n\n\ndef make():\n"
+        f"    with open({str(calls)!r}, 'a') as f:\n        f.write('x')\n"
+        "    y = np.arange(200) % 2\n    x = np.ones((200, 3)) * y[:, None]\n"
+        "    return x, y, x, y\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID + "threshold: 0.6\ndata: d.py:make\n")
+    out = str(tmp_path / "r.csv")
+    monkeypatch.setattr(lookup, "_CACHE", {})
+    assert run_milr(["sweep", str(grid), "--out", out])[0] in (0, None)
+    monkeypatch.setattr(lookup, "_CACHE", {})  # a new process
+    called = calls.read_text()
+    code, _, err = run_milr(["sweep", str(grid), "--out", out, "--dry-run"])
+    assert code in (0, None) and calls.read_text() == called, err
+    assert "dataset_sha256 (the data function's arrays) is compared when the sweep runs" in err
+
+
+def test_a_sweep_whose_tasks_run_elsewhere_keeps_no_arrays(tmp_path, run_milr, monkeypatch):
+    """Worker processes (or Ray) load the data themselves: the sweep's own process keeps only
+    its hash, not the arrays, while they run."""
+    import numpy as np
+
+    from milr.data import lookup
+    from milr.sweep import executors
+
+    (tmp_path / "d.py").write_text(READS_ARRAYS)
+    y = np.arange(400) % 2
+    np.savez(tmp_path / "arrays.npz", x=np.ones((400, 3)) * y[:, None], y=y)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID + "threshold: 0.6\ndata: d.py:make\n")
+    held = []
+
+    def elsewhere(tasks):  # a runner of another process, run here: what we hold as it starts
+        for task in tasks:
+            held.append(len(lookup._CACHE))
+            yield from executors.local_runner([task])
+
+    monkeypatch.setattr(lookup, "_CACHE", {})
+    monkeypatch.setattr(executors, "make_runner", lambda *a: elsewhere)
+    code, _, err = run_milr(["sweep", str(grid), "--out", str(tmp_path / "r.csv")])
+    assert code in (0, None) and held == [0], err
 
 
 @pytest.mark.parametrize("command", ["estimate", "scan", "sharpness", "sweep"])
