@@ -104,7 +104,8 @@ def cached(depth, width, in_shape, classes):
 
 
 def constant(depth, width, in_shape, classes):
-    """A new module at every call, but weights that ignore torch's random state."""
+    """A new module at every call, but weights that ignore torch's random state (as a loaded
+    checkpoint's do): the seeds differ in data order and dropout only."""
     module = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), classes))
     with torch.no_grad():
         for p in module.parameters():
@@ -119,3 +120,22 @@ def constant_head(depth, width, in_shape, classes):
     with torch.no_grad():
         module[3].weight.fill_(0.01)
     return module
+
+
+class _RandomFeatures(nn.Module):
+    """A random projection kept as a buffer (drawn per seed), a head of zeros."""
+
+    def __init__(self, n, width, classes):
+        super().__init__()
+        self.register_buffer("proj", torch.randn(n, width) / math.sqrt(n))
+        self.head = nn.Linear(width, classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        return self.head(torch.relu(x.flatten(1) @ self.proj))
+
+
+def random_features(depth, width, in_shape, classes):
+    """Equal parameters at every seed, but a buffer drawn from torch's random state."""
+    return _RandomFeatures(math.prod(in_shape), width, classes)

@@ -418,22 +418,45 @@ def test_a_models_threads_follow_its_counted_step(flat, images, monkeypatch):
                        ).step_flops(2) == BatchedTrainer(config(None, **mlp), flat).step_flops(2)
 
 
-# --- seeds that are not seeds: one cached module, or weights that ignore torch's RNG ----------
+# --- seeds that are one module (refused) or start from identical weights (noted) --------------
 
-@pytest.mark.parametrize("name, words", [
-    ("cached", "returned the same module object for seeds 0 and 1"),
-    ("constant", "built identical initial parameters for seeds 0 and 1"),
-])
-def test_a_factory_whose_seeds_share_their_weights_is_refused(flat, name, words):
-    """All seeds would train one network: refused in one line before any training, since a
-    spread over seeds would claim more than the trials show."""
+NOTE = "built identical initial weights (parameters and buffers) for seeds"
+
+
+def test_a_factory_returning_one_module_it_keeps_is_refused(flat):
+    """Every member would alias one object: refused in one line before any training."""
     with pytest.raises(ValueError) as e:
-        FuncTrainer(config(f"factories:{name}", seeds=2), flat, dtype=F64)
-    assert words in str(e.value) and f"factories:{name}" in str(e.value)
-    assert "\n" not in str(e.value)
+        FuncTrainer(config("factories:cached", seeds=2), flat, dtype=F64)
+    assert "returned the same module object for seeds 0 and 1" in str(e.value)
+    assert "factories:cached" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_pair_of_equal_seeds_is_found_among_many(flat, monkeypatch):
+@pytest.fixture
+def noted(monkeypatch, capsys):
+    """The note's stderr, from a process that has noted nothing yet."""
+    from milr.engine import func
+
+    monkeypatch.setattr(func, "NOTED", set(), raising=False)
+    capsys.readouterr()
+    return lambda: capsys.readouterr().err
+
+
+def test_seeds_of_identical_weights_are_noted_once_and_run(flat, noted):
+    """A checkpoint, zeros, constants: the seeds still differ in data order and dropout, so the
+    run goes on (docs/protocol.md §2a) with one line saying the spread is not initialisation's;
+    a second trainer of the same cell (the λ1 of the same run) does not repeat it."""
+    cfg = config("factories:constant", seeds=3)
+    t = FuncTrainer(cfg, flat, dtype=F64)
+    assert len(t.modules) == 3
+    err = noted()
+    assert err.count("\n") == 1 and f"{NOTE} 0 and 1 at depth 1, width 4" in err, err
+    FuncTrainer(cfg, flat, dtype=F64)
+    assert noted() == ""
+    FuncTrainer(config("factories:constant", seeds=2, width=5), flat, dtype=F64)
+    assert "width 5" in noted()
+
+
+def test_a_pair_of_equal_seeds_is_found_among_many(flat, monkeypatch, noted):
     """Seeds 0 and 2 alike, 1 other: found whichever pair it is, not only against the first."""
     real = Factory.build
 
@@ -441,13 +464,28 @@ def test_a_pair_of_equal_seeds_is_found_among_many(flat, monkeypatch):
         return real(self, 0 if seed == 2 else seed)
 
     monkeypatch.setattr(Factory, "build", alike)
-    with pytest.raises(ValueError, match="identical initial parameters for seeds 0 and 2"):
-        FuncTrainer(config("factories:layernorm", seeds=3), flat, dtype=F64)
+    FuncTrainer(config("factories:layernorm", seeds=3), flat, dtype=F64)
+    assert f"{NOTE} 0 and 2" in noted()
 
 
-def test_one_seed_or_partly_constant_weights_pass(flat):
-    """One seed has nothing to be compared with (docs/protocol.md §2a); weights constant in one
-    layer but drawn in another differ between seeds."""
-    assert len(FuncTrainer(config("factories:constant", seeds=1), flat, dtype=F64).modules) == 1
-    assert len(FuncTrainer(config("factories:constant_head", seeds=3), flat,
-                           dtype=F64).modules) == 3
+@pytest.mark.parametrize("name, seeds", [("constant", 1), ("constant_head", 3),
+                                         ("random_features", 3)])
+def test_one_seed_or_weights_drawn_anywhere_are_not_noted(flat, noted, name, seeds):
+    """One seed has nothing to be compared with; weights drawn in one layer, or in a buffer
+    (random features under a head of zeros), differ between seeds."""
+    assert len(FuncTrainer(config(f"factories:{name}", seeds=seeds), flat,
+                           dtype=F64).modules) == seeds
+    assert noted() == ""
+
+
+def test_sharpness_tells_its_seeds_apart_as_a_search_does(flat, noted):
+    """milr sharpness --model builds a seed at a time: its seeds are checked up front too."""
+    from milr.engine.sharpness import sharpness_seeds
+
+    kw = dict(depth=1, width=4, device="cpu", seeds=2)
+    scfg = SharpnessConfig(samples=16)
+    with pytest.raises(ValueError, match="returned the same module object for seeds 0 and 1"):
+        sharpness_seeds(NetworkConfig(model="factories:cached", **kw), scfg, flat)
+    assert len(sharpness_seeds(NetworkConfig(model="factories:constant", **kw), scfg,
+                               flat)) == 2
+    assert f"{NOTE} 0 and 1" in noted()

@@ -456,11 +456,11 @@ def test_plot_scan_refusals_are_one_line_and_exit_2(option, value, tmp_path, run
     assert not (tmp_path / "s.png").exists()
 
 
-# --- issue 32 review (h-modelfix): user code whose identity would lie. A factory whose seeds share
-# their weights (one module it keeps, or constants: `--seeds 2`, since one seed has nothing to
-# compare); a PATH.py file importing a module beside it (model or data; not on sys.path); a data
-# function whose arrays changed under the same source since a sweep's rows were written (the
-# resume). Each: exit 2, one line naming the spec (or the column that changed).
+# --- issue 32 review (h-modelfix): user code whose identity would lie. A factory whose seeds are
+# one module (one it keeps: `--seeds 2`, since one seed has nothing to compare); a PATH.py file
+# importing a module beside it (model or data; not on sys.path); a data function whose arrays
+# changed under the same source since a sweep's rows were written (the resume). Each: exit 2,
+# one line naming the spec (or the column that changed).
 SIBLING_MODEL = ("from {m} import make_layer\n\n\ndef make(depth, width, in_shape, classes):\n"
                  "    return make_layer(in_shape, classes)\n")
 SIBLING_DATA = "from {m} import arrays\n\n\ndef make():\n    return arrays()\n"
@@ -470,8 +470,6 @@ READS_ARRAYS = ("from pathlib import Path\n\nimport numpy as np\n\n\ndef make():
 MODELFIX_CASES = {  # case -> (command and options after the quick ones, what the line says)
     "cached": (["estimate", "--model", "factories:cached", "--seeds", "2"],
                "returned the same module object for seeds 0 and 1"),
-    "constant": (["estimate", "--model", "factories:constant", "--seeds", "2"],
-                 "identical initial parameters for seeds 0 and 1"),
     "scan_cached": (["scan", "--model", "factories:cached", "--seeds", "2"],
                     "returned the same module object"),
     "sibling_model": (["estimate", "--model", "SIBLING_MODEL"], "must be self-contained"),
@@ -504,6 +502,8 @@ def test_user_code_whose_identity_would_lie_is_one_line(case, tmp_path, run_milr
 
 def test_a_resume_on_other_data_from_the_same_source_is_one_line(tmp_path, run_milr,
                                                                  monkeypatch):
+    from pathlib import Path
+
     import numpy as np
 
     from milr.data import lookup
@@ -522,8 +522,79 @@ def test_a_resume_on_other_data_from_the_same_source_is_one_line(tmp_path, run_m
     code, _, err = run_milr(["sweep", str(grid), "--out", out])
     assert code in (0, None), err
     save(1.0)  # the same source, other arrays
+    grid.write_text(GRID.replace("widths: [4]", "widths: [4, 5]") + "threshold: 0.6\n"
+                    "data: d.py:make\n")  # a cell still to run
+    before = Path(out).read_bytes()
     monkeypatch.setattr(lookup, "_CACHE", {})  # a resume is a new process
-    code, _, err = run_milr(["sweep", str(grid), "--out", out, "--dry-run"])
+    code, _, err = run_milr(["sweep", str(grid), "--out", out])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "was measured with dataset_sha256=" in lines[0] and "it changed" in lines[0], lines[0]
+    assert Path(out).read_bytes() == before
+
+
+def test_a_dry_run_calls_no_data_function(tmp_path, run_milr, monkeypatch):
+    """A dry run trains nothing and loads nothing: its resume check leaves the data's hash to
+    the run, and one note says so."""
+    from milr.data import lookup
+
+    calls = tmp_path / "calls"
+    (tmp_path / "d.py").write_text(
+        "from pathlib import Path\n\nimport numpy as np\n\n\ndef make():\n"
+        f"    with open({str(calls)!r}, 'a') as f:\n        f.write('x')\n"
+        "    y = np.arange(200) % 2\n    x = np.ones((200, 3)) * y[:, None]\n"
+        "    return x, y, x, y\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID + "threshold: 0.6\ndata: d.py:make\n")
+    out = str(tmp_path / "r.csv")
+    monkeypatch.setattr(lookup, "_CACHE", {})
+    assert run_milr(["sweep", str(grid), "--out", out])[0] in (0, None)
+    monkeypatch.setattr(lookup, "_CACHE", {})  # a new process
+    called = calls.read_text()
+    code, _, err = run_milr(["sweep", str(grid), "--out", out, "--dry-run"])
+    assert code in (0, None) and calls.read_text() == called, err
+    assert "dataset_sha256 (the data function's arrays) is compared when the sweep runs" in err
+
+
+def test_a_sweep_whose_tasks_run_elsewhere_keeps_no_arrays(tmp_path, run_milr, monkeypatch):
+    """Worker processes (or Ray) load the data themselves: the sweep's own process keeps only
+    its hash, not the arrays, while they run."""
+    import numpy as np
+
+    from milr.data import lookup
+    from milr.sweep import executors
+
+    (tmp_path / "d.py").write_text(READS_ARRAYS)
+    y = np.arange(400) % 2
+    np.savez(tmp_path / "arrays.npz", x=np.ones((400, 3)) * y[:, None], y=y)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID + "threshold: 0.6\ndata: d.py:make\n")
+    held = []
+
+    def elsewhere(tasks):  # a runner of another process, run here: what we hold as it starts
+        for task in tasks:
+            held.append(len(lookup._CACHE))
+            yield from executors.local_runner([task])
+
+    monkeypatch.setattr(lookup, "_CACHE", {})
+    monkeypatch.setattr(executors, "make_runner", lambda *a: elsewhere)
+    code, _, err = run_milr(["sweep", str(grid), "--out", str(tmp_path / "r.csv")])
+    assert code in (0, None) and held == [0], err
+
+
+@pytest.mark.parametrize("command", ["estimate", "scan", "sharpness", "sweep"])
+def test_seeds_of_identical_weights_run_with_one_note(command, tmp_path, run_milr, monkeypatch):
+    """Not a refusal (a checkpoint's seeds still differ in data order and dropout): the command
+    succeeds, and says once that the seeds' spread is not one over initialisations."""
+    monkeypatch.setattr("milr.engine.func.NOTED", set(), raising=False)
+    if command == "sweep":
+        grid = tmp_path / "g.yaml"
+        grid.write_text(GRID.replace("seeds: 1", "seeds: 2") + "model: factories:constant\n")
+        args = ["sweep", str(grid), "--out", str(tmp_path / "r.csv")]
+    else:
+        args = [*base_args(command, tmp_path), "--model", "factories:constant", "--seeds", "2"]
+    code, _, err = run_milr(args)
+    notes = [line for line in err.splitlines() if line.startswith("milr: note:")]
+    assert code in (0, None) and "error" not in err, err
+    assert len(notes) == 1 and "factories:constant" in notes[0], err
+    assert "identical initial weights (parameters and buffers) for seeds 0 and 1" in notes[0]

@@ -391,6 +391,7 @@ def sweep_cmd(
 
     try:  # torch loads here
         from ..analysis.table import summarise
+        from ..data.lookup import forget
         from ..sweep import executors as ex
         from ..sweep import run as sw
         from ..sweep.grid import load_grid
@@ -406,7 +407,10 @@ def sweep_cmd(
         _writable(trials, "trials log")
         # before the lock: a failure leaves nothing behind (a dry run runs nothing)
         runner = ex.local_runner if dry_run else ex.make_runner(workers, ray, gpus_per_cell)
-        plan = sw.plan_sweep(grid, out, trials, lock=not dry_run)  # a run holds the lock
+        # a run holds the lock; a dry run calls no data function
+        plan = sw.plan_sweep(grid, out, trials, lock=not dry_run, data=not dry_run)
+        if runner is not ex.local_runner:  # its tasks load the data: the hash is all we need
+            forget()
     except (ValueError, OSError) as e:
         fail(e)
     except KeyboardInterrupt:  # while the grid is expanded or the results file read

@@ -236,6 +236,12 @@ def identities(cfg, data: Dataset | None = None) -> dict[str, str | None]:
 _CACHE: dict[tuple, Dataset] = {}
 
 
+def forget() -> None:
+    """Drop the data sets this process loaded: a sweep whose tasks load their own (worker
+    processes, Ray) keeps only their identities, not their arrays."""
+    _CACHE.clear()
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Load a data set by name (see DATASETS), from a .npz path or a user's function
     (PATH.py:NAME); cached per process (a function's per content of its file)."""

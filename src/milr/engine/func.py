@@ -3,8 +3,8 @@
 `--model PATH.py:NAME` names a function NAME(depth, width, in_shape, classes) -> nn.Module
 (`Factory`). Each seed's module is built once, under torch.manual_seed of the seed's weight
 stream (`seeding.member_seed(seed, WEIGHTS)`), so its own initialisation is used; a private copy
-is moved to the device and never the user's object. Seeds whose modules are one object or have
-equal parameters are refused (`Distinct`). The members' tensors are stacked
+is moved to the device and never the user's object. Seeds whose modules are one object are
+refused, seeds of equal weights noted (`Distinct`). The members' tensors are stacked
 (`torch.func.stack_module_state`) and one step of all of them is `vmap(grad_and_value)` over
 `functional_call` (`Program`), the loss being the built-in engine's `loss_value`.
 
@@ -25,6 +25,7 @@ train beside it (results rows say so: `search.depends_on`).
 from __future__ import annotations
 
 import copy
+import sys
 import traceback
 import weakref
 from collections.abc import Iterator
@@ -114,37 +115,60 @@ class Factory:
 
 
 class Distinct:
-    """The members' initial modules told apart, seed by seed: a factory that returns one module
-    it keeps, or weights that ignore torch's random state (constants, a generator of its own),
-    would make every seed the same network, and a spread over seeds claim what no trial shows.
+    """The members' initial modules told apart, seed by seed. A factory that returns one module
+    it keeps would make every member one object: refused. Seeds whose weights are all equal
+    (a loaded checkpoint, zeros, a generator of the factory's own) still differ in data order
+    and dropout: a note says so once, since their spread is then not one over initialisations.
     One seed has nothing to be compared with."""
 
-    def __init__(self, spec: str):
-        self.spec = spec
+    def __init__(self, factory: Factory, device: torch.device, dtype: torch.dtype):
+        self.factory, self.device, self.dtype = factory, device, dtype
         self.returned: dict[int, weakref.ref] = {}  # seed -> the factory's object, while alive
-        self.prints: dict[tuple, list[tuple[int, nn.Module]]] = {}  # parameter sums -> modules
+        self.prints: dict[tuple, list[tuple[int, list[torch.Tensor]]]] = {}  # sums -> tensors
+
+    def module(self, seed: int) -> nn.Module:
+        """Seed's module, our copy (`Factory.own`), checked against every earlier seed's."""
+        returned = self.factory.build(seed)
+        module = self.factory.own(returned, self.device, self.dtype)
+        self.check(seed, returned, module)
+        return module
 
     def check(self, seed: int, returned: nn.Module, module: nn.Module) -> None:
         """Refuse seed's module (the factory's object, and our copy) where an earlier seed's
-        was the same object or had every parameter equal to it."""
+        was the same object; note it where every parameter and buffer equals an earlier's."""
+        spec = self.factory.spec
         for other, ref in self.returned.items():
             if ref() is returned:
                 raise ValueError(
-                    f"{MODEL} {self.spec!r} returned the same module object for seeds {other} "
+                    f"{MODEL} {spec!r} returned the same module object for seeds {other} "
                     f"and {seed} (one it keeps?): every seed would train the same network; "
                     "build a new module at every call")
-        params = [p.detach() for p in module.parameters()]
-        key = tuple(float(p.sum()) for p in params)
+        tensors = [t.detach() for t in (*module.parameters(), *module.buffers())]
+        key = tuple(float(t.double().sum()) for t in tensors)
         for other, seen in self.prints.get(key, []):
-            if all(torch.equal(a, b.detach())
-                   for a, b in zip(params, seen.parameters(), strict=True)):
-                raise ValueError(
-                    f"{MODEL} {self.spec!r} built identical initial parameters for seeds "
-                    f"{other} and {seed}: its weights ignore torch's random state (constants, or "
-                    "a generator of its own), so the seeds would be one network; draw them from "
-                    "torch's default generator, which milr seeds per seed")
+            if all(torch.equal(a, b) for a, b in zip(tensors, seen, strict=True)):
+                self._note(other, seed)
+                break
         self.returned[seed] = weakref.ref(returned)
-        self.prints.setdefault(key, []).append((seed, module))
+        self.prints.setdefault(key, []).append((seed, tensors))
+
+    def _note(self, other: int, seed: int) -> None:
+        """One line on stderr, once per factory and cell in a process (a search and its λ1, a
+        sweep's tasks of one cell): the run goes on."""
+        key = (self.factory.spec, self.factory.args)
+        if key in NOTED:
+            return
+        NOTED.add(key)
+        depth, width = key[1][:2]
+        sys.stderr.write(
+            f"milr: note: {MODEL} {key[0]!r} built identical initial weights (parameters and "
+            f"buffers) for seeds {other} and {seed} at depth {depth}, width {width}: they differ "
+            "only in data order and dropout, so their spread is not a spread over "
+            "initialisations\n")
+
+
+# (spec, factory arguments) whose identical seeds were noted in this process
+NOTED: set[tuple] = set()
 
 
 class _Largest(TorchDispatchMode):
@@ -381,8 +405,8 @@ class FuncTrainer(BatchedTrainer):
         self.factory = factory or Factory.of(cfg, data)
         self.device, self.dtype = device or data.x_train.device, dtype
         self.modules: dict[int, nn.Module] = {}  # seed -> our copy of its module
-        self.distinct = Distinct(cfg.model)
-        # every seed's now: one that repeats another's weights is refused before any training
+        self.distinct = Distinct(self.factory, self.device, dtype)
+        # every seed's now: one that is another's module is refused before any training
         first = [self._module(s) for s in range(cfg.seed, cfg.seed + cfg.seeds)][0]
         self.program = Program(first, input_shape(data), cfg.loss, cfg.model,
                                self.factory.loaded.path, cfg.batch_size, eval_chunk)
@@ -398,10 +422,7 @@ class FuncTrainer(BatchedTrainer):
         """Seed's module, built once (our own copy, on the device), told apart from every
         other seed's (`Distinct`)."""
         if seed not in self.modules:
-            returned = self.factory.build(seed)
-            module = self.factory.own(returned, self.device, self.dtype)
-            self.distinct.check(seed, returned, module)
-            self.modules[seed] = module
+            self.modules[seed] = self.distinct.module(seed)
         return self.modules[seed]
 
     def _members(self, seeds: list[int]) -> Stack:
@@ -458,6 +479,14 @@ class FuncTrainer(BatchedTrainer):
     def advance(self):
         with self._own_rng():
             return super().advance()
+
+
+def check_seeds(cfg, data: Dataset) -> None:
+    """Every seed of cfg (a NetworkConfig with a model) built and told apart (`Distinct`), as
+    a search's are, before a measurement that builds one seed at a time (λ1) begins."""
+    distinct = Distinct(Factory.of(cfg, data), data.x_train.device, torch.float32)
+    for s in range(cfg.seed, cfg.seed + cfg.seeds):
+        distinct.module(s)
 
 
 def member_loss(cfg, data: Dataset, seed: int, x: torch.Tensor, y: torch.Tensor,

@@ -255,10 +255,10 @@ def _ready(cfg: NetworkConfig, scfg: SharpnessConfig, data: Dataset | None) -> D
     if cfg.model is None:  # the MLP's memory model: a model's size is not known ahead
         check_sharpness_memory(cfg, scfg, data.n_inputs, data.classes,
                                available_memory(device))
-    else:  # a factory that cannot build is refused before any seed begins
-        from .func import Factory
+    else:  # a factory that cannot build, or whose seeds are one module, is refused up front
+        from .func import check_seeds
 
-        Factory.of(cfg, data).build(cfg.seed)
+        check_seeds(cfg, data)
     return data.to(device)
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from ..base.config import EstimateConfig
 from ..base.cost import scan_bound_tflop, search_bound_tflop
 from ..base.results import aggregate, ok_values
+from ..base.spec import identities as spec_identities
+from ..base.spec import is_spec, sha256_column
 from ..data.lookup import identities
 from .executors import Runner, local_runner
 from .grid import Grid
@@ -118,6 +120,7 @@ class Plan:
     trials: TrialsLog | None = None
     notes: list[str] = field(default_factory=list)  # repairs and duplicates, one line each
     locked: bool = False
+    code: dict | None = None  # the identities rows and tasks must reproduce (`_code`)
 
     def release(self) -> None:
         """Give up the locks taken by `plan_sweep(lock=True)`."""
@@ -216,10 +219,22 @@ def _duplicate_note(store: ResultStore, rows: list[dict]) -> list[str]:
             "remove the others by hand"]
 
 
+def _code(cfg: EstimateConfig, data: bool) -> dict:
+    """What rows and tasks must reproduce (`lookup.identities`, which calls a data function);
+    without `data`, the code's alone: a data function's hash is of the arrays it returns."""
+    if data:
+        return identities(cfg)
+    code = spec_identities(cfg)
+    if is_spec(cfg.dataset):
+        del code[sha256_column("dataset")]
+    return code
+
+
 def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLike | None = None,
-               lock: bool = False) -> Plan:
+               lock: bool = False, data: bool = True) -> Plan:
     """Read `out`, refuse it if it is not ours or its fixed parameters differ from the grid's,
-    list what's missing. `lock`: also take the locks and repair torn lines (to run the plan)."""
+    list what's missing. `lock`: also take the locks and repair torn lines (to run the plan).
+    Without `data` (a dry run) a data function is not called, and its hash not compared."""
     check_paths(out, trials_path)
     check_not_locks(out, trials_path)
     store = ResultStore(out, grid.measure)
@@ -235,8 +250,14 @@ def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLik
                     open(path, "ab").close()
         plan.notes = _lock_and_repair(store, trials) if lock else []
         plan.rows = store.rows()
-        store.check_compatible(plan.rows, grid.config(*grid.cells[0]), grid.lambda1_samples,
-                               grid.scan)
+        first = grid.config(*grid.cells[0])
+        plan.code = _code(first, data) if plan.rows else None  # once, for rows and tasks
+        store.check_compatible(plan.rows, first, grid.lambda1_samples, grid.scan,
+                               plan.code or {})
+        if plan.rows and not data and is_spec(first.dataset):
+            plan.notes.append(f"{store.path}: its rows' dataset_sha256 (the data function's "
+                              "arrays) is compared when the sweep runs; a dry run does not call "
+                              "the function")
         if trials is not None:  # its trials against the rows they explain
             plan.notes += trials.coverage(plan.rows, store.path)
     except BaseException:
@@ -245,6 +266,8 @@ def plan_sweep(grid: Grid, out: str | os.PathLike, trials_path: str | os.PathLik
     plan.notes += _duplicate_note(store, plan.rows)
     plan.tasks = pending_tasks(grid, done_keys(plan.rows) if grid.scan is None
                                else done_cells(plan.rows))
+    if plan.code is None and plan.tasks:
+        plan.code = _code(first, data)
     return plan
 
 
@@ -300,7 +323,7 @@ def _configs(grid: Grid, plan: Plan, done: list[dict], full_eval: bool | None = 
     one only when it can start it): a warm-started one then sees every row stored so far."""
     first = grid.config(*grid.cells[0])
     carried = sources(first) if plan.tasks else ()
-    code = identities(first) if plan.tasks else None  # what every task must reproduce
+    code = plan.code if plan.tasks else None  # what every task must reproduce
     for task in plan.tasks:
         cfg = task_config(grid, task)
         if grid.warm_start:

@@ -356,18 +356,21 @@ class ResultStore:
         return self.repaired
 
     def check_compatible(self, rows: list[dict], cfg: EstimateConfig,
-                         lambda1_samples: int = 0, scan=None) -> None:
+                         lambda1_samples: int = 0, scan=None, code: dict | None = None) -> None:
         """Refuse to mix rows measured under different fixed parameters or λ1 sample counts
         than the grid's (`cfg`: the config of any of its cells), or a search's rows with a
-        scan's (`scan`: the grid's ScanConfig, whose settings are fixed too)."""
+        scan's (`scan`: the grid's ScanConfig, whose settings are fixed too). `code`: the
+        identities to compare (`lookup.identities`; a column left out is not compared), else
+        cfg's, computed here."""
         if self.found is not None and self.found != self.measure:
             raise StoreError(f"{self.path} holds the rows of a {self.found} sweep but the grid "
                              f"has measure: {self.measure}; one results file holds one "
                              "measure: use another --out")
         # the code's and data's identities only where rows need them: a dataset function is
         # called for them (`lookup.identities`)
-        want = {**cfg.row(), **(identities(cfg) if rows else {}),
-                **(asdict(scan) if scan else {})}
+        if code is None:
+            code = identities(cfg) if rows else {}
+        want = {**cfg.row(), **code, **(asdict(scan) if scan else {})}
         fixed = (*FIXED_FIELDS, *(SCAN_FIELDS if scan else ()))
         for name in FIXED_FIELDS:
             if name not in self.columns and not _same(LEGACY_VALUES[name], want[name]):
@@ -383,7 +386,7 @@ class ResultStore:
                         f"but the grid has {name}={want[name]}; use another --out or restore "
                         "the setting")
             for name in CODE_FIELDS:
-                if not _same(row[name], want[name]):
+                if name in want and not _same(row[name], want[name]):
                     raise StoreError(
                         f"{self.path} line {n} was measured with {name}="
                         f"{row[name] or 'None'} but it is now {want[name] or 'None'} (the "
