@@ -877,10 +877,10 @@ def check_scans(scans: list[ScanView], by: str | None, compare_by: str | None,
     if by is not None and by not in AXES:
         raise PlotError(f"--by {by}: expected width or depth")
     if compare_by is not None:
-        values = {str(_setting(s, compare_by)) for s in scans}
-        if len(values) < 2:
+        panels = scan_panels(scans, compare_by)
+        if len(panels) < 2:
             raise PlotError(f"--compare-by {compare_by}: every scan has {compare_by} "
-                            f"{values.pop()}: nothing to compare")
+                            f"{next(iter(panels))}: nothing to compare")
     _one_protocol(scans, compare_by)
     varies = [a for a in AXES if len({s.setting(a) for s in scans}) > 1]
     return by or (varies[0] if varies else "width"), objective or next(iter(seen))
@@ -907,15 +907,26 @@ def drawable(scans: list[ScanView], objective: str) -> tuple[list[ScanView], lis
 
 def _one_protocol(scans: list[ScanView], compare_by: str | None) -> None:
     """Refuse scans of different protocols as `milr fit` refuses rows (`table.protocol_split`,
-    over the settings every scan records), but on the compared setting and those tied to it
-    (TIED_FIELDS); depth, width and the rate grid are free, as a sweep's cells and rescans."""
+    over the settings every scan records): depth, width and the rate grid are free, as a
+    sweep's cells and rescans; with `compare_by`, inside each panel nothing else, and across
+    panels the compared setting and those tied to it (TIED_FIELDS)."""
     from ..base.config import SCAN_GRID_FIELDS, TIED_FIELDS
+
+    if compare_by is None:
+        _refuse_split(scans, SCAN_GRID_FIELDS)
+        return
+    for name, members in scan_panels(scans, compare_by).items():
+        _refuse_split(members, SCAN_GRID_FIELDS, panel_title(compare_by, name))
+    _refuse_split(scans, (*SCAN_GRID_FIELDS, compare_by, *TIED_FIELDS.get(compare_by, ())))
+
+
+def _refuse_split(scans: list[ScanView], exempt: tuple, panel: str | None = None) -> None:
+    """One line naming the first setting (not `exempt`) the scans differ in, its values and
+    files; inside a panel (its title), no other --compare-by is suggested."""
     from .table import protocol_split
 
     settings = [s.protocol() for s in scans]
     known = set.intersection(*(set(p) for p in settings))
-    exempt = (*SCAN_GRID_FIELDS, *((compare_by, *TIED_FIELDS.get(compare_by, ()))
-                                   if compare_by else ()))
     split = protocol_split([{k: v for k, v in p.items() if k in known} for p in settings],
                            exempt)
     if split is None:
@@ -925,9 +936,62 @@ def _one_protocol(scans: list[ScanView], compare_by: str | None) -> None:
                          f"{' ...' if len(idx) > 2 else ''})"
                          for v, idx in list(where.items())[:4])
     setting, splits = _compared_setting(scans, name)
+    if panel is not None:
+        raise PlotError(f"scans of different protocols in the panel \"{panel}\": {shown}: "
+                        f"not one quantity; a panel draws one {setting}: draw them in figures "
+                        "of their own")
     raise PlotError(f"scans of different protocols: {shown}: not one quantity; draw one "
                     f"{setting} per figure" + (f", or side by side with --compare-by {setting}"
                                                if splits else ""))
+
+
+def scan_panels(scans: list[ScanView], compare_by: str | None) -> dict[str, list[ScanView]]:
+    """The scans of each panel by its name: one panel per value of `compare_by` (a model's or
+    data function's: per function name and code hash, so one function under two paths is one
+    panel and two versions of it are two, named with their hashes); one panel "" without it."""
+    from .table import SPEC_HASHES, compared
+
+    if compare_by is None:
+        return {"": list(scans)}
+    keyed: dict[tuple, list[ScanView]] = {}
+    for s in scans:
+        _setting(s, compare_by)  # refused in one line where a scan has no such setting
+        row = s.protocol()
+        keyed.setdefault((compared(row, compare_by), row.get(SPEC_HASHES.get(compare_by, ""))),
+                         []).append(s)
+    names = [_panel_value(members[0], compare_by) for members in keyed.values()]
+    for short in (8, None):  # two versions of a function told apart by their hashes
+        told = [name + (f" ({sha[:short] if sha else 'no hash'})" if names.count(name) > 1
+                        else "")
+                for name, (_, sha) in zip(names, keyed, strict=True)]
+        if len(set(told)) == len(told):
+            break
+    else:  # the same name, no hash: a spec written before milr hashed code
+        told = [str(members[0].setting(compare_by)) for members in keyed.values()]
+    return dict(zip(told, keyed.values(), strict=True))
+
+
+def _panel_value(s: ScanView, key: str) -> str:
+    """A panel's value of `key` as its title shows it: a spec by its function's name, no model
+    as the built-in network."""
+    from .table import SPEC_HASHES
+
+    value = s.setting(key)
+    if key not in SPEC_HASHES:
+        return str(value)
+    if value is None:
+        arch = s.setting("architecture")
+        return "built-in " + ("MLP" if arch == "mlp" else f"{arch} network")
+    return str(value).rpartition(":")[2] or str(value)
+
+
+def panel_title(compare_by: str | None, name: str) -> str:
+    """'parametrization mup'; a spec setting's 'model: net'."""
+    from .table import SPEC_HASHES
+
+    if compare_by is None:
+        return ""
+    return f"{compare_by}{':' * (compare_by in SPEC_HASHES)} {name}"
 
 
 def _compared_setting(scans: list[ScanView], name: str) -> tuple[str, bool]:
@@ -961,9 +1025,7 @@ def scan_figure(scans: list[ScanView], by: str = "width", objective: str | None 
     from matplotlib.lines import Line2D
 
     objective = objective or scans[0].objective
-    groups: dict[str, list[ScanView]] = {}
-    for s in scans:
-        groups.setdefault(str(s.setting(compare_by)) if compare_by else "", []).append(s)
+    groups = scan_panels(scans, compare_by)
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups) + 1, 5.5), sharey=True,
                              squeeze=False)
     values = sorted({s.setting(by) for s in scans})
@@ -976,7 +1038,7 @@ def scan_figure(scans: list[ScanView], by: str = "width", objective: str | None 
             _scan_curve(ax, s, objective, colours[values.index(s.setting(by))],
                         f"{group}:{label}", label)
         ax.set(xscale="log", xlabel="learning rate (log scale)",
-               title=f"{compare_by} {group}" if compare_by else "")
+               title=panel_title(compare_by, group))
         if objective != "val-accuracy":
             ax.set_yscale("log")
         ax.grid(which="both", alpha=0.25)
@@ -992,7 +1054,8 @@ def scan_figure(scans: list[ScanView], by: str = "width", objective: str | None 
     fig.legend(handles=keys, loc="lower center", ncol=4, frameon=False,
                bbox_to_anchor=(0.5, -0.06))
     c = scans[0].doc["config"]
-    fig.suptitle(f"{objective} after {c['steps']} steps against rate on {c['dataset']}"
+    fig.suptitle(f"{objective} after {c['steps']} steps against rate"
+                 + ("" if compare_by == "dataset" else f" on {c['dataset']}")
                  + ("" if objective == scans[0].objective else
                     f" (η_opt of {scans[0].objective})"))
     fig.tight_layout()

@@ -314,7 +314,7 @@ PROTOCOL_FIELDS = (*FIXED_FIELDS, *SCAN_FIELDS, *CODE_FIELDS)
 def protocol_split(rows: list, exempt=(), distinct: dict | None = None):
     """The first of PROTOCOL_FIELDS (not `exempt`, and in rows[0]) on which rows differ: (its
     name, the indices of the rows of each setting, each setting as first written); None where
-    they all agree (a spec by its code: `_compared`). `distinct`: values already seen per
+    they all agree (a spec by its code: `compared`). `distinct`: values already seen per
     column (one value: no split there)."""
     for name in PROTOCOL_FIELDS:
         if name in exempt or not rows or name not in rows[0]:
@@ -325,7 +325,7 @@ def protocol_split(rows: list, exempt=(), distinct: dict | None = None):
         where: dict[object, list[int]] = {}
         text: dict[object, str] = {}
         for i, r in enumerate(rows):
-            value = _compared(r, name)
+            value = compared(r, name)
             where.setdefault(value, []).append(i)
             text.setdefault(value, r[name] or "None")
         if len(where) > 1:
@@ -356,7 +356,7 @@ def one_protocol(rows: list[dict], source: str = "results") -> None:
 SPEC_HASHES = {name: sha256_column(name) for name in SPEC_FIELDS}
 
 
-def _compared(row, name: str):
+def compared(row, name: str):
     """A row's value of `name` as rows are compared on it: a setting; a spec, where the row
     holds its code's hash (compared in its own column), by its function's name alone, so that
     one file under two paths (a sweep records the path resolved, `milr scan` the one typed) is
