@@ -116,7 +116,8 @@ def test_fit_takes_one_model_under_two_paths_but_not_two_versions():
 
 def test_plot_scan_and_fit_take_scans_on_different_grids(tmp_path):
     """A width rescanned over a wider range, or finer: the figure draws against rate, and an
-    η_opt that is ok lies inside its own grid; a search's rows still keep one bracket."""
+    η_opt that is ok lies inside its own grid; a fit takes other ranges but not a finer grid
+    (test_scan_review3); a search's rows still keep one bracket."""
     from milr.analysis import plot
     from milr.analysis.table import FitError, one_protocol
     from milr.sweep.store import COLUMNS, SCAN_COLUMNS
@@ -128,7 +129,9 @@ def test_plot_scan_and_fit_take_scans_on_different_grids(tmp_path):
     text = {k: "" if v is None else str(v) for k, v in cfg.row().items()}
     scan = {c: "" for c in SCAN_COLUMNS} | text | {"points_per_octave": "4",
                                                    "eta_opt_status": "ok"}
-    one_protocol([scan, {**scan, "lr_min": "0.5", "points_per_octave": "3", "width": "8"}])
+    one_protocol([scan, {**scan, "lr_min": "0.5", "lr_max": "20", "width": "8"}])
+    with pytest.raises(FitError, match="points_per_octave"):  # the resolution moves the edges
+        one_protocol([scan, {**scan, "points_per_octave": "3", "width": "8"}])
     search = {c: "" for c in COLUMNS} | text
     with pytest.raises(FitError, match="lr_min"):
         one_protocol([search, {**search, "lr_min": "0.5"}])

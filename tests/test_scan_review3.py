@@ -66,3 +66,45 @@ def test_two_versions_of_one_function_are_two_panels(tmp_path):
     alone = scans_of(tmp_path, v1, v1b)
     with pytest.raises(plot.PlotError, match="every scan has model net: nothing to compare"):
         plot.check_scans(alone, None, "model", None)
+
+
+# --- 2. milr fit: a scan's rate range may differ, its grid's resolution not ----------------------
+
+def scan_rows_csv(tmp_path, last: dict) -> str:
+    """A scan sweep's results of four cells, the last one's row changed by `last`."""
+    import csv
+
+    from milr.base.config import EstimateConfig
+    from milr.sweep.store import SCAN_COLUMNS
+
+    rows = []
+    for depth, width in ((1, 4), (1, 8), (2, 4), (2, 8)):
+        cfg = EstimateConfig(depth=depth, width=width, dataset="gaussians")
+        row = {c: "" for c in SCAN_COLUMNS} | {k: "" if v is None else str(v)
+                                               for k, v in cfg.row().items()}
+        rows.append(row | {"seed": "0", "seeds": "3", "points_per_octave": "4",
+                           "objective": "val-loss", "status": "ok",
+                           "eta_opt": str(0.8 / (depth * width) ** 0.5),
+                           "eta_opt_status": "ok"})
+    rows[-1].update(last)
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+def test_fit_takes_scan_rows_of_other_ranges_but_not_other_resolutions(tmp_path, run_milr):
+    """lr_min and lr_max only bound where a scan looks; points_per_octave sets the grid step,
+    and the stability edge (a grid rate) is low by up to one step: a mix is two quantities, one
+    line naming both, exit 2."""
+    code, out, err = run_milr(["fit", scan_rows_csv(tmp_path, {"lr_min": "0.5", "lr_max": "20"}),
+                               "--column", "eta_opt"])
+    assert code in (0, None) and "different protocols" not in err, err
+    code, _, err = run_milr(["fit", scan_rows_csv(tmp_path, {"points_per_octave": "3"}),
+                             "--column", "eta_opt"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "points_per_octave=4 (lines 2-4)" in lines[0] and \
+        "points_per_octave=3 (line 5)" in lines[0], lines[0]

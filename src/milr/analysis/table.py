@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
-from ..base.config import FIXED_FIELDS, SCAN_FIELDS, SCAN_GRID_FIELDS, FitConfig
+from ..base.config import FIXED_FIELDS, SCAN_FIELDS, SCAN_RANGE_FIELDS, FitConfig
 from ..base.expr import compile_filter
 from ..base.files import check_regular
 from ..base.results import STATUSES, Cell, aggregate, ok_values
@@ -335,12 +335,12 @@ def protocol_split(rows: list, exempt=(), distinct: dict | None = None):
 
 def one_protocol(rows: list[dict], source: str = "results") -> None:
     """Refuse rows measured under different protocols (`protocol_split`, e.g. steps 100 and
-    400): their η* are different quantities, and a sweep refuses to mix them; a scan's grid
-    may differ (SCAN_GRID_FIELDS). Superseded rows count too: which protocol's row came last
-    must not choose the fit."""
+    400): their η* are different quantities, and a sweep refuses to mix them; a scan's rate
+    range may differ (SCAN_RANGE_FIELDS), not its grid's resolution. Superseded rows count
+    too: which protocol's row came last must not choose the fit."""
     distinct = getattr(rows, "distinct", {})
     rows = getattr(rows, "every", None) or rows
-    grid = SCAN_GRID_FIELDS if rows and is_scan_row(rows[0]) else ()
+    grid = SCAN_RANGE_FIELDS if rows and is_scan_row(rows[0]) else ()
     split = protocol_split(rows, grid, distinct)
     if split is None:
         return

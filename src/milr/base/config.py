@@ -516,8 +516,11 @@ class ScanConfig:
 MEASURES = ("search", "scan")
 SCAN_FIELDS = tuple(f.name for f in fields(ScanConfig))
 # A scan's grid: where it looks for η_opt, not what it measures (an `ok` η_opt lies inside any
-# grid that resolves it), so `milr plot scan` and `milr fit` take scans of different grids.
-SCAN_GRID_FIELDS = ("lr_min", "lr_max", "points_per_octave")
+# grid that resolves it), so `milr plot scan`, which draws against rate, takes scans of
+# different grids. `milr fit` takes different ranges only: the resolution moves what is read
+# off the grid (the stability edge, a grid rate, is low by up to one step).
+SCAN_RANGE_FIELDS = ("lr_min", "lr_max")
+SCAN_GRID_FIELDS = (*SCAN_RANGE_FIELDS, "points_per_octave")
 
 
 def check_scan(cfg: EstimateConfig) -> None:
