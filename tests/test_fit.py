@@ -349,3 +349,20 @@ def test_c_per_cell_and_against_dw(tmp_path, run_milr):
     assert "c = η*·λ1 (dimensionless): median" in out and "c = η*·λ1 per cell" in out
     assert flat(f"c ∝ (d·w)^{fit['slope']:.3f}") in flat(out)
     assert "c_eff = η*·λ1_eff" in out and "1e+09" not in out and "1e9" not in out
+
+
+def test_a_equals_b_not_rejected_on_noise_is_not_called_sufficient(tmp_path, run_milr):
+    """Where η* depends on neither depth nor width (pure noise), a = b is not rejected only
+    because neither exponent is resolved: the verdict must say the test cannot tell, not that
+    d·w is a sufficient variable; with a real d·w law it still says sufficient."""
+    noise, law = law_rows(a=0.0, b=0.0, noise=0.5, seed=1), law_rows(seed=1)
+    fit_noise = ft.fit_power_law(table.cells_from_rows(noise)[0])
+    fit_law = ft.fit_power_law(table.cells_from_rows(law)[0])
+    assert fit_noise.compatible and not fit_noise.resolved
+    assert fit_law.compatible and fit_law.resolved
+    for rows, said in ((noise, "cannot tell"), (law, "sufficient variable")):
+        code, out, err = run_milr(["fit", write(tmp_path / "r.csv", rows)])
+        assert code == 0, err
+        assert said.replace(" ", "") in flat(out)
+    code, out, _ = run_milr(["fit", write(tmp_path / "r.csv", noise), "--json"])
+    assert json.loads(out)["two_exponent"]["resolved"] is False

@@ -109,6 +109,11 @@ class PowerLaw:
         """a = b not rejected at 5%: the data do not contradict d·w as the variable."""
         return self.a_minus_b_p > 1 - CONF
 
+    @property
+    def resolved(self) -> bool:
+        """a or b told from 0 at 95%: without either, a = b not rejected says nothing about d·w."""
+        return not (self.a_ci[0] <= 0 <= self.a_ci[1] and self.b_ci[0] <= 0 <= self.b_ci[1])
+
     def worst(self, n: int = 3) -> list[tuple[Cell, float]]:
         order = np.argsort(-np.abs(self.residuals))[:n]
         return [(self.cells[i], self.residuals[i]) for i in order]
@@ -143,6 +148,7 @@ class PowerLaw:
             "two_exponent": {"law": "eta* = C * depth ** -a * width ** -b",
                              "a": self.a, "a_ci95": self.a_ci, "b": self.b, "b_ci95": self.b_ci,
                              "p_a_equals_b": self.a_minus_b_p, "compatible": self.compatible,
+                             "resolved": self.resolved,
                              "aic": self.two_aic, "adj_r2": self.two_adj_r2},
             "bootstrap": self.bootstrap,
             "residuals": [{"depth": c.depth, "width": c.width, "value": c.value,

@@ -244,8 +244,10 @@ def render_fit(law, notes, relations, prediction, predict, plot, name: str = "η
     p(f"  seeds per cell: {seeds_per_cell(law.cells)}")
     p(f"two exponents: {name} = C · d^−a · w^−b with a = {law.a:.4f} [{law.a_ci[0]:.4f}, "
       f"{law.a_ci[1]:.4f}], b = {law.b:.4f} [{law.b_ci[0]:.4f}, {law.b_ci[1]:.4f}]")
-    verdict = ("compatible: d·w is a sufficient variable here" if law.compatible else
-               "[bold]not compatible[/]: depth and width enter with different exponents")
+    verdict = ("[bold]not compatible[/]: depth and width enter with different exponents"
+               if not law.compatible else "compatible: d·w is a sufficient variable here"
+               if law.resolved else "not rejected, but neither a nor b is told from 0: the "
+               "test cannot tell whether d·w is the variable")
     p(f"  a = b test: p = {law.a_minus_b_p:.3g} → {verdict}")
     p(f"  model comparison: AIC {law.aic:.2f} (d·w) vs {law.two_aic:.2f} (d, w); adjusted R² "
       f"{law.adj_r2:.4f} vs {law.two_adj_r2:.4f}")
