@@ -104,7 +104,7 @@ def row_key(row: dict) -> tuple[int, int, int]:
 
 def is_scan_row(row) -> bool:
     """Whether a results row (or log record) is a scan's, not a search's."""
-    return "eta_opt_status" in row
+    return measure_of(row) == "scan"
 
 
 def scan_seeds(row) -> int:
@@ -144,7 +144,7 @@ def duplicates(rows: list[dict]) -> list[tuple[int, int, int]]:
     seen: dict[tuple, str] = {}
     dup = []
     for r in rows:  # a scan cell rerun with another seed count is no duplicate either
-        k = row_key(r) if "status" in r else (*row_key(r), int(r["seeds"]))
+        k = (*row_key(r), int(r["seeds"])) if is_scan_row(r) else row_key(r)
         if k in seen and seen[k] != "unfinished" and k not in dup:
             dup.append(k)
         seen[k] = r.get("status", "final")
@@ -482,7 +482,7 @@ def logged_trials(rows: list[dict]) -> dict[tuple[int, int, int], tuple[int, int
     out: dict[tuple[int, int, int], tuple[int, int]] = {}
     for n, r in enumerate(rows, start=2):
         # a scan's row stands for one record, its cell's scan
-        text = str(r.get("trials") or "") if measure_of(r) == "search" else "1"
+        text = "1" if is_scan_row(r) else str(r.get("trials") or "")
         if not text.isdigit():
             continue
         key = row_key(r)
