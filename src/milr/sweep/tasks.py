@@ -80,7 +80,7 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
                       "lambda1_residual": max(p.residual, e.residual),
                       "lambda1_converged": p.converged and e.converged,
                       "lambda1_samples": p.samples} for p, e in est.sharpness}
-    finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    ran = provenance(est)
     rows = [{**cfg.row(), "seeds": task.cell_seeds, "seed": s.seed,
              "lr_star": s.lr_star, "lo": s.lo, "hi": s.hi, "status": s.status,
              "trials": s.trials, "nonmonotone": s.nonmonotone, "edge_trained": s.edge_trained,
@@ -89,10 +89,7 @@ def run_task(task: TaskConfig) -> tuple[list[dict], list[dict]]:
              "depends_on": depends_on(cfg, resolve_device(cfg.device).type),
              "rounds": est.rounds, "also_lr_star": s.also_lr_star, "also_lo": s.also_lo,
              "also_hi": s.also_hi, "also_status": s.also_status,
-             "cell_wall_time": round(est.wall_time, 3), "device_name": est.device,
-             "milr_version": est.versions["milr"], "torch_version": est.versions["torch"],
-             "finished_at": finished, **est.code,
-             **sharp.get(s.seed, dict.fromkeys(LAMBDA1_FIELDS))}
+             **ran, **est.code, **sharp.get(s.seed, dict.fromkeys(LAMBDA1_FIELDS))}
             for s in est.seeds]
     trials = [{"depth": cfg.depth, "width": cfg.width, **asdict(t)} for t in est.trials]
     return rows, trials
@@ -106,10 +103,15 @@ def run_scan(task: TaskConfig) -> tuple[list[dict], list[dict]]:
     cfg = task.config
     result = scan(cfg, task.scan)
     row = {**cfg.row(), **asdict(task.scan), **result.row(), "rates": len(result.grid),
-           "member_steps": result.member_steps, **result.code,
-           "cell_wall_time": round(result.wall_time, 3), "device_name": result.device,
-           "milr_version": result.versions["milr"], "torch_version": result.versions["torch"],
-           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+           "member_steps": result.member_steps, **result.code, **provenance(result)}
     record = {"depth": cfg.depth, "width": cfg.width, "seed": cfg.seed, "measure": "scan",
               **result.to_dict()}
     return [row], [record]
+
+
+def provenance(result) -> dict:
+    """How a task's measurement ran, as its rows record it (`store.PROVENANCE`): of an
+    `Estimate` or a `ScanResult`, finished now."""
+    return {"cell_wall_time": round(result.wall_time, 3), "device_name": result.device,
+            "milr_version": result.versions["milr"], "torch_version": result.versions["torch"],
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
