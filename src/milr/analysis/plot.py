@@ -876,12 +876,11 @@ def check_scans(scans: list[ScanView], by: str | None, compare_by: str | None,
                         f"{', '.join(OBJECTIVE_FIELDS)}")
     if by is not None and by not in AXES:
         raise PlotError(f"--by {by}: expected width or depth")
-    if compare_by is not None:
-        panels = scan_panels(scans, compare_by)
-        if len(panels) < 2:
-            raise PlotError(f"--compare-by {compare_by}: every scan has {compare_by} "
-                            f"{next(iter(panels))}: nothing to compare")
-    _one_protocol(scans, compare_by)
+    panels = scan_panels(scans, compare_by)
+    if compare_by is not None and len(panels) < 2:
+        raise PlotError(f"--compare-by {compare_by}: every scan has {compare_by} "
+                        f"{next(iter(panels))}: nothing to compare")
+    _one_protocol(scans, compare_by, panels)
     varies = [a for a in AXES if len({s.setting(a) for s in scans}) > 1]
     return by or (varies[0] if varies else "width"), objective or next(iter(seen))
 
@@ -905,19 +904,19 @@ def drawable(scans: list[ScanView], objective: str) -> tuple[list[ScanView], lis
     return kept, notes
 
 
-def _one_protocol(scans: list[ScanView], compare_by: str | None) -> None:
+def _one_protocol(scans: list[ScanView], compare_by: str | None,
+                  panels: dict[str, list[ScanView]]) -> None:
     """Refuse scans of different protocols as `milr fit` refuses rows (`table.protocol_split`,
     over the settings every scan records): depth, width and the rate grid are free, as a
-    sweep's cells and rescans; with `compare_by`, inside each panel nothing else, and across
-    panels the compared setting and those tied to it (TIED_FIELDS)."""
+    sweep's cells and rescans; inside each panel (`scan_panels`) nothing else, and with
+    `compare_by`, across panels the compared setting and those tied to it (TIED_FIELDS)."""
     from ..base.config import SCAN_GRID_FIELDS, TIED_FIELDS
 
-    if compare_by is None:
-        _refuse_split(scans, SCAN_GRID_FIELDS)
-        return
-    for name, members in scan_panels(scans, compare_by).items():
-        _refuse_split(members, SCAN_GRID_FIELDS, panel_title(compare_by, name))
-    _refuse_split(scans, (*SCAN_GRID_FIELDS, compare_by, *TIED_FIELDS.get(compare_by, ())))
+    for name, members in panels.items():
+        _refuse_split(members, SCAN_GRID_FIELDS,
+                      None if compare_by is None else panel_title(compare_by, name))
+    if compare_by is not None:
+        _refuse_split(scans, (*SCAN_GRID_FIELDS, compare_by, *TIED_FIELDS.get(compare_by, ())))
 
 
 def _refuse_split(scans: list[ScanView], exempt: tuple, panel: str | None = None) -> None:
