@@ -422,7 +422,9 @@ def activity(show: bool = True) -> Iterator[Callable[[str], None]]:
 def _seeds_done(rows: list[dict]) -> str:
     """The seeds a task's rows hold: one row per seed (a search), or one row for all of a
     cell's seeds (a scan: its first seed and their number)."""
-    if len(rows) == 1 and "eta_opt" in rows[0]:
+    from ..sweep.store import is_scan_row
+
+    if len(rows) == 1 and is_scan_row(rows[0]):
         first, n = int(rows[0]["seed"]), int(rows[0]["seeds"])
         return f"{first}–{first + n - 1}" if n > 1 else str(first)
     return ", ".join(str(x["seed"]) for x in rows)
