@@ -17,6 +17,7 @@ from pathlib import Path
 
 from milr.analysis.fit import FitError, fit_power_law, relation
 from milr.analysis.table import cells_from_rows, read_table
+from milr.engine.scan import STATUS_OF
 from milr.sweep.grid import load_grid
 
 HERE = Path(__file__).parent
@@ -24,9 +25,8 @@ HERE = Path(__file__).parent
 RUNS = {"adam, SP": ["adam-sp", "adam-sp-w512"],
         "adam, μP (base 32)": ["adam-mup", "adam-mup-w512"],
         "sgd, SP": ["sgd-sp"]}
-# the rates a row gives, each with the status column that says whether it counts
-RATES = {"eta_opt": "eta_opt_status", "eta_star_median": "eta_star_status",
-         "stability_edge": "stability_edge_status"}
+# the rates a row gives, each with the status column that says whether it counts (milr fit's)
+RATES = {c: STATUS_OF[c][0] for c in ("eta_opt", "eta_star_median", "stability_edge")}
 NAMES = {"eta_opt": "η_opt", "eta_star_median": "η* (median on the grid)",
          "stability_edge": "stability edge"}
 
